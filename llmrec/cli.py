@@ -1,0 +1,277 @@
+"""The ``llmrec`` command (also ``python -m llmrec``): a thin layer over the library modules.
+
+Every subcommand has ``--help``. Bad input ends with a one-line ``llmrec: error: ...`` naming the field
+and value, and exit code 2; nothing saved before is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from llmrec.model import DEFAULT_BASE_MODEL
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Few-shot LLM recommender: LoRA-tuned verbalizer scoring (TALLRec protocol).")
+
+DataOpt = typer.Option(None, "--data", help="Dataset folder (GroupLens raw, RecBole atomic or MovieLens CSV); "
+                                            "default: the embedded MovieLens-100K.")
+TemplateOpt = typer.Option("tallrec", "--template", help="Template name (see prompts/) or path to a .jinja file.")
+PromptsOpt = typer.Option(None, "--prompts", help="Extra template folder(s), searched before the built-ins.")
+BaseOpt = typer.Option(DEFAULT_BASE_MODEL, "--base-model", help="Embedded model name, local folder or HF id.")
+
+
+class CliError(Exception):
+    """A user error reported as one line."""
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def _split(splits, name: str):
+    if name not in ("train", "valid", "test"):
+        raise CliError(f"--split {name!r}: expected train, valid or test")
+    return getattr(splits, name)
+
+
+@app.command()
+def data(
+    split: str = typer.Option("test", help="Which TALLRec split: train, valid or test."),
+    out: Path = typer.Option(..., "--out", help="Output file: .json (alpaca records) or a folder (datasets.Dataset)."),
+    data: Optional[Path] = DataOpt,
+    template: str = TemplateOpt,
+    prompts: Optional[List[Path]] = PromptsOpt,
+    shots: int = typer.Option(0, help="If > 0 (train split), export only k samples drawn with --seed."),
+    seed: int = typer.Option(0, help="Seed of the k-shot draw."),
+):
+    """Build TALLRec samples (10-item windows, like = rating > 3, 80/10/10) and export them."""
+    from llmrec.pipeline import load_tallrec
+    from llmrec.prompts import load_template
+    from llmrec.samples.kshot import sample_k_shot
+    from llmrec.samples.tallrec import template_variables, to_alpaca, to_hf_dataset
+
+    rec, splits = load_tallrec(data)
+    samples = _split(splits, split)
+    if shots:
+        samples = sample_k_shot(samples, shots, seed)
+    if out.suffix == ".json":
+        tpl = load_template(template, prompts)
+
+        def render(v):
+            v = dict(v)
+            v.pop("label", None)
+            parts = tpl.render_parts(v)
+            return parts["instruction"], parts["input"]
+
+        records = to_alpaca(samples, rec.catalog, render=render, answers=tuple(tpl.targets[:2]))
+        _write_json_atomic(out, records)
+    else:
+        to_hf_dataset(samples, rec.catalog).save_to_disk(str(out))
+    typer.echo(f"wrote {len(samples)} {split} samples to {out}")
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", help="Adapter folder to write (peft files + llmrec.json)."),
+    shots: int = typer.Option(64, help="k: training samples drawn from the TALLRec train split."),
+    seed: int = typer.Option(0, help="Seed of the k-shot draw, LoRA init and data order."),
+    base_model: str = BaseOpt,
+    template: str = TemplateOpt,
+    prompts: Optional[List[Path]] = PromptsOpt,
+    data: Optional[Path] = DataOpt,
+    train_json: Optional[Path] = typer.Option(None, help="Train on these alpaca records instead of k-shot samples."),
+    epochs: int = typer.Option(10, help="Maximum epochs (early stopping on validation AUC)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
+    batch_size: int = typer.Option(8, help="Prompts per step per process."),
+    lora_rank: int = typer.Option(8, help="LoRA rank r."),
+    lora_alpha: float = typer.Option(16.0, help="LoRA alpha (update scaled by alpha/r)."),
+    lora_dropout: float = typer.Option(0.05, help="LoRA dropout."),
+    target_modules: str = typer.Option("q_proj,v_proj", help="Comma-separated module names, or all-linear."),
+    loss_on: str = typer.Option("answer", help="answer (answer tokens only) or prompt (whole sequence)."),
+    val_size: int = typer.Option(128, help="Validation samples for early stopping (0 = none)."),
+    patience: int = typer.Option(3, help="Epochs without better validation AUC before stopping."),
+    precision: str = typer.Option("auto", help="auto, bf16, fp16 or fp32."),
+):
+    """LoRA-tune the base model on k labelled samples; save the adapter (resumable checkpoints in --out)."""
+    from llmrec.adapter import save_adapter
+    from llmrec.data.alpaca import read_alpaca_json
+    from llmrec.model import LoraSettings, load_base_model
+    from llmrec.pipeline import PointwiseScorer, load_tallrec, tune_k_shot
+    from llmrec.prompts import load_template
+    from llmrec.train import TrainSettings, train_lora
+
+    tpl = load_template(template, prompts)
+    settings = TrainSettings(output_dir=str(out.with_name(out.name + ".work")), epochs=epochs, learning_rate=lr,
+                             batch_size=batch_size, seed=seed, loss_on=loss_on, patience=patience,
+                             precision=precision)
+    lora = LoraSettings(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules)
+    model, tok = load_base_model(base_model)
+    rec, splits = load_tallrec(data)
+    if train_json is not None:
+        records = read_alpaca_json(train_json, answers=tuple(tpl.targets[:2]))
+        sc = PointwiseScorer(model, tok, tpl)
+        tr = sc.encode_alpaca(records)
+        res = train_lora(model, tok, sc.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora)
+        model, verb, record = res.model, sc.verbalizer, {"train_json": str(train_json), "n": len(records)}
+    else:
+        run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=shots, seed=seed, settings=settings,
+                          lora=lora, val_size=val_size)
+        model, verb, record = run.scorer.model, run.scorer.verbalizer, run.record
+    save_adapter(model, out, base_model=base_model, template=tpl, verbalizer=verb,
+                 protocol={"name": "tallrec-movie", "shots": shots, "seed": seed, "data": str(data or "ml-100k")},
+                 metrics={"best_val_auc": record.get("best_val_auc")}, train=record)
+    typer.echo(f"saved adapter to {out} (best validation AUC {record.get('best_val_auc')})")
+
+
+def _scorer(adapter: Optional[Path], base_model: str, template: str, prompts, allow_template_mismatch: bool,
+            dtype: str):
+    from llmrec.adapter import load_adapter
+    from llmrec.model import load_base_model
+    from llmrec.pipeline import PointwiseScorer
+    from llmrec.prompts import load_template
+
+    if adapter is not None:
+        tpl = load_template(template, prompts) if template != "tallrec" or prompts else None
+        model, tok, tpl, verb, _ = load_adapter(adapter, template=tpl,
+                                                allow_template_mismatch=allow_template_mismatch)
+        return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb)
+    model, tok = load_base_model(base_model)
+    return PointwiseScorer(model, tok, load_template(template, prompts), dtype=dtype)
+
+
+@app.command()
+def score(
+    adapter: Optional[Path] = typer.Option(None, help="Tuned adapter folder; without it, the base model zero-shot."),
+    input: Optional[Path] = typer.Option(None, "--input", help="Alpaca JSON records to score."),
+    user: Optional[str] = typer.Option(None, help="Score one user (with --target): last 10 ratings are the history."),
+    target: Optional[str] = typer.Option(None, help="Target item id (with --user)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write scores as JSON here (else print)."),
+    base_model: str = BaseOpt,
+    template: str = TemplateOpt,
+    prompts: Optional[List[Path]] = PromptsOpt,
+    data: Optional[Path] = DataOpt,
+    dtype: str = typer.Option("float32", help="float32 or bfloat16 (autocast)."),
+    allow_template_mismatch: bool = typer.Option(False, help="Score with another template than the adapter's."),
+):
+    """Score alpaca JSON records, or one (user, target) pair: P(Yes) per prompt."""
+    from llmrec.data.alpaca import read_alpaca_json
+
+    if (input is None) == (user is None):
+        raise CliError("give either --input FILE or --user ID --target ITEM")
+    if user is not None and target is None:
+        raise CliError("--user needs --target ITEM")
+    sc = _scorer(adapter, base_model, template, prompts, allow_template_mismatch, dtype)
+    if input is not None:
+        records = read_alpaca_json(input, answers=None)
+        P = sc.encode_alpaca(records)
+    else:
+        from llmrec.data import load_dataset
+        from llmrec import assets
+        from llmrec.samples.tallrec import Sample
+
+        rec = load_dataset(data if data is not None else assets.ml100k_dir())
+        inter = rec.interactions.frame
+        hist = inter[inter["user_id"] == str(user)]
+        if hist.empty:
+            raise CliError(f"--user {user!r}: unknown user (no ratings in the data)")
+        if str(target) not in rec.catalog:
+            raise CliError(f"--target {target!r}: unknown item id")
+        hist = hist.sort_values("timestamp", kind="stable").tail(10)
+        s = Sample(str(user), hist["item_id"].tolist(), hist["rating"].astype(float).tolist(), str(target), 0.0, 0)
+        from llmrec.pipeline import render_samples
+
+        P = sc.encode(render_samples(sc.template, [s], rec.catalog, sc.tokenizer))
+    scores = sc.score(P, progress=len(P.input_ids) > 50)
+    rows = [{"index": i, "p_yes": float(p), **({"label": int(y)} if y >= 0 else {})}
+            for i, (p, y) in enumerate(zip(scores, P.labels))]
+    if out:
+        _write_json_atomic(out, rows)
+        typer.echo(f"wrote {len(rows)} scores to {out}")
+    else:
+        for r in rows[:50]:
+            typer.echo(json.dumps(r))
+
+
+@app.command("eval")
+def evaluate(
+    adapter: Optional[Path] = typer.Option(None, help="Tuned adapter folder; without it, zero-shot."),
+    split: str = typer.Option("test", help="TALLRec split to evaluate: valid or test."),
+    input: Optional[Path] = typer.Option(None, "--input", help="Alpaca JSON records instead of a split."),
+    base_model: str = BaseOpt,
+    template: str = TemplateOpt,
+    prompts: Optional[List[Path]] = PromptsOpt,
+    data: Optional[Path] = DataOpt,
+    limit: int = typer.Option(0, help="Evaluate only the first N samples (0 = all)."),
+    dtype: str = typer.Option("float32", help="float32 or bfloat16 (autocast)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics JSON here."),
+    allow_template_mismatch: bool = typer.Option(False),
+):
+    """AUC of P(Yes) on a TALLRec split (or alpaca JSON), beside the like-rate baseline."""
+    from llmrec.data.alpaca import read_alpaca_json
+    from llmrec.metrics import auc
+    from llmrec.pipeline import like_rate_scores, load_tallrec
+
+    sc = _scorer(adapter, base_model, template, prompts, allow_template_mismatch, dtype)
+    result = {}
+    if input is not None:
+        records = read_alpaca_json(input, answers=tuple(sc.template.targets[:2]))
+        records = records[:limit] if limit else records
+        P = sc.encode_alpaca(records)
+    else:
+        rec, splits = load_tallrec(data)
+        samples = _split(splits, split)
+        samples = samples[:limit] if limit else samples
+        P = sc.encode_samples(samples, rec.catalog)
+        result["like_rate_auc"] = auc(P.labels, like_rate_scores(samples))
+    result.update(sc.evaluate(P, progress=True))
+    typer.echo(json.dumps(result, indent=2))
+    if out:
+        _write_json_atomic(out, result)
+
+
+def _register_optional_commands() -> None:
+    """Sub-command groups that live in their own modules."""
+    try:
+        from llmrec.cli_prompts import app as prompts_app
+    except ImportError:
+        return
+    app.add_typer(prompts_app, name="prompts", help="List, show, render, lint, diff and A/B-evaluate templates.")
+
+
+_register_optional_commands()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: run the CLI; known user errors become one line on stderr and exit code 2."""
+    from llmrec.adapter import AdapterError
+    from llmrec.assets import AssetError
+    from llmrec.prompts import TemplateError, TemplateRenderError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except (CliError, AdapterError, AssetError, TemplateError, TemplateRenderError, FileNotFoundError,
+            KeyError, ValueError, OSError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"llmrec: error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        print("llmrec: aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        raise

@@ -1,0 +1,36 @@
+"""Data sources -> one in-memory form (:class:`Interactions` + :class:`Catalog`, bundled in :class:`RecData`).
+
+Readers: GroupLens raw (``u.data``/``u.item``), RecBole atomic (``*.inter``/``*.item``), MovieLens
+latest CSV (``ratings.csv``/``movies.csv``); :func:`load_dataset` picks one from the folder contents.
+Alpaca JSON (TALLRec's published splits) is read and written by :mod:`llmrec.data.alpaca`.
+"""
+
+from .alpaca import answer_label, read_alpaca_json, validate_alpaca_records, write_alpaca_json
+from .core import Catalog, Interactions, RecData, year_from_title
+from .readers import (
+    GROUPLENS_GENRES,
+    detect_format,
+    load_dataset,
+    read_grouplens,
+    read_movielens_csv,
+    read_recbole,
+    read_recbole_atomic,
+)
+
+__all__ = [
+    "Interactions",
+    "Catalog",
+    "RecData",
+    "year_from_title",
+    "GROUPLENS_GENRES",
+    "detect_format",
+    "load_dataset",
+    "read_grouplens",
+    "read_recbole",
+    "read_recbole_atomic",
+    "read_movielens_csv",
+    "answer_label",
+    "read_alpaca_json",
+    "validate_alpaca_records",
+    "write_alpaca_json",
+]

@@ -1,0 +1,100 @@
+"""Alpaca-style instruction records (``instruction``/``input``/``output``), as TALLRec publishes its splits.
+
+A file is one JSON array of objects; TALLRec writes it with ``json.dump(records, f, indent=4)``
+(ASCII-escaped), which :func:`write_alpaca_json` reproduces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+__all__ = ["ALPACA_KEYS", "validate_alpaca_records", "read_alpaca_json", "write_alpaca_json", "answer_label"]
+
+ALPACA_KEYS = ("instruction", "input", "output")
+
+
+def answer_label(output: str, answers: tuple[str, str] = ("Yes.", "No.")) -> int:
+    """1 for the positive answer, 0 for the negative one.
+
+    Raises:
+        ValueError: ``output`` is neither (the message names both expected answers).
+    """
+    if output == answers[0]:
+        return 1
+    if output == answers[1]:
+        return 0
+    raise ValueError(f"output {output!r} is neither {answers[0]!r} nor {answers[1]!r}")
+
+
+def validate_alpaca_records(records: object, source: str = "records", *,
+                            answers: tuple[str, str] | None = ("Yes.", "No.")) -> list[dict]:
+    """Check a list of alpaca records and return them as ``list[dict]`` with an added int ``label``.
+
+    Args:
+        records: the decoded JSON (must be a list of objects with string ``instruction``, ``input``,
+            ``output``; extra keys are kept).
+        source: name used in error messages (a file name).
+        answers: ``(positive, negative)`` outputs; ``label`` is 1/0 from them. None: no label, any output.
+
+    Raises:
+        ValueError: not a list; record *i* not an object, missing key *k*, a non-string value, or an
+            output that is not one of ``answers`` (the message names the source, index and key).
+    """
+    if not isinstance(records, list):
+        raise ValueError(f"{source}: expected a JSON array of records, got {type(records).__name__}")
+    out = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise ValueError(f"{source}: record {i} is a {type(rec).__name__}, not an object")
+        for k in ALPACA_KEYS:
+            if k not in rec:
+                raise ValueError(f"{source}: record {i} is missing key {k!r} (has {sorted(rec)})")
+            if not isinstance(rec[k], str):
+                raise ValueError(f"{source}: record {i} key {k!r} is a {type(rec[k]).__name__}, not a string")
+        rec = dict(rec)
+        if answers is not None:
+            try:
+                rec["label"] = answer_label(rec["output"], answers)
+            except ValueError as e:
+                raise ValueError(f"{source}: record {i}: {e}") from None
+        out.append(rec)
+    return out
+
+
+def read_alpaca_json(path: str | os.PathLike, *, answers: tuple[str, str] | None = ("Yes.", "No.")) -> list[dict]:
+    """Read and validate an alpaca JSON file (see :func:`validate_alpaca_records`).
+
+    Returns:
+        ``list[dict]`` with keys ``instruction``, ``input``, ``output`` (str) and ``label`` (int 0/1,
+        unless ``answers`` is None), in file order.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: invalid JSON (names the file, line and column) or an invalid record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"alpaca JSON file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path.name}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    return validate_alpaca_records(data, path.name, answers=answers)
+
+
+def write_alpaca_json(records: list[dict], path: str | os.PathLike) -> Path:
+    """Write records (only their ``instruction``/``input``/``output`` keys) as TALLRec does
+    (``json.dump(..., indent=4)``, ASCII-escaped). Returns the path.
+
+    Raises:
+        ValueError: a record is invalid (see :func:`validate_alpaca_records`, any output allowed).
+    """
+    path = Path(path)
+    recs = validate_alpaca_records(records, str(path.name), answers=None)
+    slim = [{k: r[k] for k in ALPACA_KEYS} for r in recs]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(slim, f, indent=4)
+    return path

@@ -1,0 +1,146 @@
+"""Load a base causal LM and its tokenizer; attach LoRA (peft); find the verbalizer's token ids.
+
+Any Hugging Face model id or local folder works as ``base_model``; the embedded names in
+:data:`llmrec.assets.MODELS` (default ``smollm2-135m-instruct``) are fetched and converted offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from llmrec import assets
+
+__all__ = ["DEFAULT_BASE_MODEL", "LoraSettings", "load_base_model", "add_lora", "Verbalizer", "verbalizer_for"]
+
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+
+
+def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dtype = "float32",
+                    device: str | torch.device | None = None) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` for scoring or tuning.
+
+    Args:
+        base_model: embedded model name, local folder or Hugging Face id.
+        dtype: weight dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); scoring can still use
+            bf16 autocast on float32 weights.
+        device: torch device; default CUDA if available else CPU.
+
+    Returns:
+        ``model`` (``*ForCausalLM``, eval mode) and ``tokenizer`` (with a pad token: EOS if it had none).
+
+    Raises:
+        llmrec.assets.AssetError: an embedded model cannot be fetched or converted.
+        OSError: the folder or id cannot be loaded by transformers (message names ``base_model``).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = assets.resolve_model(base_model)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+    except (OSError, ValueError) as e:
+        raise OSError(f"--base-model {base_model!r}: cannot load it with transformers: {e}") from e
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device).eval()
+    model.config.use_cache = False
+    return model, tok
+
+
+def _dtype(d: str | torch.dtype) -> torch.dtype:
+    if isinstance(d, torch.dtype):
+        return d
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if d not in table:
+        raise ValueError(f"dtype {d!r}: expected one of {sorted(table)}")
+    return table[d]
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyper-parameters (Hu et al. 2022), TALLRec's defaults.
+
+    Attributes:
+        rank: LoRA rank r (> 0).
+        alpha: scaling numerator; the update is scaled by ``alpha / rank``.
+        dropout: dropout on the LoRA input, in [0, 1).
+        target_modules: names of the linear layers to adapt (e.g. ``q_proj``, ``v_proj``; ``all-linear``).
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: Sequence[str] | str = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self):
+        if not (isinstance(self.rank, int) and self.rank > 0):
+            raise ValueError(f"lora rank {self.rank!r}: must be a positive integer")
+        if not self.alpha > 0:
+            raise ValueError(f"lora alpha {self.alpha!r}: must be > 0")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora dropout {self.dropout!r}: must be in [0, 1)")
+        if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
+            self.target_modules = [m for m in self.target_modules.split(",") if m]
+        if not self.target_modules:
+            raise ValueError("lora target_modules: empty")
+
+
+def add_lora(model: Any, settings: LoraSettings) -> Any:
+    """Wrap ``model`` in a fresh peft ``PeftModel`` with a LoRA adapter (B initialised to 0: no change)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=settings.rank, lora_alpha=settings.alpha,
+                     lora_dropout=settings.dropout,
+                     target_modules=settings.target_modules if settings.target_modules == "all-linear"
+                     else list(settings.target_modules))
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as e:
+        raise ValueError(f"lora target_modules {settings.target_modules!r}: {e}") from e
+
+
+@dataclass
+class Verbalizer:
+    """Answer words and their token ids under one tokenizer, in the context the template puts them.
+
+    Attributes:
+        words: answer words; ``words[0]`` is the positive answer for pointwise templates.
+        token_ids: first token id of each word as it follows the prompt (list of int, distinct).
+        target_ids: full training target ids per word (e.g. ``"Yes."`` + EOS), list of lists of int.
+    """
+
+    words: list[str]
+    token_ids: list[int]
+    target_ids: list[list[int]]
+
+
+def verbalizer_for(template: Any, tokenizer: Any, example_prompt: str) -> Verbalizer:
+    """Token ids of the template's verbalizer words as they follow ``example_prompt``.
+
+    The ids come from tokenising ``prompt + target`` and taking what follows the prompt's own tokens;
+    they are never hard-coded.
+
+    Raises:
+        ValueError: appending a word changes the prompt's tokens (the boundary merges), a word has no
+            token, or two words share their first token (names the template and words).
+    """
+    p_ids = tokenizer(example_prompt, add_special_tokens=False).input_ids
+    token_ids, target_ids = [], []
+    for word, target in zip(template.verbalizer, template.targets):
+        ids = tokenizer(example_prompt + target, add_special_tokens=False).input_ids
+        if ids[: len(p_ids)] != p_ids or len(ids) == len(p_ids):
+            raise ValueError(f"template {template.name}: verbalizer target {target!r} merges with the end of the "
+                             f"prompt under this tokenizer; end the prompt with a newline or space")
+        rest = ids[len(p_ids):]
+        token_ids.append(rest[0])
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        target_ids.append(rest + eos)
+    if len(set(token_ids)) != len(token_ids):
+        raise ValueError(f"template {template.name}: verbalizer words {template.verbalizer} share a first token "
+                         f"{token_ids} under this tokenizer")
+    return Verbalizer(list(template.verbalizer), token_ids, target_ids)

@@ -1,0 +1,168 @@
+"""The TALLRec task end to end: data -> samples -> prompts -> token ids -> (tuning) -> P(Yes) -> AUC.
+
+This module only wires the one-job modules together; the CLI and ``eval/`` scripts call it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from llmrec import assets
+from llmrec.data import load_dataset
+from llmrec.data.alpaca import answer_label
+from llmrec.metrics import auc
+from llmrec.model import Verbalizer, verbalizer_for
+from llmrec.prompts import Template
+from llmrec.samples.tallrec import Sample, TallrecSplits, tallrec_splits, template_variables
+from llmrec.scoring import encode_prompts, score_encoded
+
+__all__ = ["load_tallrec", "render_samples", "render_alpaca", "Prompts", "PointwiseScorer", "like_rate_scores"]
+
+
+def load_tallrec(data: str | Path | None = None):
+    """Read a dataset (default: the embedded MovieLens-100K) and build TALLRec's splits.
+
+    Returns:
+        ``(RecData, TallrecSplits)``; on ML-100K train/valid/test = 8000/1000/1000 samples.
+
+    Raises:
+        FileNotFoundError / ValueError: from the readers (they name the file, field and value).
+    """
+    rec = load_dataset(data if data is not None else assets.ml100k_dir())
+    return rec, tallrec_splits(rec.interactions)
+
+
+def _variables(sample: Sample, catalog) -> dict:
+    v = template_variables(sample, catalog)
+    v.pop("label", None)  # the answer never reaches the prompt
+    return v
+
+
+def render_samples(template: Template, samples: Sequence[Sample], catalog, tokenizer: Any = None) -> list[str]:
+    """Prompt texts (ending at the answer) for samples. Raises TemplateRenderError naming the template."""
+    return [template.render(_variables(s, catalog), tokenizer) for s in samples]
+
+
+def render_alpaca(template: Template, records: Sequence[dict], tokenizer: Any = None) -> list[str]:
+    """Prompt texts for alpaca records (``instruction``/``input``), wrapped in the template's format."""
+    return [template.wrap(r["instruction"], r.get("input", ""), tokenizer) for r in records]
+
+
+@dataclass
+class Prompts:
+    """Tokenised prompts with labels.
+
+    Attributes:
+        input_ids: N lists of token ids, each ending right before the answer.
+        labels: (N,) int64 array of 0/1 (or -1 when unknown).
+        texts: the prompt texts.
+    """
+
+    input_ids: list[list[int]]
+    labels: np.ndarray
+    texts: list[str]
+
+    @property
+    def tokens(self) -> int:
+        return int(sum(len(x) for x in self.input_ids))
+
+
+class PointwiseScorer:
+    """P(positive verbalizer word) for prompts, with a model, tokenizer and template bound together.
+
+    Args:
+        model: ``*ForCausalLM`` or peft model.
+        tokenizer: its tokenizer.
+        template: a pointwise :class:`~llmrec.prompts.Template`.
+        dtype: scoring precision (``float32`` or ``bfloat16`` autocast).
+        batch_tokens: padded tokens per forward pass.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, template: Template, dtype: str = "float32",
+                 batch_tokens: int = 8192, verbalizer: Verbalizer | None = None):
+        if template.task != "pointwise":
+            raise ValueError(f"template {template.name}: task {template.task!r}, PointwiseScorer needs 'pointwise'")
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.dtype, self.batch_tokens = dtype, batch_tokens
+        self.verbalizer = verbalizer
+
+    def encode(self, texts: Sequence[str], labels: Sequence[int] | None = None) -> Prompts:
+        """Tokenise prompt texts (no extra special tokens for chat-format output) and fix the verbalizer ids."""
+        if not texts:
+            raise ValueError("no prompts to encode")
+        if self.verbalizer is None:
+            self.verbalizer = verbalizer_for(self.template, self.tokenizer, texts[0])
+        ids = encode_prompts(self.tokenizer, texts, add_special_tokens=self.template.format != "chat")
+        lab = np.asarray(labels if labels is not None else [-1] * len(texts), dtype=np.int64)
+        return Prompts(ids, lab, list(texts))
+
+    def encode_samples(self, samples: Sequence[Sample], catalog) -> Prompts:
+        return self.encode(render_samples(self.template, samples, catalog, self.tokenizer), [s.label for s in samples])
+
+    def encode_alpaca(self, records: Sequence[dict]) -> Prompts:
+        labels = [answer_label(r["output"]) if "output" in r else -1 for r in records]
+        return self.encode(render_alpaca(self.template, records, self.tokenizer), labels)
+
+    def score(self, prompts: Prompts, progress: bool = False, desc: str = "scoring") -> np.ndarray:
+        """(N,) float64 P(positive word) per prompt (TALLRec's score)."""
+        assert self.verbalizer is not None
+        return score_encoded(self.model, prompts.input_ids, self.verbalizer.token_ids,
+                             pad_id=self.tokenizer.pad_token_id or 0, batch_tokens=self.batch_tokens,
+                             dtype=self.dtype, progress=progress, desc=desc)[:, 0]
+
+    def evaluate(self, prompts: Prompts, progress: bool = False, desc: str = "scoring") -> dict:
+        """AUC of the scores against the labels, with wall seconds and tokens/s."""
+        t0 = time.perf_counter()
+        s = self.score(prompts, progress=progress, desc=desc)
+        sec = time.perf_counter() - t0
+        return {"auc": auc(prompts.labels, s), "seconds": sec, "tokens": prompts.tokens,
+                "tokens_per_s": prompts.tokens / sec if sec > 0 else float("nan"), "n": len(s)}
+
+
+def like_rate_scores(samples: Sequence[Sample]) -> np.ndarray:
+    """No-model baseline: fraction of liked items among the history (rating > 3). (N,) float64."""
+    return np.array([np.mean([r > 3 for r in s.history_ratings]) for s in samples], dtype=np.float64)
+
+
+@dataclass
+class KShotRun:
+    """Result of :func:`tune_k_shot`: the tuned scorer and the run's record (JSON-serialisable)."""
+
+    scorer: PointwiseScorer
+    record: dict
+
+
+def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecSplits, catalog, *, shots: int,
+                seed: int, settings, lora=None, val_size: int = 128, val_seed: int = 1234,
+                dtype: str = "float32") -> KShotRun:
+    """LoRA-tune on ``shots`` samples drawn from the train split with ``seed`` (TALLRec's k-shot protocol).
+
+    The validation subset for early stopping is ``val_size`` samples of the valid split, drawn with
+    ``val_seed`` (the same for every run, so runs are comparable). Returns a :class:`KShotRun`.
+
+    Raises:
+        ValueError: ``shots`` < 1 or larger than the train split (names the value).
+    """
+    from llmrec.samples.kshot import sample_k_shot
+    from llmrec.train import train_lora
+
+    if shots < 1:
+        raise ValueError(f"shots {shots}: must be >= 1 for tuning (0 = zero-shot, no tuning)")
+    train = sample_k_shot(splits.train, shots, seed)
+    val = sample_k_shot(splits.valid, min(val_size, len(splits.valid)), val_seed) if val_size > 0 else []
+    scorer = PointwiseScorer(model, tokenizer, template, dtype=dtype)
+    tr = scorer.encode_samples(train, catalog)
+    va = scorer.encode_samples(val, catalog) if val else None
+    result = train_lora(model, tokenizer, scorer.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora,
+                        va.input_ids if va else None, va.labels.tolist() if va else None)
+    scorer.model = result.model
+    record = {"shots": shots, "seed": seed, "val_size": len(val), "best_val_auc": result.best_val_auc,
+              "val_auc_history": result.val_auc_history, "epochs_run": result.epochs_run,
+              "train_seconds": result.train_seconds, "train_tokens": result.train_tokens,
+              "train_positives": int(tr.labels.sum()), "settings": result.settings}
+    return KShotRun(scorer, record)

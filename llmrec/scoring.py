@@ -1,0 +1,143 @@
+"""Score prompts: P(answer word) from the verbalizer tokens' logits at the answer position.
+
+Follows TALLRec (Bao et al., RecSys 2023): the score of a pointwise prompt is
+``softmax([logit_Yes, logit_No])[0]`` at the last prompt token. Only the verbalizer rows of the LM head
+are used (``hidden @ W[ids].T``), never the full vocabulary, and only at the answer position.
+Prompts are batched by a token budget after sorting by length, so little compute goes to padding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["verbalizer_logits", "score_encoded", "score_texts", "encode_prompts", "autocast_for"]
+
+
+def autocast_for(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """An autocast context for ``dtype`` (``"float32"`` -> no autocast; ``"bfloat16"``/``"float16"``)."""
+    if dtype in ("float32", "fp32", None):
+        return contextlib.nullcontext()
+    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"scoring dtype {dtype!r}: expected float32, bfloat16 or float16")
+    return torch.autocast(device_type=device.type, dtype=table[dtype])
+
+
+def _backbone_and_head(model: Any) -> tuple[Any, torch.Tensor, float | None]:
+    """(decoder returning hidden states, LM head weight (V, H), final logit soft-cap or None)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder()
+    head = base.get_output_embeddings().weight
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    return decoder, head, cap
+
+
+def verbalizer_logits(hidden: torch.Tensor, head_weight: torch.Tensor, token_ids: Sequence[int],
+                      softcap: float | None = None) -> torch.Tensor:
+    """Logits of the verbalizer tokens only.
+
+    Args:
+        hidden: final hidden states at the answer positions, (N, H), any float dtype.
+        head_weight: LM head / tied embedding matrix, (V, H).
+        token_ids: verbalizer token ids, length W.
+        softcap: Gemma-style final logit soft-capping ``c * tanh(x / c)``, or None.
+
+    Returns:
+        (N, W) float32 logits, equal to the full-vocabulary logits at those ids.
+    """
+    w = head_weight[torch.as_tensor(list(token_ids), device=head_weight.device)]
+    logits = hidden.float() @ w.float().T
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    return logits
+
+
+@torch.no_grad()
+def score_encoded(model: Any, input_ids: Sequence[Sequence[int]], token_ids: Sequence[int], *,
+                  pad_id: int = 0, batch_tokens: int = 8192, max_batch: int = 64, dtype: str = "float32",
+                  progress: bool = False, desc: str = "scoring") -> np.ndarray:
+    """Probabilities over the verbalizer words for tokenised prompts.
+
+    Args:
+        model: a ``*ForCausalLM`` or a peft ``PeftModel`` around one (LoRA merged or not).
+        input_ids: N prompts, each a list of token ids ending right before the answer.
+        token_ids: W verbalizer token ids (``token_ids[0]`` = positive answer).
+        pad_id: id used for right padding (masked out; its value does not matter).
+        batch_tokens: padded tokens per forward pass (batch size x longest prompt), a memory bound.
+        max_batch: at most this many prompts per forward pass.
+        dtype: ``"float32"`` or ``"bfloat16"``/``"float16"`` autocast.
+        progress: show a tqdm bar.
+
+    Returns:
+        (N, W) float64 array of softmax probabilities over the W verbalizer tokens, in input order.
+
+    Raises:
+        ValueError: an empty prompt, or fewer than two verbalizer ids.
+    """
+    if len(token_ids) < 2:
+        raise ValueError(f"token_ids {list(token_ids)}: need at least two verbalizer tokens")
+    n = len(input_ids)
+    lengths = np.array([len(x) for x in input_ids], dtype=np.int64)
+    if n and lengths.min() == 0:
+        raise ValueError(f"prompt {int(np.argmin(lengths))} is empty")
+    decoder, head, cap = _backbone_and_head(model)
+    device = head.device
+    order = np.argsort(-lengths, kind="stable")
+    out = np.zeros((n, len(token_ids)), dtype=np.float64)
+    batches, i = [], 0
+    while i < n:
+        longest = int(lengths[order[i]])
+        size = max(1, min(max_batch, batch_tokens // longest))
+        batches.append(order[i: i + size])
+        i += size
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=desc, unit="prompt")
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in batches:
+            L = int(lengths[idx].max())
+            ids = torch.full((len(idx), L), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), L), dtype=torch.long)
+            for r, j in enumerate(idx):
+                ids[r, : lengths[j]] = torch.as_tensor(input_ids[j])
+                mask[r, : lengths[j]] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            with autocast_for(device, dtype):
+                hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            pos = torch.as_tensor(lengths[idx] - 1, device=device)
+            h = hidden[torch.arange(len(idx), device=device), pos]
+            probs = torch.softmax(verbalizer_logits(h, head, token_ids, cap), dim=-1)
+            out[idx] = probs.double().cpu().numpy()
+            if bar is not None:
+                bar.update(len(idx))
+    finally:
+        if bar is not None:
+            bar.close()
+        if was_training:
+            model.train()
+    return out
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of prompt texts. Pass ``add_special_tokens=False`` for chat-template output, which
+    already holds its special tokens (BOS would otherwise be doubled)."""
+    return tokenizer(list(prompts), add_special_tokens=add_special_tokens).input_ids
+
+
+def score_texts(model: Any, tokenizer: Any, prompts: Sequence[str], token_ids: Sequence[int], *,
+                add_special_tokens: bool = True, **kw) -> np.ndarray:
+    """Tokenise prompt texts with :func:`encode_prompts` and :func:`score_encoded` them.
+
+    Returns:
+        (N, W) float64 probabilities; column 0 is P(positive answer) for pointwise templates.
+    """
+    enc = encode_prompts(tokenizer, prompts, add_special_tokens)
+    return score_encoded(model, enc, token_ids, pad_id=tokenizer.pad_token_id or 0, **kw)

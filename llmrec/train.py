@@ -1,0 +1,257 @@
+"""LoRA tuning on a few labelled prompts through transformers' Trainer.
+
+Because training goes through :class:`transformers.Trainer`, ``accelerate launch -m llmrec train ...``
+runs it on several processes (DDP; FSDP via an accelerate config) unchanged. Early stopping and
+best-checkpoint selection use the AUC of a validation subset (TALLRec, Bao et al. 2023: up to 200
+epochs, early stopping on validation AUC); every epoch is checkpointed and a rerun with the same
+``output_dir`` resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from llmrec.model import LoraSettings, Verbalizer, add_lora
+from llmrec.scoring import score_encoded
+
+__all__ = ["TrainSettings", "TrainResult", "build_training_example", "train_lora", "cpu_has_bf16"]
+
+
+def cpu_has_bf16() -> bool:
+    """True if this CPU has native bf16 matrix instructions (AVX512_BF16 or AMX-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings for :func:`train_lora`.
+
+    Attributes:
+        output_dir: checkpoints go to ``output_dir/checkpoints`` (resumed from if present).
+        epochs: maximum epochs (early stopping usually ends sooner).
+        learning_rate: peak AdamW learning rate.
+        batch_size: prompts per device per step.
+        grad_accum: gradient accumulation steps.
+        lr_scheduler: transformers scheduler name (``cosine``, ``linear``, ``constant``...).
+        warmup_ratio: fraction of steps of linear warm-up.
+        weight_decay: AdamW weight decay.
+        seed: seeds LoRA init, data order and dropout.
+        loss_on: ``"answer"`` (loss on the answer tokens only) or ``"prompt"`` (whole sequence).
+        patience: epochs without a better validation AUC before stopping (0 = never stop early).
+        precision: ``"bf16"``, ``"fp16"``, ``"fp32"`` or ``"auto"`` (bf16 when the CPU/GPU supports it).
+        max_length: longest training sequence in tokens; longer prompts raise instead of losing the answer.
+    """
+
+    output_dir: str
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    seed: int = 0
+    loss_on: str = "answer"
+    patience: int = 3
+    precision: str = "auto"
+    max_length: int = 2048
+    logging_steps: int = 5
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.loss_on not in ("answer", "prompt"):
+            raise ValueError(f"loss_on {self.loss_on!r}: expected 'answer' or 'prompt'")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"precision {self.precision!r}: expected auto, bf16, fp16 or fp32")
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)!r}: must be >= 1")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate {self.learning_rate!r}: must be > 0")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_lora` returns: the tuned peft model and the run's record."""
+
+    model: Any
+    best_val_auc: float | None
+    val_auc_history: list[float]
+    epochs_run: float
+    train_seconds: float
+    train_tokens: int
+    settings: dict = field(default_factory=dict)
+
+
+def build_training_example(prompt_ids: Sequence[int], label: int, verbalizer: Verbalizer, loss_on: str,
+                           max_length: int) -> dict[str, list[int]]:
+    """One causal-LM example: prompt ids + target ids of the label's verbalizer word (+ EOS).
+
+    ``label`` 1 -> ``verbalizer.target_ids[0]`` (positive word), 0 -> ``target_ids[1]``. With
+    ``loss_on="answer"`` the prompt positions get label -100 (ignored by the loss).
+
+    Raises:
+        ValueError: the label is not 0/1, or the example exceeds ``max_length`` tokens (it is never
+            truncated, which would cut the answer).
+    """
+    if label not in (0, 1):
+        raise ValueError(f"label {label!r}: expected 0 or 1")
+    target = verbalizer.target_ids[0 if label == 1 else 1]
+    ids = list(prompt_ids) + list(target)
+    if len(ids) > max_length:
+        raise ValueError(f"training example of {len(ids)} tokens exceeds max_length {max_length}; raise "
+                         f"max_length or shorten the template (truncation would cut the answer)")
+    labels = ([-100] * len(prompt_ids) if loss_on == "answer" else list(prompt_ids)) + list(target)
+    return {"input_ids": ids, "labels": labels}
+
+
+class _Collator:
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        L = max(len(f["input_ids"]) for f in feats)
+        ids = torch.full((len(feats), L), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(feats), L), -100, dtype=torch.long)
+        mask = torch.zeros((len(feats), L), dtype=torch.long)
+        for i, f in enumerate(feats):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.as_tensor(f["input_ids"])
+            labels[i, :n] = torch.as_tensor(f["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    class VerbalizerAUCTrainer(Trainer):
+        """Trainer whose evaluation is the verbalizer AUC of a validation subset (no full-vocab logits)."""
+
+        def __init__(self, *a, val_ids=None, val_labels=None, token_ids=None, pad_id=0, score_dtype="float32", **kw):
+            super().__init__(*a, **kw)
+            self.val_ids, self.val_labels = val_ids, val_labels
+            self.token_ids, self.pad_id, self.score_dtype = token_ids, pad_id, score_dtype
+            self.auc_history: list[float] = []
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            from sklearn.metrics import roc_auc_score
+
+            probs = score_encoded(self.model, self.val_ids, self.token_ids, pad_id=self.pad_id,
+                                  dtype=self.score_dtype)[:, 0]
+            auc = float(roc_auc_score(self.val_labels, probs))
+            self.auc_history.append(auc)
+            metrics = {f"{metric_key_prefix}_auc": auc}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    return VerbalizerAUCTrainer
+
+
+def train_lora(model: Any, tokenizer: Any, verbalizer: Verbalizer, train_ids: Sequence[Sequence[int]],
+               train_labels: Sequence[int], settings: TrainSettings, lora: LoraSettings | None = None,
+               val_ids: Sequence[Sequence[int]] | None = None, val_labels: Sequence[int] | None = None) -> TrainResult:
+    """LoRA-tune ``model`` on tokenised prompts with Yes/No labels.
+
+    Args:
+        model: base ``*ForCausalLM`` (or a ``PeftModel`` to continue tuning).
+        tokenizer: its tokenizer (pad id, saved with checkpoints).
+        verbalizer: from :func:`llmrec.model.verbalizer_for`.
+        train_ids / train_labels: k prompts (token id lists ending before the answer) and 0/1 labels.
+        settings: optimisation settings; lora: adapter shape (TALLRec defaults if None).
+        val_ids / val_labels: validation subset for early stopping by AUC (needs both classes);
+            None disables early stopping and the final adapter is the last epoch's.
+
+    Returns:
+        :class:`TrainResult` with the best (by validation AUC) peft model loaded.
+
+    Raises:
+        ValueError: empty or mismatched inputs, one-class validation labels, examples too long.
+    """
+    import time
+
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if len(train_ids) == 0:
+        raise ValueError("train set is empty (k = 0): nothing to tune; use zero-shot scoring instead")
+    if len(train_ids) != len(train_labels):
+        raise ValueError(f"train_ids ({len(train_ids)}) and train_labels ({len(train_labels)}) differ in length")
+    has_val = val_ids is not None and len(val_ids) > 0
+    if has_val and len(set(int(x) for x in val_labels)) < 2:
+        raise ValueError("validation labels hold one class only: AUC is undefined")
+
+    set_seed(settings.seed)
+    if not hasattr(model, "peft_config"):
+        model = add_lora(model, lora or LoraSettings())
+    examples = [build_training_example(p, int(y), verbalizer, settings.loss_on, settings.max_length)
+                for p, y in zip(train_ids, train_labels)]
+    ds = Dataset.from_list(examples)
+
+    cuda = torch.cuda.is_available()
+    precision = settings.precision
+    if precision == "auto":
+        precision = "bf16" if (cuda and torch.cuda.is_bf16_supported()) or (not cuda and cpu_has_bf16()) else "fp32"
+    ckpt_dir = Path(settings.output_dir) / "checkpoints"
+    steps_per_epoch = math.ceil(len(examples) / (settings.batch_size * settings.grad_accum))
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=settings.epochs,
+        learning_rate=settings.learning_rate,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=int(settings.warmup_ratio * steps_per_epoch * settings.epochs),
+        weight_decay=settings.weight_decay,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not cuda,
+        eval_strategy="epoch" if has_val else "no",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=has_val,
+        metric_for_best_model="auc" if has_val else None,
+        greater_is_better=True,
+        logging_steps=settings.logging_steps,
+        report_to="none",
+        remove_unused_columns=False,
+        disable_tqdm=not settings.progress,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+    Trainer = _make_trainer_class()
+    score_dtype = "bfloat16" if precision == "bf16" else "float32"
+    trainer = Trainer(
+        model=model, args=args, train_dataset=ds, eval_dataset=ds if has_val else None,
+        data_collator=_Collator(tokenizer.pad_token_id or 0),
+        callbacks=[EarlyStoppingCallback(settings.patience)] if has_val and settings.patience > 0 else [],
+        val_ids=list(val_ids) if has_val else None, val_labels=list(val_labels) if has_val else None,
+        token_ids=verbalizer.token_ids, pad_id=tokenizer.pad_token_id or 0, score_dtype=score_dtype,
+    )
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last)
+    seconds = time.perf_counter() - t0
+    best = None
+    if has_val:
+        best = trainer.state.best_metric
+    tokens = int(sum(len(e["input_ids"]) for e in examples) * trainer.state.epoch)
+    tuned = trainer.model
+    tuned.eval()
+    return TrainResult(model=tuned, best_val_auc=best, val_auc_history=list(trainer.auc_history),
+                       epochs_run=float(trainer.state.epoch), train_seconds=seconds, train_tokens=tokens,
+                       settings={**asdict(settings), "precision": precision})

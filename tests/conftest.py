@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny random Llama of the real architecture (litgpt-style) and a tokenizer trained
+in memory, so unit tests need no download; plus locators for the real assets used by integration tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+_CORPUS = [
+    "Below is an instruction that describes a task, paired with an input that provides further context.",
+    "Write a response that appropriately completes the request.",
+    "### Instruction: Given the user's preference and unpreference, identify whether the user will like "
+    "the target movie by answering \"Yes.\" or \"No.\".",
+    "### Input: User Preference: \"Toy Story (1995)\", \"Heat (1995)\" User Unpreference: \"Casino (1995)\"",
+    "Whether the user will like the target movie \"GoldenEye (1995)\"? ### Response: Yes. No.",
+    "Yes No Yes. No. A B C D E F G H I J K L M N O P Q R S T 0 1 2 3 4 5 6 7 8 9 ( ) , . : ? !",
+]
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def make_tiny_tokenizer():
+    """A byte-level BPE tokenizer trained in memory on a few lines (vocab ~400), with chat tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_CORPUS * 3, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token="<|im_start|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_tiny_llama(vocab_size: int, seed: int = 0, heads: int = 6, kv_heads: int = 2):
+    """A 2-layer Llama (hidden 48, GQA 6 query / 2 KV heads, tied embeddings) with random weights, fp32."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=1024,
+                      tie_word_embeddings=True, rms_norm_eps=1e-6)
+    model = LlamaForCausalLM(cfg).eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture()
+def tiny_model(tiny_tokenizer):
+    return make_tiny_llama(len(tiny_tokenizer))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """The tiny model saved as a local folder (what ``--base-model PATH`` takes)."""
+    d = tmp_path_factory.mktemp("tiny-llama")
+    make_tiny_llama(len(tiny_tokenizer)).save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    return d
+
+
+def benchmark_dir() -> Path | None:
+    """``../shared/benchmarks/tallrec-movie`` (or ``$LLMREC_BENCHMARKS``) if present."""
+    env = os.environ.get("LLMREC_BENCHMARKS")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "benchmarks" / "tallrec-movie"]:
+        if (cand / "test.json").is_file():
+            return cand
+    return None
