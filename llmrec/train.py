@@ -144,6 +144,31 @@ def _make_trainer_class():
             self.token_ids, self.pad_id, self.score_dtype = token_ids, pad_id, score_dtype
             self.auc_history: list[float] = []
 
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """Causal-LM loss with the vocabulary projection only at positions that predict a label.
+
+            With the loss on the answer tokens, a few positions per prompt carry labels; the LM head is
+            applied at the union of those positions (``logits_to_keep`` as an index tensor) instead of
+            at every position. The forward still goes through ``model(...)``, so DDP/FSDP wrappers work.
+            """
+            labels = inputs["labels"]
+            shift = labels[:, 1:]
+            keep = (shift != -100).any(0).nonzero().squeeze(1)
+            if keep.numel() > labels.shape[1] // 2:  # loss on (most of) the prompt: plain path
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], logits_to_keep=keep)
+            logits = out.logits.float()
+            tgt = shift[:, keep]
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                                     ignore_index=-100, reduction="sum")
+            if num_items_in_batch is None:
+                loss = loss / (tgt != -100).sum()
+            else:  # token count summed over devices and accumulation steps, as Trainer.compute_loss does
+                loss = loss / num_items_in_batch
+                if self.args.average_tokens_across_devices:
+                    loss = loss * self.accelerator.num_processes
+            return (loss, out) if return_outputs else loss
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             from sklearn.metrics import roc_auc_score
 

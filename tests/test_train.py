@@ -120,3 +120,22 @@ def test_settings_validation():
         TrainSettings(output_dir="x", loss_on="all")
     with pytest.raises(ValueError, match="learning_rate"):
         TrainSettings(output_dir="x", learning_rate=0)
+
+
+def test_answer_only_loss_equals_full_vocab_loss(tiny_model, tiny_tokenizer, tmp_path):
+    """The trainer's sparse-position loss == transformers' own shifted cross entropy over all positions."""
+    import torch
+
+    from llmrec.train import _Collator, _make_trainer_class
+
+    tpl, verb, ids, labels = _data(tiny_tokenizer, 5)
+    feats = [build_training_example(p, y, verb, "answer", 4096) for p, y in zip(ids, labels)]
+    batch = _Collator(tiny_tokenizer.pad_token_id)(feats)
+    from transformers import TrainingArguments
+
+    trainer = _make_trainer_class()(model=tiny_model, args=TrainingArguments(str(tmp_path), report_to="none",
+                                                                              use_cpu=True))
+    with torch.no_grad():
+        ours = trainer.compute_loss(tiny_model, dict(batch))
+        ref = tiny_model(**batch).loss
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)

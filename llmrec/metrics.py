@@ -1,0 +1,166 @@
+"""Evaluation metrics: leave-one-out ranking metrics and ROC-AUC.
+
+Ranking metrics follow the leave-one-out protocol of SASRec (Kang & McAuley 2018) and LlamaRec
+(Yue et al. 2023): every user has exactly one held-out (true) item; a ranked candidate list is scored
+by the 1-based position ``r`` of the true item in it:
+
+* Recall@K (= HitRate@K with one positive) = 1 if r <= K else 0
+* NDCG@K = 1 / log2(r + 1) if r <= K else 0   (the ideal DCG is 1 with one positive)
+* MRR@K  = 1 / r if r <= K else 0
+
+A user whose true item is not in the list (e.g. the retriever missed it) scores 0 on all three.
+All functions are vectorised over users and return the mean over users (float) unless
+``reduce=False``, in which case they return per-user float64 arrays of shape ``(n_users,)``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+__all__ = ["true_item_rank", "ndcg_at_k", "recall_at_k", "hit_rate_at_k", "mrr_at_k", "ranking_metrics", "auc"]
+
+
+def _check_ranked(ranked, true_items) -> tuple[np.ndarray, np.ndarray]:
+    r = np.asarray(ranked)
+    t = np.asarray(true_items)
+    if r.ndim != 2:
+        raise ValueError(f"ranked must be 2-D (n_users, list_len), got shape {r.shape}")
+    if t.ndim != 1 or t.shape[0] != r.shape[0]:
+        raise ValueError(f"true_items must be 1-D with {r.shape[0]} entries (one per row of ranked), got shape {t.shape}")
+    if r.shape[0] == 0:
+        raise ValueError("ranked is empty: need at least one user")
+    if not np.issubdtype(r.dtype, np.integer) or not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"ranked and true_items must hold integer item ids, got {r.dtype} and {t.dtype}")
+    if (t < 0).any():
+        raise ValueError(f"true_items contains a negative id {int(t.min())}; negative ids mean padding in ranked")
+    # duplicates (ignoring padding id -1) make the position ambiguous
+    if r.shape[1] > 1:
+        s = np.sort(r, axis=1)
+        dup = (s[:, 1:] == s[:, :-1]) & (s[:, 1:] >= 0)
+        if dup.any():
+            row = int(np.nonzero(dup.any(1))[0][0])
+            raise ValueError(f"ranked[{row}] contains a duplicate item id")
+    return r.astype(np.int64, copy=False), t.astype(np.int64, copy=False)
+
+
+def true_item_rank(ranked, true_items) -> np.ndarray:
+    """1-based position of each user's true item in its ranked list, 0 when absent.
+
+    Args:
+        ranked: int array ``(n_users, L)``, best first; -1 may pad short lists.
+        true_items: int array ``(n_users,)``, non-negative.
+
+    Returns:
+        int64 array ``(n_users,)``.
+
+    Raises:
+        ValueError: wrong shapes/dtypes, empty input, negative true id, duplicate ids within a row.
+    """
+    r, t = _check_ranked(ranked, true_items)
+    hit = r == t[:, None]
+    return np.where(hit.any(1), hit.argmax(1) + 1, 0).astype(np.int64)
+
+
+def _rank_k(ranked, true_items, k: int) -> np.ndarray:
+    r = np.asarray(ranked)
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if r.ndim == 2 and k > r.shape[1]:
+        raise ValueError(f"k={k} is larger than the ranked list length {r.shape[1]}")
+    rank = true_item_rank(ranked, true_items)
+    return np.where((rank >= 1) & (rank <= k), rank, 0)
+
+
+def _reduce(v: np.ndarray, reduce: bool):
+    return float(v.mean()) if reduce else v
+
+
+def ndcg_at_k(ranked, true_items, k: int, reduce: bool = True):
+    """NDCG@K with one relevant item per user: ``1/log2(rank+1)`` if rank <= K else 0.
+
+    Raises ValueError when k < 1 or k exceeds the list length (plus the checks of
+    :func:`true_item_rank`).
+    """
+    rk = _rank_k(ranked, true_items, k)
+    v = np.zeros(rk.shape, dtype=np.float64)
+    m = rk > 0
+    v[m] = 1.0 / np.log2(rk[m] + 1.0)
+    return _reduce(v, reduce)
+
+
+def recall_at_k(ranked, true_items, k: int, reduce: bool = True):
+    """Recall@K with one relevant item per user (identical to HitRate@K): 1 if rank <= K else 0."""
+    return _reduce((_rank_k(ranked, true_items, k) > 0).astype(np.float64), reduce)
+
+
+hit_rate_at_k = recall_at_k
+
+
+def mrr_at_k(ranked, true_items, k: int, reduce: bool = True):
+    """MRR@K with one relevant item per user: ``1/rank`` if rank <= K else 0."""
+    rk = _rank_k(ranked, true_items, k)
+    v = np.zeros(rk.shape, dtype=np.float64)
+    m = rk > 0
+    v[m] = 1.0 / rk[m]
+    return _reduce(v, reduce)
+
+
+def ranking_metrics(
+    ranked,
+    true_items,
+    ndcg_ks: Iterable[int] = (5, 10),
+    recall_ks: Iterable[int] = (5, 10, 20),
+    mrr_ks: Iterable[int] = (10,),
+) -> dict[str, float]:
+    """All leave-one-out metrics in one dict, keys like ``"NDCG@10"``, ``"Recall@20"``, ``"MRR@10"``.
+
+    ``ranked`` must be at least ``max(all ks)`` long.
+    """
+    out: dict[str, float] = {}
+    for k in ndcg_ks:
+        out[f"NDCG@{k}"] = ndcg_at_k(ranked, true_items, k)
+    for k in recall_ks:
+        out[f"Recall@{k}"] = recall_at_k(ranked, true_items, k)
+    for k in mrr_ks:
+        out[f"MRR@{k}"] = mrr_at_k(ranked, true_items, k)
+    return out
+
+
+def auc(labels, scores) -> float:
+    """ROC-AUC of binary labels against real-valued scores (``sklearn.metrics.roc_auc_score``).
+
+    Args:
+        labels: 1-D array of 0/1 (or bool) ground truth, shape ``(n,)``.
+        scores: 1-D float array ``(n,)``, higher = more likely positive (e.g. P("Yes")).
+
+    Returns:
+        AUC in ``[0, 1]`` as a Python float (ties count 1/2, as in sklearn).
+
+    Raises:
+        ValueError: shapes differ or are not 1-D, empty input, labels not in {0, 1}, non-finite scores,
+            or labels containing one class only (AUC is undefined then; the message names the class).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 1 or s.ndim != 1:
+        raise ValueError(f"labels and scores must be 1-D, got shapes {y.shape} and {s.shape}")
+    if y.shape != s.shape:
+        raise ValueError(f"labels has {y.shape[0]} entries but scores has {s.shape[0]}")
+    if y.size == 0:
+        raise ValueError("labels is empty")
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    vals = np.unique(y)
+    if not np.isin(vals, [0, 1]).all():
+        raise ValueError(f"labels must be 0/1, found values {vals[~np.isin(vals, [0, 1])][:5].tolist()}")
+    if vals.size < 2:
+        raise ValueError(
+            f"labels contain only one class ({int(vals[0])}); ROC-AUC needs both positives (1) and negatives (0)"
+        )
+    if not np.isfinite(s).all():
+        raise ValueError("scores contains NaN or infinite values")
+    return float(roc_auc_score(y.astype(np.int64), s))

