@@ -126,6 +126,10 @@ def train(
         run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=shots, seed=seed, settings=settings,
                           lora=lora, val_size=val_size)
         model, verb, record = run.scorer.model, run.scorer.verbalizer, run.record
+    from llmrec.pipeline import process_state
+
+    if not process_state().is_main_process:  # under `accelerate launch`, one process writes
+        return
     save_adapter(model, out, base_model=base_model, template=tpl, verbalizer=verb,
                  protocol={"name": "tallrec-movie", "shots": shots, "seed": seed, "data": str(data or "ml-100k")},
                  metrics={"best_val_auc": record.get("best_val_auc")}, train=record)
@@ -144,8 +148,9 @@ def _scorer(adapter: Optional[Path], base_model: str, template: str, prompts, al
         model, tok, tpl, verb, _ = load_adapter(adapter, template=tpl,
                                                 allow_template_mismatch=allow_template_mismatch)
         return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb)
+    tpl = load_template(template, prompts)  # fail fast, before the model loads
     model, tok = load_base_model(base_model)
-    return PointwiseScorer(model, tok, load_template(template, prompts), dtype=dtype)
+    return PointwiseScorer(model, tok, tpl, dtype=dtype)
 
 
 @app.command()
@@ -257,7 +262,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     from llmrec.prompts import TemplateError, TemplateRenderError
 
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except (CliError, AdapterError, AssetError, TemplateError, TemplateRenderError, FileNotFoundError,
             KeyError, ValueError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

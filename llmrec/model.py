@@ -37,6 +37,9 @@ def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dty
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars on every load; llmrec shows its own progress
     path = assets.resolve_model(base_model)
     try:
         tok = AutoTokenizer.from_pretrained(path)

@@ -109,9 +109,29 @@ class PointwiseScorer:
         return self.encode(render_alpaca(self.template, records, self.tokenizer), labels)
 
     def score(self, prompts: Prompts, progress: bool = False, desc: str = "scoring") -> np.ndarray:
-        """(N,) float64 P(positive word) per prompt (TALLRec's score)."""
-        assert self.verbalizer is not None
-        return score_encoded(self.model, prompts.input_ids, self.verbalizer.token_ids,
+        """(N,) float64 P(positive word) per prompt (TALLRec's score).
+
+        Under ``accelerate launch`` (several processes) each process scores its shard of the prompts
+        and the shards are gathered, so every process returns all N scores in input order.
+        """
+        if self.verbalizer is None:
+            raise ValueError("call encode() first: the verbalizer ids come from the tokenised prompts")
+        state = process_state()
+        n = len(prompts.input_ids)
+        if state.num_processes == 1 or n < state.num_processes:
+            return self._score_ids(prompts.input_ids, progress, desc)
+        from accelerate.utils import gather_object
+
+        with state.split_between_processes(list(range(n))) as mine:
+            local = self._score_ids([prompts.input_ids[i] for i in mine], progress and state.is_main_process, desc)
+            pairs = gather_object(list(zip(mine, local.tolist())))
+        out = np.empty(n, dtype=np.float64)
+        for i, s in pairs:
+            out[i] = s
+        return out
+
+    def _score_ids(self, input_ids, progress: bool, desc: str) -> np.ndarray:
+        return score_encoded(self.model, input_ids, self.verbalizer.token_ids,
                              pad_id=self.tokenizer.pad_token_id or 0, batch_tokens=self.batch_tokens,
                              dtype=self.dtype, progress=progress, desc=desc)[:, 0]
 
@@ -122,6 +142,15 @@ class PointwiseScorer:
         sec = time.perf_counter() - t0
         return {"auc": auc(prompts.labels, s), "seconds": sec, "tokens": prompts.tokens,
                 "tokens_per_s": prompts.tokens / sec if sec > 0 else float("nan"), "n": len(s)}
+
+
+def process_state():
+    """accelerate's process state; on a machine without CUDA, processes started by ``accelerate launch``
+    join a gloo (MULTI_CPU) group instead of running as independent copies."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def like_rate_scores(samples: Sequence[Sample]) -> np.ndarray:

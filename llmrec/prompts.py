@@ -218,15 +218,19 @@ class Template:
         if task not in _TASKS:
             raise TemplateError(f"template {where}: field 'task' = {task!r}, expected one of {_TASKS}")
         verb = head.get("verbalizer", ["Yes", "No"])
+        # YAML 1.1 reads unquoted Yes/No/On/Off as booleans
+        hint = lambda v: ' (quote the words: YAML reads unquoted Yes/No as booleans)' if isinstance(v, list) and \
+            any(isinstance(w, bool) for w in v) else ''  # noqa: E731
         if not (isinstance(verb, list) and len(verb) >= 2 and all(isinstance(w, str) and w for w in verb)):
-            raise TemplateError(f"template {where}: field 'verbalizer' = {verb!r}, expected a list of >= 2 words")
+            raise TemplateError(f"template {where}: field 'verbalizer' = {verb!r}, expected a list of >= 2 words"
+                                f"{hint(verb)}")
         if len(set(verb)) != len(verb):
             raise TemplateError(f"template {where}: field 'verbalizer' = {verb!r} repeats a word")
         targets = head.get("targets", list(verb))
         if not (isinstance(targets, list) and len(targets) == len(verb)
                 and all(isinstance(t, str) and t.startswith(w) for t, w in zip(targets, verb))):
             raise TemplateError(f"template {where}: field 'targets' = {targets!r} must give one text per "
-                                f"verbalizer word, each starting with that word")
+                                f"verbalizer word, each starting with that word{hint(targets)}")
         tpl = cls(
             name=str(head.get("name", name)), task=task, format=fmt, verbalizer=verb, targets=targets,
             variables=list(head.get("variables", [])), description=str(head.get("description", "")),

@@ -279,4 +279,5 @@ def train_lora(model: Any, tokenizer: Any, verbalizer: Verbalizer, train_ids: Se
     tuned.eval()
     return TrainResult(model=tuned, best_val_auc=best, val_auc_history=list(trainer.auc_history),
                        epochs_run=float(trainer.state.epoch), train_seconds=seconds, train_tokens=tokens,
-                       settings={**asdict(settings), "precision": precision})
+                       settings={**asdict(settings), "precision": precision, "world_size": args.world_size,
+                                 "steps": trainer.state.global_step})
