@@ -164,6 +164,7 @@ class KShotRun:
 
     scorer: PointwiseScorer
     record: dict
+    val_samples: list = None
 
 
 def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecSplits, catalog, *, shots: int,
@@ -194,4 +195,38 @@ def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecS
               "val_auc_history": result.val_auc_history, "epochs_run": result.epochs_run,
               "train_seconds": result.train_seconds, "train_tokens": result.train_tokens,
               "train_positives": int(tr.labels.sum()), "settings": result.settings}
-    return KShotRun(scorer, record)
+    return KShotRun(scorer, record, val)
+
+
+@dataclass
+class LikeRateBlend:
+    """Logistic blend of the LM's logit(P(Yes)) with the history like-rate (Platt-style calibration).
+
+    ``score = w_lm * logit(p) + w_like * like_rate + b``, fitted by logistic regression on a labelled
+    validation subset (the same one early stopping uses); monotone in ``p`` when ``w_lm > 0``.
+    """
+
+    w_lm: float
+    w_like: float
+    bias: float
+
+    @staticmethod
+    def _features(p_yes: np.ndarray, like_rate: np.ndarray) -> np.ndarray:
+        p = np.clip(np.asarray(p_yes, dtype=np.float64), 1e-6, 1 - 1e-6)
+        return np.stack([np.log(p / (1 - p)), np.asarray(like_rate, dtype=np.float64)], axis=1)
+
+    @classmethod
+    def fit(cls, p_yes: np.ndarray, like_rate: np.ndarray, labels: np.ndarray) -> "LikeRateBlend":
+        """Fit on (N,) arrays. Raises ValueError if the labels hold one class only."""
+        from sklearn.linear_model import LogisticRegression
+
+        y = np.asarray(labels)
+        if len(set(y.tolist())) < 2:
+            raise ValueError("blend labels hold one class only")
+        lr = LogisticRegression(C=1.0).fit(cls._features(p_yes, like_rate), y)
+        return cls(float(lr.coef_[0, 0]), float(lr.coef_[0, 1]), float(lr.intercept_[0]))
+
+    def __call__(self, p_yes: np.ndarray, like_rate: np.ndarray) -> np.ndarray:
+        """(N,) blended scores (log-odds)."""
+        f = self._features(p_yes, like_rate)
+        return f[:, 0] * self.w_lm + f[:, 1] * self.w_like + self.bias
