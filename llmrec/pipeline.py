@@ -81,14 +81,15 @@ class PointwiseScorer:
         template: a pointwise :class:`~llmrec.prompts.Template`.
         dtype: scoring precision (``float32`` or ``bfloat16`` autocast).
         batch_tokens: padded tokens per forward pass.
+        shared_head: compute the prompts' common token prefix once (see :meth:`_score_ids`).
     """
 
     def __init__(self, model: Any, tokenizer: Any, template: Template, dtype: str = "float32",
-                 batch_tokens: int = 8192, verbalizer: Verbalizer | None = None):
+                 batch_tokens: int = 8192, verbalizer: Verbalizer | None = None, shared_head: bool = True):
         if template.task != "pointwise":
             raise ValueError(f"template {template.name}: task {template.task!r}, PointwiseScorer needs 'pointwise'")
         self.model, self.tokenizer, self.template = model, tokenizer, template
-        self.dtype, self.batch_tokens = dtype, batch_tokens
+        self.dtype, self.batch_tokens, self.shared_head = dtype, batch_tokens, shared_head
         self.verbalizer = verbalizer
 
     def encode(self, texts: Sequence[str], labels: Sequence[int] | None = None) -> Prompts:
@@ -130,10 +131,34 @@ class PointwiseScorer:
             out[i] = s
         return out
 
-    def _score_ids(self, input_ids, progress: bool, desc: str) -> np.ndarray:
-        return score_encoded(self.model, input_ids, self.verbalizer.token_ids,
-                             pad_id=self.tokenizer.pad_token_id or 0, batch_tokens=self.batch_tokens,
-                             dtype=self.dtype, progress=progress, desc=desc)[:, 0]
+    def _score_ids(self, input_ids, progress: bool, desc: str, chunk: int = 128) -> np.ndarray:
+        """Shared-head scoring (:func:`llmrec.prefix_scoring.score_shared_head`): the template text common
+        to all prompts is computed once per chunk of ``chunk`` prompts; equal to full-prompt scoring
+        within 1e-5 in fp32 (tests/test_prefix_scoring.py)."""
+        from llmrec.prefix_scoring import score_shared_head
+
+        if not self.shared_head:
+            return score_encoded(self.model, input_ids, self.verbalizer.token_ids,
+                                 pad_id=self.tokenizer.pad_token_id or 0, batch_tokens=self.batch_tokens,
+                                 dtype=self.dtype, progress=progress, desc=desc)[:, 0]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(input_ids), desc=desc, unit="prompt")
+        out = []
+        try:
+            for i in range(0, len(input_ids), chunk):
+                part = input_ids[i: i + chunk]
+                out.append(score_shared_head(self.model, part, self.verbalizer.token_ids, dtype=self.dtype,
+                                             batch_tokens=self.batch_tokens,
+                                             pad_id=self.tokenizer.pad_token_id or 0)[:, 0])
+                if bar is not None:
+                    bar.update(len(part))
+        finally:
+            if bar is not None:
+                bar.close()
+        return np.concatenate(out) if out else np.zeros(0)
 
     def evaluate(self, prompts: Prompts, progress: bool = False, desc: str = "scoring") -> dict:
         """AUC of the scores against the labels, with wall seconds and tokens/s."""
