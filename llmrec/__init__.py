@@ -2,6 +2,26 @@
 
 A LoRA-tuned LM scores (history, target) prompts through a verbalizer (TALLRec, Bao et al. 2023);
 a FAISS retriever proposes candidates that the LM reranks (LlamaRec, Yue et al. 2023).
+
+``from llmrec import Reranker, Recommender, RankedItem`` (see :mod:`llmrec.api`); they are imported
+lazily, so ``import llmrec`` stays light (no torch/transformers import).
 """
 
 __version__ = "0.1.0"
+
+_LAZY = {"Reranker": "llmrec.api", "Recommender": "llmrec.api", "RankedItem": "llmrec.api"}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'llmrec' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -245,6 +245,7 @@ def evaluate(
 
 def _register_optional_commands() -> None:
     """Sub-command groups that live in their own modules."""
+    __import__("llmrec.cli_rec", fromlist=["register"]).register(app)
     try:
         from llmrec.cli_prompts import app as prompts_app
     except ImportError:

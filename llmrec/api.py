@@ -1,0 +1,488 @@
+"""Public Python API: rerank candidates with a (LoRA-tuned) LM, or recommend end to end
+(SASRec + FAISS retrieval, then LM reranking).
+
+* :class:`Reranker` - ``Reranker.from_pretrained(adapter_dir).rerank(history, candidates, top_k)``
+  (listwise letters, LlamaRec: Yue et al. 2023; or pointwise Yes/No, TALLRec: Bao et al. 2023).
+* :class:`Recommender` - ``Recommender.load(index_dir, adapter_dir).recommend(history, k)``: SASRec
+  (Kang & McAuley 2018) user vector -> FAISS top-``n_candidates`` unseen items -> reranked (optionally
+  blended with the retriever score) -> top ``k``.
+* :class:`RankedItem` - one result: ``item_id``, ``title``, ``score``, ``rank`` (1-based).
+
+Items are given by id (``"50"`` or ``50``) or by exact title (``"Star Wars (1977)"``, case-insensitive;
+for duplicated titles the first catalogue entry wins). Every method validates its input and raises
+``ValueError`` with a one-line message for an unknown item, an empty history, no candidates, or ``k``
+larger than the catalogue. Instances are safe to share between threads: model forwards and retrieval
+run under a per-instance lock, so concurrent calls give the results of sequential ones.
+
+Example (a tiny random model, so the order itself is meaningless; with a tuned adapter use
+``Reranker.from_pretrained("runs/rerank/adapter-listwise")``)::
+
+    >>> from tests.conftest import make_tiny_llama, make_tiny_tokenizer
+    >>> from llmrec.data import Catalog
+    >>> tok = make_tiny_tokenizer()
+    >>> cat = Catalog.from_records([
+    ...     {"item_id": "1", "title": "Toy Story (1995)", "year": 1995, "genres": ["Animation"]},
+    ...     {"item_id": "2", "title": "Heat (1995)", "year": 1995, "genres": ["Action"]},
+    ...     {"item_id": "3", "title": "Casino (1995)", "year": 1995, "genres": ["Drama"]},
+    ...     {"item_id": "4", "title": "GoldenEye (1995)", "year": 1995, "genres": ["Action"]}])
+    >>> rr = Reranker(make_tiny_llama(len(tok)), tok, cat)
+    >>> ranked = rr.rerank(["1", "Heat (1995)"], ["3", "4"], top_k=2)
+    >>> [r.rank for r in ranked], sorted(r.item_id for r in ranked)
+    ([1, 2], ['3', '4'])
+    >>> ranked[0].score >= ranked[1].score
+    True
+    >>> rr.rerank([], ["3"])
+    Traceback (most recent call last):
+    ...
+    ValueError: history is empty: give at least one item the user interacted with
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["RankedItem", "Reranker", "Recommender", "ItemLookup"]
+
+INDEX_FORMAT = "llmrec-index/1"
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    """One ranked item.
+
+    Attributes:
+        item_id: the catalogue's item id (str).
+        title: its title.
+        score: the value it was ranked by (higher = better): the LM score (listwise: letter logit;
+            pointwise: log-odds of Yes), the blended z-score when blending with the retriever, or the
+            retriever's inner product for items beyond the reranked head.
+        rank: 1-based position.
+    """
+
+    item_id: str
+    title: str
+    score: float
+    rank: int
+
+
+def _as_catalog(catalog: Any):
+    """Catalog from a Catalog, a RecData, a dataset path, or None (the embedded MovieLens-100K)."""
+    from llmrec.data import Catalog, load_dataset
+
+    if isinstance(catalog, Catalog):
+        return catalog
+    if hasattr(catalog, "catalog"):
+        return catalog.catalog
+    if catalog is None:
+        from llmrec import assets
+
+        catalog = assets.ml100k_dir()
+    return load_dataset(catalog).catalog
+
+
+class ItemLookup:
+    """Resolve items given by id or title against a catalogue (optionally restricted to known ids).
+
+    Args:
+        catalog: :class:`llmrec.data.Catalog`.
+        allowed: item ids that may be used (e.g. the retriever's items); default all catalogue items.
+    """
+
+    def __init__(self, catalog, allowed: Iterable[str] | None = None) -> None:
+        self.catalog = catalog
+        titles = catalog.titles()
+        self.allowed = set(map(str, allowed)) if allowed is not None else set(titles)
+        self.by_title: dict[str, str] = {}
+        for i, t in titles.items():
+            if i in self.allowed:
+                self.by_title.setdefault(t.strip().casefold(), i)
+
+    def resolve(self, item: Any, what: str = "item") -> str:
+        """The item id of ``item`` (an id, int or str, or an exact title).
+
+        Raises:
+            ValueError: unknown item (message names it).
+        """
+        s = str(item).strip()
+        if s in self.allowed:
+            return s
+        i = self.by_title.get(s.casefold())
+        if i is not None:
+            return i
+        extra = "" if len(self.allowed) == len(self.catalog) else " (or not indexed)"
+        raise ValueError(f"unknown {what} {item!r}: not an item id or title in the catalogue{extra}")
+
+    def resolve_all(self, items: Sequence[Any], what: str) -> list[str]:
+        if isinstance(items, (str, bytes)):
+            raise ValueError(f"{what} must be a list of items, got a single string {items!r}")
+        return [self.resolve(x, what) for x in items]
+
+    def title(self, item_id: str) -> str:
+        return self.catalog.title(item_id) if item_id in self.catalog else f"item {item_id}"
+
+
+def _check_top_k(top_k: int | None, n: int) -> int:
+    if top_k is None:
+        return n
+    if int(top_k) != top_k or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    return min(int(top_k), n)
+
+
+class Reranker:
+    """Reorder a user's candidate items with a causal LM.
+
+    Args:
+        model: ``*ForCausalLM`` or peft model (eval mode).
+        tokenizer: its tokenizer.
+        catalog: item titles (:class:`llmrec.data.Catalog`, a ``RecData``, a dataset path, or None for
+            the embedded MovieLens-100K).
+        method: ``"listwise"`` (one pass, letters (A)..(T), at most 20 candidates) or ``"pointwise"``
+            (P(Yes) per candidate, history prefix shared). Default: the template's task, else listwise.
+        template: template name/path/object (default ``rerank-<method>``).
+        max_history: most recent history titles shown to the LM.
+        dtype: ``"float32"`` or ``"bfloat16"`` autocast for scoring.
+        shuffle: present listwise candidates in a fixed seeded random order (the order tuned adapters
+            were trained on) instead of the caller's order.
+        seed: seed of that order.
+
+    Raises:
+        ValueError: unknown method, or a template of the other task.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, catalog: Any = None, *, method: str | None = None,
+                 template: Any = None, max_history: int = 10, dtype: str = "float32", shuffle: bool = True,
+                 seed: int = 0, metadata: dict | None = None) -> None:
+        from llmrec.prompts import Template, load_template
+        from llmrec.rerank import ListwiseScorer, PointwiseRerankScorer
+
+        if template is not None and not isinstance(template, Template):
+            template = load_template(template)
+        method = method or (template.task if template is not None else "listwise")
+        if method not in ("listwise", "pointwise"):
+            raise ValueError(f"method must be 'listwise' or 'pointwise', got {method!r}")
+        Scorer = ListwiseScorer if method == "listwise" else PointwiseRerankScorer
+        self.scorer = Scorer(model, tokenizer, template, max_history=max_history, dtype=dtype)
+        self.method, self.shuffle, self.seed = method, bool(shuffle), int(seed)
+        self.lookup = ItemLookup(_as_catalog(catalog))
+        self.metadata = metadata or {}
+        self._lock = threading.Lock()
+
+    # --- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, adapter_dir: str | Path, *, catalog: Any = None, base_model: str | None = None,
+                        dtype: str = "float32", merge: bool = True, **kw) -> "Reranker":
+        """Load base model + LoRA adapter saved by ``eval/rerank_eval.py`` (or :func:`llmrec.adapter.save_adapter`).
+
+        ``catalog`` defaults to the dataset recorded in the adapter (``protocol.data``), else the embedded
+        MovieLens-100K; ``max_history`` defaults to the recorded one.
+
+        Raises:
+            FileNotFoundError / llmrec.adapter.AdapterError: missing or corrupt adapter.
+        """
+        from llmrec.adapter import load_adapter
+
+        model, tok, template, _verb, meta = load_adapter(adapter_dir, base_model=base_model, merge=merge)
+        proto = meta.get("protocol", {})
+        if catalog is None and proto.get("data") and Path(proto["data"]).exists():
+            catalog = proto["data"]
+        kw.setdefault("max_history", int(proto.get("max_history", 10)))
+        return cls(model, tok, catalog, template=template, dtype=dtype, metadata=meta, **kw)
+
+    @classmethod
+    def zero_shot(cls, base_model: str = "smollm2-135m-instruct", *, catalog: Any = None,
+                  method: str = "listwise", dtype: str = "float32", **kw) -> "Reranker":
+        """An untuned reranker on a base model (embedded name, folder or HF id)."""
+        from llmrec.model import load_base_model
+
+        model, tok = load_base_model(base_model)
+        return cls(model, tok, catalog, method=method, dtype=dtype, **kw)
+
+    @property
+    def blend_alpha(self) -> float | None:
+        """The blend weight tuned on validation and recorded in the adapter, if any."""
+        a = self.metadata.get("protocol", {}).get("blend_alpha")
+        return None if a is None else float(a)
+
+    @property
+    def max_candidates(self) -> int | None:
+        """Most candidates per call (20 for listwise letters), None when unbounded (pointwise)."""
+        return self.scorer.max_candidates if self.method == "listwise" else None
+
+    # --- scoring --------------------------------------------------------------------------------
+    def _check(self, history: Sequence[Any], candidates: Sequence[Any]) -> tuple[list[str], list[str]]:
+        if history is None or len(history) == 0:
+            raise ValueError("history is empty: give at least one item the user interacted with")
+        if candidates is None or len(candidates) == 0:
+            raise ValueError("candidates is empty: nothing to rerank")
+        h = self.lookup.resolve_all(history, "history item")
+        c = self.lookup.resolve_all(candidates, "candidate")
+        if len(set(c)) != len(c):
+            dup = next(x for x in c if c.count(x) > 1)
+            raise ValueError(f"candidate {dup!r} is given twice")
+        mc = self.max_candidates
+        if mc is not None and len(c) > mc:
+            raise ValueError(f"{len(c)} candidates, but listwise reranking takes at most {mc}; retrieve fewer or use "
+                             f"method='pointwise'")
+        return h, c
+
+    def _scores_many(self, lists: Sequence[tuple[list[str], list[str]]]) -> list[np.ndarray]:
+        perms = [np.random.default_rng(self.seed).permutation(len(c)) if self.shuffle and self.method == "listwise"
+                 else np.arange(len(c)) for _, c in lists]
+        text = [([self.lookup.title(i) for i in h], [self.lookup.title(c[j]) for j in pm])
+                for (h, c), pm in zip(lists, perms)]
+        with self._lock:
+            raw = self.scorer.score_lists(text)
+        out = []
+        for pm, s in zip(perms, raw):
+            v = np.empty(len(pm), np.float64)
+            v[pm] = s
+            out.append(v)
+        return out
+
+    def scores(self, history: Sequence[Any], candidates: Sequence[Any]) -> np.ndarray:
+        """float64 ``(C,)`` LM scores of ``candidates`` (in the given order), higher = better.
+
+        Raises:
+            ValueError: empty history/candidates, unknown item, duplicate candidate, too many candidates.
+        """
+        return self._scores_many([self._check(history, candidates)])[0]
+
+    def rerank(self, history: Sequence[Any], candidates: Sequence[Any], top_k: int | None = None) -> list[RankedItem]:
+        """Candidates sorted by LM score (ties keep the given order), the best ``top_k`` (default all).
+
+        Args:
+            history: items the user interacted with, oldest first (ids or titles).
+            candidates: items to reorder (ids or titles), e.g. a retriever's top-20.
+            top_k: how many to return.
+
+        Returns:
+            list of :class:`RankedItem`, ranks 1..top_k, scores non-increasing.
+
+        Raises:
+            ValueError: as :meth:`scores`, or top_k < 1.
+        """
+        return self.rerank_batch([history], [candidates], top_k)[0]
+
+    def rerank_batch(self, histories: Sequence[Sequence[Any]], candidate_lists: Sequence[Sequence[Any]],
+                     top_k: int | None = None) -> list[list[RankedItem]]:
+        """:meth:`rerank` for many users (one validation pass, then the forwards)."""
+        if len(histories) != len(candidate_lists):
+            raise ValueError(f"{len(histories)} histories but {len(candidate_lists)} candidate lists")
+        lists = [self._check(h, c) for h, c in zip(histories, candidate_lists)]
+        out = []
+        for (h, c), s in zip(lists, self._scores_many(lists)):
+            out.append(self._ranked(c, s, top_k))
+        return out
+
+    def _ranked(self, ids: Sequence[str], s: np.ndarray, top_k: int | None) -> list[RankedItem]:
+        k = _check_top_k(top_k, len(ids))
+        order = np.argsort(-s, kind="stable")[:k]
+        return [RankedItem(ids[j], self.lookup.title(ids[j]), float(s[j]), r + 1) for r, j in enumerate(order)]
+
+
+class Recommender:
+    """Retrieve with SASRec + FAISS, then rerank with an LM (optional).
+
+    Args:
+        retriever: fitted :class:`llmrec.retrieval.SASRec`.
+        index: :class:`llmrec.retrieval.VectorIndex` over ``retriever.item_vectors()`` (ids = item indices).
+        item_ids: raw item id of each item index (``item_ids[j]`` for index j).
+        catalog: titles (Catalog / RecData / path / None = embedded ML-100K).
+        reranker: a :class:`Reranker`, or None for retrieval only.
+        n_candidates: how many retrieved items the reranker reorders (20; at most 20 for listwise).
+        blend_alpha: weight of the LM in ``(1-a) z(retriever) + a z(LM)``; default the reranker's
+            recorded value, else 1 (LM order only).
+        user_histories: optional ``{user_id: [item ids, oldest first]}`` for :meth:`recommend_user`.
+
+    Raises:
+        ValueError: inconsistent sizes, n_candidates < 1, alpha outside [0, 1].
+    """
+
+    def __init__(self, retriever, index, item_ids: Sequence[str], catalog: Any = None, reranker: Reranker | None = None,
+                 *, n_candidates: int = 20, blend_alpha: float | None = None,
+                 user_histories: dict[str, list[str]] | None = None) -> None:
+        self.retriever, self.index, self.reranker = retriever, index, reranker
+        self.item_ids = np.asarray([str(x) for x in item_ids])
+        if retriever.n_items != len(self.item_ids) or index.ntotal != len(self.item_ids):
+            raise ValueError(f"retriever ({retriever.n_items}), index ({index.ntotal}) and item_ids "
+                             f"({len(self.item_ids)}) disagree on the number of items")
+        if n_candidates < 1:
+            raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
+        if reranker is not None and reranker.max_candidates is not None:
+            n_candidates = min(n_candidates, reranker.max_candidates)
+        self.n_candidates = int(n_candidates)
+        if blend_alpha is None:
+            blend_alpha = reranker.blend_alpha if reranker is not None and reranker.blend_alpha is not None else 1.0
+        if not 0.0 <= blend_alpha <= 1.0:
+            raise ValueError(f"blend_alpha must be in [0, 1], got {blend_alpha}")
+        self.blend_alpha = float(blend_alpha)
+        self.catalog = reranker.lookup.catalog if reranker is not None and catalog is None else _as_catalog(catalog)
+        self.lookup = ItemLookup(self.catalog, allowed=self.item_ids)
+        self.index_of = {i: j for j, i in enumerate(self.item_ids)}
+        self.user_histories = user_histories or {}
+        self._lock = threading.Lock()
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    # --- persistence ----------------------------------------------------------------------------
+    @classmethod
+    def build(cls, data: Any = None, *, kcore: int = 5, epochs: int = 200, seed: int = 0,
+              index_kind: str = "auto", log=None, **sasrec_overrides) -> "Recommender":
+        """Fit SASRec on a dataset's leave-one-out training part (early stopping on validation NDCG@10)
+        and build the FAISS index. ``data``: path or RecData (default embedded ML-100K). No reranker."""
+        from llmrec.data import load_dataset
+        from llmrec.rerank.data import loo_from_recdata
+        from llmrec.retrieval import SASRec, VectorIndex
+
+        if data is None:
+            from llmrec import assets
+
+            data = assets.ml100k_dir()
+        rec = data if hasattr(data, "interactions") else load_dataset(data)
+        d = loo_from_recdata(rec, kcore)
+        _, vh, vt = d.split.valid_inputs()
+        cfg = dict(epochs=epochs, lr=3e-3, dropout=0.2, n_blocks=2, seed=seed, threads=1)
+        cfg.update(sasrec_overrides)
+        sas = SASRec(**cfg)
+        sas.fit(d.split.train, d.split.n_items, vh if len(vh) else None, vt if len(vt) else None, log=log)
+        index = VectorIndex(index_kind).build(sas.item_vectors())
+        hist = {str(u): [str(d.item_ids[j]) for j in h] for u, h in zip(d.user_ids, d.full)}
+        self = cls(sas, index, d.item_ids, rec.catalog, None, user_histories=hist)
+        self._source = {"data": str(getattr(rec, "path", "") or data), "kcore": kcore}
+        return self
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``retriever/`` (SASRec), ``index/`` (FAISS), ``histories.safetensors`` and ``manifest.json``."""
+        from safetensors.numpy import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.retriever.save(out / "retriever")
+        self.index.save(out / "index")
+        users = list(self.user_histories)
+        flat = [self.index_of[i] for u in users for i in self.user_histories[u]]
+        offsets = np.cumsum([0] + [len(self.user_histories[u]) for u in users]).astype(np.int64)
+        save_file({"flat": np.asarray(flat, np.int64), "offsets": offsets}, str(out / "histories.safetensors"))
+        src = getattr(self, "_source", {})
+        (out / "manifest.json").write_text(json.dumps(
+            {"format": INDEX_FORMAT, **src, "n_items": self.n_items, "item_ids": self.item_ids.tolist(),
+             "user_ids": users, "index_kind": self.index.built_kind}, indent=1))
+        return out
+
+    @classmethod
+    def load(cls, index_dir: str | Path, adapter_dir: str | Path | None = None, *, catalog: Any = None,
+             reranker: Reranker | None = None, dtype: str = "float32", **kw) -> "Recommender":
+        """Load what ``llmrec index`` wrote, plus an optional reranker adapter.
+
+        Raises:
+            FileNotFoundError: ``index_dir`` or its files are missing.
+            ValueError: not an llmrec index folder.
+        """
+        from safetensors.numpy import load_file
+
+        from llmrec.retrieval import SASRec, VectorIndex
+
+        d = Path(index_dir)
+        if not (d / "manifest.json").is_file():
+            raise FileNotFoundError(f"index folder {d}: manifest.json not found (run `llmrec index --out {d}`)")
+        man = json.loads((d / "manifest.json").read_text())
+        if man.get("format") != INDEX_FORMAT:
+            raise ValueError(f"index folder {d}: format {man.get('format')!r}, expected {INDEX_FORMAT!r}")
+        if catalog is None and man.get("data") and Path(man["data"]).exists():
+            catalog = man["data"]
+        if reranker is None and adapter_dir is not None:
+            reranker = Reranker.from_pretrained(adapter_dir, catalog=catalog, dtype=dtype)
+        sas = SASRec.load(d / "retriever")
+        index = VectorIndex.load(d / "index")
+        item_ids = man["item_ids"]
+        hist = {}
+        if (d / "histories.safetensors").is_file():
+            a = load_file(str(d / "histories.safetensors"))
+            flat, off = a["flat"], a["offsets"]
+            hist = {u: [item_ids[j] for j in flat[off[i]: off[i + 1]]] for i, u in enumerate(man.get("user_ids", []))}
+        self = cls(sas, index, item_ids, catalog if reranker is None else (catalog or reranker.lookup.catalog),
+                   reranker, user_histories=hist, **kw)
+        self._source = {k: man[k] for k in ("data", "kcore") if k in man}
+        return self
+
+    # --- recommending ---------------------------------------------------------------------------
+    def history_of(self, user_id: Any) -> list[str]:
+        """The stored full history (item ids, oldest first) of a user of the indexed dataset.
+
+        Raises:
+            ValueError: unknown user.
+        """
+        h = self.user_histories.get(str(user_id))
+        if h is None:
+            raise ValueError(f"unknown user {user_id!r}: not in the indexed dataset ({len(self.user_histories)} users)")
+        return list(h)
+
+    def recommend_user(self, user_id: Any, k: int = 10) -> list[RankedItem]:
+        """:meth:`recommend` from a known user's stored history."""
+        return self.recommend(self.history_of(user_id), k)
+
+    def recommend(self, history: Sequence[Any], k: int = 10) -> list[RankedItem]:
+        """Top-``k`` unseen items for a history (ids or titles, oldest first).
+
+        The retriever proposes ``max(k, n_candidates)`` unseen items; the first ``n_candidates`` are
+        reranked (blended with the retriever score by ``blend_alpha``); any further items follow in
+        retriever order.
+
+        Returns:
+            ``k`` :class:`RankedItem`, ranks 1..k.
+
+        Raises:
+            ValueError: empty history, unknown item, k < 1, k larger than the catalogue or than the
+                number of items the user has not seen.
+        """
+        return self.recommend_batch([history], k)[0]
+
+    def recommend_batch(self, histories: Sequence[Sequence[Any]], k: int = 10) -> list[list[RankedItem]]:
+        """:meth:`recommend` for many histories (one retrieval call, one rerank batch)."""
+        from llmrec.rerank.blend import blend_scores
+
+        if int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if k > self.n_items:
+            raise ValueError(f"k={k} is larger than the catalogue ({self.n_items} items)")
+        if len(histories) == 0:
+            raise ValueError("no histories given")
+        hist_ids, hist_idx = [], []
+        for h in histories:
+            if h is None or len(h) == 0:
+                raise ValueError("history is empty: give at least one item the user interacted with")
+            ids = self.lookup.resolve_all(h, "history item")
+            unseen = self.n_items - len(set(ids))
+            if k > unseen:
+                raise ValueError(f"k={k} is larger than the {unseen} items this user has not seen")
+            hist_ids.append(ids)
+            hist_idx.append(np.asarray([self.index_of[i] for i in ids], np.int64))
+        kk = min(max(int(k), self.n_candidates if self.reranker is not None else int(k)),
+                 min(self.n_items - len(set(h)) for h in hist_ids))
+        with self._lock:
+            idx, sc = self.retriever.query_index(hist_idx, kk, self.index)
+        rows = [[self.item_ids[j] for j in row if j >= 0] for row in idx]
+        results: list[list[RankedItem]] = []
+        if self.reranker is None:
+            for row, s in zip(rows, sc):
+                results.append([RankedItem(i, self.lookup.title(i), float(v), r + 1)
+                                for r, (i, v) in enumerate(zip(row[:k], s[:k]))])
+            return results
+        heads = [row[: self.n_candidates] for row in rows]
+        lm = self.reranker._scores_many([self.reranker._check(h, c) for h, c in zip(hist_ids, heads)])
+        for row, s, head, l in zip(rows, sc, heads, lm):
+            n = len(head)
+            b = blend_scores(s[:n], l, self.blend_alpha) if self.blend_alpha < 1 else l
+            order = np.argsort(-b, kind="stable")
+            ranked = [(head[j], float(b[j])) for j in order] + [(i, float(v)) for i, v in zip(row[n:], s[n:])]
+            results.append([RankedItem(i, self.lookup.title(i), v, r + 1) for r, (i, v) in enumerate(ranked[:k])])
+        return results

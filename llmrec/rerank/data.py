@@ -1,0 +1,137 @@
+"""Reranking data: leave-one-out split from a :class:`~llmrec.data.RecData`, retriever candidates, and
+listwise/pointwise training lists with hard negatives.
+
+Protocol (LlamaRec, Yue et al. 2023): the retriever's top-``n`` unseen items are the candidates of a
+user; evaluation is leave-one-out (last item = test, second-to-last = validation). Training examples
+come from the *training* part only: for a training user the target is the last training item, the
+history is everything before it, and the candidates are the retriever's own top-``n`` for that history
+(hard negatives, the distribution the reranker sees at test time). If the retriever misses the target,
+it replaces the lowest-ranked candidate. Candidates are then shuffled, so the true item lands in every
+position (LlamaRec trained on random negatives in shuffled order but was tested on the retriever's
+top-20 in score order: a train/test mismatch in position, which this avoids).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from llmrec.retrieval.split import LOOSplit, encode_ids, kcore_filter, leave_one_out
+
+__all__ = ["LOOData", "loo_from_recdata", "ListExample", "training_lists", "pointwise_pairs"]
+
+
+@dataclass
+class LOOData:
+    """A leave-one-out split with the raw ids behind its indices.
+
+    Attributes:
+        split: :class:`~llmrec.retrieval.split.LOOSplit` over item indices ``0..n_items-1``.
+        user_ids: ``(n_users,)`` array of raw user id strings; ``user_ids[u]`` is user index u.
+        item_ids: ``(n_items,)`` array of raw item id strings; ``item_ids[j]`` is item index j.
+        full: per-user chronological item indices including the validation and test items
+            (what ``llmrec recommend --user`` uses as the history).
+    """
+
+    split: LOOSplit
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    full: list[np.ndarray]
+
+    def item_index(self) -> dict[str, int]:
+        """``{raw item id: index}``."""
+        return {str(r): j for j, r in enumerate(self.item_ids)}
+
+
+def loo_from_recdata(rec, kcore: int = 5) -> LOOData:
+    """k-core filter, encode ids (sorted raw ids) and split leave-one-out, as
+    :func:`llmrec.retrieval.split.load_loo` does for an atomic file but from any ``llmrec.data`` source.
+
+    Args:
+        rec: :class:`llmrec.data.RecData` (``interactions.frame`` with user_id, item_id, timestamp).
+        kcore: minimum interactions per user and item (<= 1 keeps everything).
+
+    Returns:
+        :class:`LOOData`. On ML-100K (5-core): 943 users, 1,349 items.
+
+    Raises:
+        ValueError: no interactions survive the filter.
+    """
+    f = rec.interactions.frame
+    ru, ri, ts = f["user_id"].to_numpy(), f["item_id"].to_numpy(), f["timestamp"].to_numpy()
+    keep = kcore_filter(ru, ri, kcore) if kcore > 1 else np.ones(len(ru), bool)
+    if not keep.any():
+        raise ValueError(f"no interactions left after {kcore}-core filtering")
+    uc, uraw = encode_ids(ru[keep])
+    ic, iraw = encode_ids(ri[keep])
+    split = leave_one_out(uc, ic, ts[keep], len(uraw), len(iraw))
+    full = [np.concatenate([split.train[u], [split.valid[u], split.test[u]]]) if split.test[u] >= 0
+            else split.train[u] for u in range(split.n_users)]
+    return LOOData(split, uraw.astype(str), iraw.astype(str), [np.asarray(x, np.int64) for x in full])
+
+
+@dataclass
+class ListExample:
+    """One listwise example.
+
+    Attributes:
+        user: user index.
+        history: int64 ``(L,)`` chronological item indices.
+        candidates: int64 ``(C,)`` item indices in presentation (shuffled) order.
+        target_pos: position of the true item in ``candidates`` (0-based), -1 if absent.
+    """
+
+    user: int
+    history: np.ndarray
+    candidates: np.ndarray
+    target_pos: int
+
+
+def training_lists(split: LOOSplit, retrieve: Callable[[list[np.ndarray], int], np.ndarray], n_candidates: int = 20,
+                   users: Sequence[int] | None = None, seed: int = 0, min_history: int = 3) -> list[ListExample]:
+    """Listwise training examples with the retriever's hard negatives, shuffled.
+
+    Args:
+        split: the leave-one-out split; only ``split.train`` is read (no validation/test leakage).
+        retrieve: ``retrieve(histories, k) -> int64 (n, k)`` item indices, seen items excluded
+            (e.g. ``lambda h, k: sasrec.query_index(h, k, index)[0]``).
+        n_candidates: candidates per list (20 in LlamaRec).
+        users: user indices to draw from (default: all users); users whose training part is shorter
+            than ``min_history + 1`` are skipped.
+        seed: seeds the shuffles.
+
+    Returns:
+        list of :class:`ListExample`, each with the true item (last training item) inside the candidates
+        at a uniformly random position.
+    """
+    rng = np.random.default_rng(seed)
+    us = [int(u) for u in (range(split.n_users) if users is None else users) if len(split.train[u]) > min_history]
+    if not us:
+        return []
+    hists = [split.train[u][:-1] for u in us]
+    tgts = [int(split.train[u][-1]) for u in us]
+    cands = retrieve(hists, n_candidates)
+    out = []
+    for u, h, t, c in zip(us, hists, tgts, cands):
+        c = [int(x) for x in c if x >= 0]
+        if t not in c:
+            c = c[: n_candidates - 1] + [t]
+        c = np.asarray(c, np.int64)[rng.permutation(len(c))]
+        out.append(ListExample(u, np.asarray(h, np.int64), c, int(np.nonzero(c == t)[0][0])))
+    return out
+
+
+def pointwise_pairs(examples: Sequence[ListExample], negatives: int = 3, seed: int = 0
+                    ) -> list[tuple[np.ndarray, int, int]]:
+    """TALLRec-style (history, candidate, label) triples from listwise examples: the true item (label 1)
+    and ``negatives`` hard negatives (label 0) drawn from the same retrieved list."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for ex in examples:
+        out.append((ex.history, int(ex.candidates[ex.target_pos]), 1))
+        neg = np.delete(ex.candidates, ex.target_pos)
+        for j in rng.choice(len(neg), size=min(negatives, len(neg)), replace=False):
+            out.append((ex.history, int(neg[j]), 0))
+    return out

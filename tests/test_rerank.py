@@ -1,0 +1,186 @@
+"""Reranking stage (llmrec.rerank): letter scoring, hard-negative training lists, pointwise prefix
+sharing, blending, listwise LoRA tuning. Tiny random Llama + in-memory tokenizer (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from llmrec.data import Catalog, Interactions, RecData
+from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, answer_logits, blend_scores, listwise_training_example,
+                           loo_from_recdata, pointwise_pairs, prefix_scoring_available, rank_by, training_lists,
+                           tune_alpha, zscore)
+from llmrec.retrieval import LOOSplit
+
+TITLES = ["Toy Story (1995)", "Heat (1995)", "Casino (1995)", "GoldenEye (1995)", "Yes, Madam (1985)",
+          "No Way Out (1987)", "Babe (1995)", "Se7en (1995)", "Fargo (1996)", "Emma (1996)", "Ran (1985)",
+          "Alien (1979)"]
+
+
+def _letters(tok):
+    return [tok.convert_tokens_to_ids(c) for c in "ABCDEFGHIJKLMNOPQRST"]
+
+
+# ---------------------------------------------------------------- listwise letters
+def test_letter_ids_from_tokenizer_distinct_single(tiny_model, tiny_tokenizer):
+    sc = ListwiseScorer(tiny_model, tiny_tokenizer)
+    assert sc.letters == list("ABCDEFGHIJKLMNOPQRST")
+    ids = sc.verbalizer.token_ids
+    assert len(set(ids)) == 20
+    assert ids == _letters(tiny_tokenizer)  # found by tokenising prompt+letter, equal to the vocab entries
+    assert all(t[0] == i and t[1:] == [tiny_tokenizer.eos_token_id] for t, i in zip(sc.verbalizer.target_ids, ids))
+
+
+def test_listwise_scores_equal_full_vocab_logits(tiny_model, tiny_tokenizer):
+    sc = ListwiseScorer(tiny_model, tiny_tokenizer, max_history=5)
+    lists = [(TITLES[:3], TITLES[3:10]), (TITLES[:1], TITLES[2:4]), (TITLES[5:11], TITLES[:12])]
+    got = sc.score_lists(lists)
+    for (h, c), g in zip(lists, got):
+        ids = torch.tensor([sc.encode(h, c)])
+        with torch.no_grad():
+            full = tiny_model(input_ids=ids).logits[0, -1]
+        assert g.shape == (len(c),) and g.dtype == np.float32
+        np.testing.assert_allclose(g, full[sc.verbalizer.token_ids[: len(c)]].numpy(), atol=1e-4)
+
+
+def test_answer_logits_batched_equals_single(tiny_model, tiny_tokenizer):
+    prompts = [tiny_tokenizer(t).input_ids for t in ["Toy Story", "Heat (1995) Casino", "A B C D E F G"]]
+    batched = answer_logits(tiny_model, prompts, [5, 7, 9], batch_tokens=64)
+    for p, row in zip(prompts, batched):
+        np.testing.assert_allclose(answer_logits(tiny_model, [p], [5, 7, 9])[0], row, atol=1e-4)
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        answer_logits(tiny_model, [[]], [5])
+
+
+def test_listwise_render_errors(tiny_model, tiny_tokenizer):
+    sc = ListwiseScorer(tiny_model, tiny_tokenizer)
+    with pytest.raises(ValueError, match="history is empty"):
+        sc.render([], ["a"])
+    with pytest.raises(ValueError, match="21 candidates"):
+        sc.render(["a"], ["x"] * 21)
+    with pytest.raises(ValueError, match="needs 'listwise'"):
+        ListwiseScorer(tiny_model, tiny_tokenizer, "rerank-pointwise")
+
+
+def test_listwise_training_example_targets_letter(tiny_model, tiny_tokenizer):
+    sc = ListwiseScorer(tiny_model, tiny_tokenizer)
+    ex = sc.training_example(TITLES[:2], TITLES[2:7], 3)
+    n = len(sc.encode(TITLES[:2], TITLES[2:7]))
+    assert ex["labels"][:n] == [-100] * n
+    assert ex["input_ids"][n] == sc.verbalizer.token_ids[3] == ex["labels"][n]
+    with pytest.raises(ValueError, match="target_pos 20"):
+        listwise_training_example([1, 2], 20, sc.verbalizer.target_ids)
+
+
+# ---------------------------------------------------------------- training data
+def _toy_split(n_users=300, n_items=40, seed=0) -> LOOSplit:
+    g = np.random.default_rng(seed)
+    train = [g.choice(n_items, size=int(g.integers(6, 12)), replace=False).astype(np.int64) for _ in range(n_users)]
+    return LOOSplit(train=train, valid=np.full(n_users, -1), test=np.full(n_users, -1), n_items=n_items)
+
+
+def _fake_retrieve(n_items):
+    """Deterministic 'retriever': items in index order, seen ones excluded (misses some targets)."""
+    def retrieve(hists, k):
+        out = []
+        for h in hists:
+            out.append([j for j in range(n_items) if j not in set(h.tolist())][:k])
+        return np.asarray(out, np.int64)
+    return retrieve
+
+
+def test_training_lists_hard_negatives_shuffled():
+    s = _toy_split()
+    ex = training_lists(s, _fake_retrieve(s.n_items), 20, seed=0)
+    assert len(ex) == s.n_users
+    pos = np.array([e.target_pos for e in ex])
+    for e in ex:
+        tr = s.train[e.user]
+        assert e.candidates[e.target_pos] == tr[-1]                 # the target is the last training item
+        assert np.array_equal(e.history, tr[:-1])                    # history = everything before it
+        assert len(set(e.candidates.tolist())) == 20 == len(e.candidates)
+        assert not set(e.candidates.tolist()) & set(e.history.tolist())  # seen items are never candidates
+    # shuffled: the true item lands in (nearly) every position, not always where the retriever put it
+    assert len(np.unique(pos)) >= 15 and np.bincount(pos, minlength=20).max() < 0.2 * len(ex)
+    again = training_lists(s, _fake_retrieve(s.n_items), 20, seed=0)
+    assert [e.target_pos for e in again] == pos.tolist()           # seeded
+
+
+def test_pointwise_pairs_from_lists():
+    s = _toy_split(20)
+    ex = training_lists(s, _fake_retrieve(s.n_items), 10, seed=1)
+    pairs = pointwise_pairs(ex, negatives=3)
+    assert len(pairs) == 4 * len(ex) and sum(y for *_, y in pairs) == len(ex)
+    for (h, c, y), e in zip(pairs[::4], ex):
+        assert y == 1 and c == e.candidates[e.target_pos]
+
+
+def test_loo_from_recdata_toy():
+    rows = [("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u1", "d", 4), ("u2", "b", 1), ("u2", "a", 2),
+            ("u2", "d", 3)]
+    f = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(rating=4.0)
+    cat = Catalog.from_records([{"item_id": i, "title": i.upper(), "year": None, "genres": []} for i in "abcd"])
+    d = loo_from_recdata(RecData(Interactions(f), cat), kcore=1)
+    assert d.item_ids.tolist() == ["a", "b", "c", "d"] and d.user_ids.tolist() == ["u1", "u2"]
+    assert d.split.train[0].tolist() == [0, 1] and d.split.valid[0] == 2 and d.split.test[0] == 3
+    assert d.full[1].tolist() == [1, 0, 3]
+
+
+# ---------------------------------------------------------------- pointwise
+def test_pointwise_prefix_equals_full_prompts(tiny_model, tiny_tokenizer):
+    if not prefix_scoring_available():
+        pytest.skip("llmrec.prefix_scoring not present")
+    pre = PointwiseRerankScorer(tiny_model, tiny_tokenizer, use_prefix=True)
+    full = PointwiseRerankScorer(tiny_model, tiny_tokenizer, use_prefix=False)
+    a = pre.score(TITLES[:4], TITLES[4:11])
+    b = full.score(TITLES[:4], TITLES[4:11])
+    assert pre.prefix_used == 1 and full.prefix_used == 0
+    np.testing.assert_allclose(a, b, atol=1e-3)  # log-odds; P(Yes) agree to ~1e-6 (prefix_scoring's tests)
+    prefix, suffixes = pre.split(TITLES[:4], TITLES[4:6])
+    assert prefix + suffixes[0] == pre.render(TITLES[:4], TITLES[4])
+
+
+# ---------------------------------------------------------------- blending
+def test_blend_extremes_and_tuning():
+    cands = np.array([[10, 11, 12, 13], [20, 21, 22, 23]])
+    ret = np.array([[4.0, 3, 2, 1], [4, 3, 2, 1]])
+    lm = np.array([[0.0, 0, 1, 5], [5, 0, 0, 1]])
+    assert rank_by(cands, blend_scores(ret, lm, 0.0)).tolist() == cands.tolist()
+    assert rank_by(cands, blend_scores(ret, lm, 1.0))[:, 0].tolist() == [13, 20]
+    best, curve = tune_alpha(cands, ret, lm, np.array([13, 20]))
+    assert best > 0.5 and curve[best] == pytest.approx(1.0)
+    best0, _ = tune_alpha(cands, ret, lm, np.array([10, 20]))
+    assert best0 == 0.0  # ties -> the smallest alpha (the retriever's order)
+    z = zscore(np.array([[1.0, 1.0, 1.0], [1.0, 2.0, -np.inf]]))
+    assert np.all(z[0] == 0) and z[1, 2] == -np.inf and z[1, 0] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        blend_scores(ret, lm, 1.5)
+
+
+# ---------------------------------------------------------------- tuning
+def test_listwise_lora_training_moves_toward_true_letter(tiny_model, tiny_tokenizer, tmp_path):
+    from llmrec.model import LoraSettings
+    from llmrec.rerank.train import train_listwise
+    from llmrec.train import TrainSettings
+
+    sc = ListwiseScorer(tiny_model, tiny_tokenizer, max_history=2)
+    g = np.random.default_rng(0)
+    # the answer is always "Fargo (1996)", at a random position: learnable only from the candidates' content
+    lists = []
+    for _ in range(8):
+        c = list(g.choice([t for t in TITLES if t != "Fargo (1996)"], 3, replace=False)) + ["Fargo (1996)"]
+        g.shuffle(c)
+        lists.append((TITLES[:2], c, c.index("Fargo (1996)")))
+
+    def true_logprob():
+        s = sc.score_lists([(h, c) for h, c, _ in lists])
+        return np.mean([x[t] - np.log(np.exp(x).sum()) for x, (_, _, t) in zip(s, lists)])
+
+    before = true_logprob()
+    st = TrainSettings(output_dir=str(tmp_path / "w"), epochs=4, batch_size=8, learning_rate=3e-2, precision="fp32",
+                       progress=False, patience=0, warmup_ratio=0.0, lr_scheduler="constant")
+    res = train_listwise(sc, lists, st, LoraSettings(rank=4, alpha=8, dropout=0.0, target_modules="all-linear"))
+    assert hasattr(sc.model, "peft_config") and res.train_tokens > 0 and res.epochs_run == 4
+    assert true_logprob() > before + 0.05, "tuning did not raise the true candidate's letter probability"
