@@ -14,7 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.integration
 def test_wheel_contains_templates_and_kernels(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+    import shutil
+
+    src = tmp_path / "src"  # build from a copy: setuptools writes build/ and *.egg-info beside the sources
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "results", "build", "*.egg-info",
+                                                                "__pycache__", ".pytest_cache"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     (whl,) = tmp_path.glob("llmrec-*.whl")
