@@ -74,9 +74,11 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
 
 
 def benchmark_dir() -> Path | None:
-    """``../shared/benchmarks/tallrec-movie`` (or ``$LLMREC_BENCHMARKS``) if present."""
+    """``$LLMREC_BENCHMARKS/tallrec-movie``, ``$LLMREC_BENCHMARKS`` or ``../shared/benchmarks/tallrec-movie``,
+    the first holding ``test.json``; None if none does."""
     env = os.environ.get("LLMREC_BENCHMARKS")
-    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "benchmarks" / "tallrec-movie"]:
+    for cand in ([Path(env) / "tallrec-movie", Path(env)] if env else []) + [
+            REPO.parent / "shared" / "benchmarks" / "tallrec-movie"]:
         if (cand / "test.json").is_file():
             return cand
     return None
