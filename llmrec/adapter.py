@@ -161,12 +161,15 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
     meta = read_metadata(d)
     _check_adapter_file(d)
     recorded = Template.from_string(meta["template"]["source"], name=meta["template"]["name"])
+    if recorded.sha256 != meta["template"].get("sha256"):
+        raise AdapterError(f"adapter {d}: {META} template.sha256 does not match its stored template source "
+                           f"(edited by hand?)")
     if template is None:
         template = recorded
     elif template.sha256 != meta["template"]["sha256"] and not allow_template_mismatch:
         raise AdapterError(f"adapter {d} was tuned with template {meta['template']['name']!r} "
                            f"(sha256 {meta['template']['sha256'][:12]}), not {template.name!r} "
-                           f"(sha256 {template.sha256[:12]}); pass allow_template_mismatch to override")
+                           f"(sha256 {template.sha256[:12]}); pass --allow-template-mismatch (allow_template_mismatch=True) to override")
     model, tok = load_base_model(base_model or meta["base_model"], dtype=dtype)
     try:
         model = PeftModel.from_pretrained(model, str(d))

@@ -22,6 +22,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 DataOpt = typer.Option(None, "--data", help="Dataset folder (GroupLens raw, RecBole atomic or MovieLens CSV); "
                                             "default: the embedded MovieLens-100K.")
 TemplateOpt = typer.Option("tallrec", "--template", help="Template name (see prompts/) or path to a .jinja file.")
+ScoreTemplateOpt = typer.Option(None, "--template", help="Template name or .jinja path; default: the adapter's own "
+                                                         "template, or tallrec without an adapter.")
 PromptsOpt = typer.Option(None, "--prompts", help="Extra template folder(s), searched before the built-ins.")
 BaseOpt = typer.Option(DEFAULT_BASE_MODEL, "--base-model", help="Embedded model name, local folder or HF id.")
 
@@ -109,6 +111,8 @@ def train(
     from llmrec.prompts import load_template
     from llmrec.train import TrainSettings, train_lora
 
+    if val_size < 0:
+        raise CliError(f"--val-size {val_size}: must be >= 0")
     tpl = load_template(template, prompts)
     settings = TrainSettings(output_dir=str(out.with_name(out.name + ".work")), epochs=epochs, learning_rate=lr,
                              batch_size=batch_size, seed=seed, loss_on=loss_on, patience=patience,
@@ -133,7 +137,11 @@ def train(
     save_adapter(model, out, base_model=base_model, template=tpl, verbalizer=verb,
                  protocol={"name": "tallrec-movie", "shots": shots, "seed": seed, "data": str(data or "ml-100k")},
                  metrics={"best_val_auc": record.get("best_val_auc")}, train=record)
-    typer.echo(f"saved adapter to {out} (best validation AUC {record.get('best_val_auc')})")
+    import shutil
+
+    shutil.rmtree(settings.output_dir, ignore_errors=True)  # checkpoints matter only until the adapter is saved
+    best = record.get("best_val_auc")
+    typer.echo(f"saved adapter to {out}" + (f" (best validation AUC {best:.4f})" if best is not None else ""))
 
 
 def _scorer(adapter: Optional[Path], base_model: str, template: str, prompts, allow_template_mismatch: bool,
@@ -144,11 +152,11 @@ def _scorer(adapter: Optional[Path], base_model: str, template: str, prompts, al
     from llmrec.prompts import load_template
 
     if adapter is not None:
-        tpl = load_template(template, prompts) if template != "tallrec" or prompts else None
+        tpl = load_template(template, prompts) if template is not None else None
         model, tok, tpl, verb, _ = load_adapter(adapter, template=tpl,
                                                 allow_template_mismatch=allow_template_mismatch)
         return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb)
-    tpl = load_template(template, prompts)  # fail fast, before the model loads
+    tpl = load_template(template or "tallrec", prompts)  # fail fast, before the model loads
     model, tok = load_base_model(base_model)
     return PointwiseScorer(model, tok, tpl, dtype=dtype)
 
@@ -161,7 +169,7 @@ def score(
     target: Optional[str] = typer.Option(None, help="Target item id (with --user)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write scores as JSON here (else print)."),
     base_model: str = BaseOpt,
-    template: str = TemplateOpt,
+    template: Optional[str] = ScoreTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
     dtype: str = typer.Option("float32", help="float32 or bfloat16 (autocast)."),
@@ -212,7 +220,7 @@ def evaluate(
     split: str = typer.Option("test", help="TALLRec split to evaluate: valid or test."),
     input: Optional[Path] = typer.Option(None, "--input", help="Alpaca JSON records instead of a split."),
     base_model: str = BaseOpt,
-    template: str = TemplateOpt,
+    template: Optional[str] = ScoreTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
     limit: int = typer.Option(0, help="Evaluate only the first N samples (0 = all)."),
@@ -225,6 +233,8 @@ def evaluate(
     from llmrec.metrics import auc
     from llmrec.pipeline import like_rate_scores, load_tallrec
 
+    if limit < 0:
+        raise CliError(f"--limit {limit}: must be >= 0 (0 = all samples)")
     sc = _scorer(adapter, base_model, template, prompts, allow_template_mismatch, dtype)
     result = {}
     if input is not None:
@@ -274,12 +284,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("llmrec: aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # click usage errors (typer may bundle its own click: match by shape, not class)
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
+        if type(e).__name__ == "Exit" and hasattr(e, "exit_code"):
             sys.exit(e.exit_code)
         raise

@@ -73,6 +73,8 @@ class TrainSettings:
             raise ValueError(f"loss_on {self.loss_on!r}: expected 'answer' or 'prompt'")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ValueError(f"precision {self.precision!r}: expected auto, bf16, fp16 or fp32")
+        if self.patience < 0:
+            raise ValueError(f"patience {self.patience!r}: must be >= 0 (0 = no early stopping)")
         for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)!r}: must be >= 1")
@@ -130,6 +132,40 @@ class _Collator:
             labels[i, :n] = torch.as_tensor(f["labels"])
             mask[i, :n] = 1
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def _check_run_identity(work: Path, settings: TrainSettings, lora: LoraSettings, examples, val_ids, val_labels,
+                        resuming: bool) -> None:
+    """Refuse to resume checkpoints written by a different run (other data, seed or settings).
+
+    ``work/run.json`` holds a fingerprint of everything that determines the run; it is written before
+    training. Resuming is allowed only when it matches, so a rerun never silently continues (and then
+    saves) another run's weights.
+
+    Raises:
+        ValueError: the folder holds checkpoints of a different run (names the differing fields).
+    """
+    import hashlib
+    import json
+    import os
+
+    fp = {k: v for k, v in asdict(settings).items() if k not in ("output_dir", "progress", "logging_steps")}
+    fp["lora"] = {**asdict(lora), "target_modules": list(lora.target_modules)
+                  if not isinstance(lora.target_modules, str) else lora.target_modules}
+    blob = json.dumps([examples, list(map(list, val_ids or [])), list(map(int, val_labels or []))])
+    fp["data_sha256"] = hashlib.sha256(blob.encode()).hexdigest()
+    f = work / "run.json"
+    if resuming:
+        old = json.loads(f.read_text()) if f.is_file() else {}
+        diff = sorted(k for k in set(fp) | set(old) if fp.get(k) != old.get(k))
+        if diff:
+            raise ValueError(f"{work} holds checkpoints of a different run (differs in {', '.join(diff)}); "
+                             f"delete that folder or choose another output folder")
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = work / f".run.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(fp, indent=2))
+    os.replace(tmp, f)
 
 
 def _make_trainer_class():
@@ -268,6 +304,10 @@ def train_lora(model: Any, tokenizer: Any, verbalizer: Verbalizer, train_ids: Se
         token_ids=verbalizer.token_ids, pad_id=tokenizer.pad_token_id or 0, score_dtype=score_dtype,
     )
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    _check_run_identity(Path(settings.output_dir), settings, lora or LoraSettings(), examples, val_ids, val_labels,
+                        resuming=last is not None)
+    if last is not None:
+        print(f"llmrec: resuming from {last}", flush=True)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - t0

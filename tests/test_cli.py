@@ -82,3 +82,17 @@ def test_score_alpaca_json_and_missing_key(tiny_model_dir, tmp_path, capsys):
 def test_python_dash_m_entry_point():
     r = _run(["--help"])
     assert r.returncode == 0 and "train" in r.stdout
+
+
+@pytest.mark.parametrize("args, code", [([], 2), (["train", "--shots", "abc", "--out", "x"], 2),
+                                        (["no-such-command"], 2), (["train"], 2)])
+def test_usage_errors_are_one_message_not_a_traceback(args, code):
+    r = _run(args)
+    assert r.returncode == code, r.stderr[-500:]
+    assert "Traceback" not in r.stderr
+
+
+def test_negative_limit_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--limit", "-1"])
+    assert e.value.code == 2 and "--limit -1: must be >= 0" in capsys.readouterr().err

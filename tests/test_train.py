@@ -139,3 +139,33 @@ def test_answer_only_loss_equals_full_vocab_loss(tiny_model, tiny_tokenizer, tmp
         ours = trainer.compute_loss(tiny_model, dict(batch))
         ref = tiny_model(**batch).loss
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoints_of_another_run_are_not_resumed(tiny_tokenizer, tmp_path):
+    from tests.conftest import make_tiny_llama
+
+    tpl, verb, ids, labels = _data(tiny_tokenizer, 8)
+    st = TrainSettings(output_dir=str(tmp_path / "w"), epochs=1, batch_size=4, precision="fp32", progress=False)
+    train_lora(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, verb, ids, labels, st)
+    other = TrainSettings(output_dir=str(tmp_path / "w"), epochs=1, batch_size=4, precision="fp32", progress=False,
+                          seed=1)
+    with pytest.raises(ValueError, match="different run .*seed"):
+        train_lora(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, verb, ids, labels, other)
+    with pytest.raises(ValueError, match="different run .*data_sha256"):
+        train_lora(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, verb, ids[:4], labels[:4], st)
+
+
+def test_hand_edited_template_hash_is_refused(tiny_tokenizer, tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from tests.conftest import make_tiny_llama
+
+    tpl, verb, ids, _ = _data(tiny_tokenizer, 2)
+    good = get_peft_model(make_tiny_llama(len(tiny_tokenizer)),
+                          LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    d = save_adapter(good, tmp_path / "a", base_model=str(tiny_model_dir), template=tpl, verbalizer=verb)
+    meta = json.loads((d / "llmrec.json").read_text())
+    meta["template"]["sha256"] = "0" * 64
+    (d / "llmrec.json").write_text(json.dumps(meta))
+    with pytest.raises(AdapterError, match="does not match its stored template source"):
+        load_adapter(d)
