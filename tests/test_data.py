@@ -290,3 +290,13 @@ def test_real_ml100k_recbole():
     assert c.title("267") == "unknown" and c.year("267") is None
     assert c.title("1412") == "Land Before Time III: The Time of the Great Giving (1995) (V)"
     assert c.genres("2") == ["Action", "Adventure", "Thriller"]
+
+
+def test_empty_rating_file_is_an_error(tmp_path):
+    from llmrec.data import read_grouplens
+
+    (tmp_path / "u.data").write_text("")
+    (tmp_path / "u.item").write_bytes("1|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0\n"
+                                      .encode("latin-1"))
+    with pytest.raises(ValueError, match="u.data: no ratings"):
+        read_grouplens(tmp_path)

@@ -151,7 +151,10 @@ def _optional_int(values, path: Path, field: str, lines: np.ndarray) -> pd.array
     return pd.array(out, dtype="Int64")
 
 
-def _interactions(users, items, ratings, timestamps) -> Interactions:
+def _interactions(users, items, ratings, timestamps, source: Path | None = None) -> Interactions:
+    """Build :class:`Interactions`; raises ValueError naming ``source`` when it holds no ratings."""
+    if len(users) == 0:
+        raise ValueError(f"{source.name if source else 'interactions'}: no ratings (the file has no data rows)")
     return Interactions(pd.DataFrame({
         "user_id": np.asarray(users, dtype=object),
         "item_id": np.asarray(items, dtype=object),
@@ -204,7 +207,7 @@ def read_grouplens(folder: str | os.PathLike) -> RecData:
     inter = _interactions(
         data["user_id"], data["item_id"],
         _to_number(data["rating"], p_data, "rating", lines),
-        _to_timestamp(data["timestamp"], p_data, "timestamp", lines),
+        _to_timestamp(data["timestamp"], p_data, "timestamp", lines), p_data,
     )
 
     genre_names = _read_genre_names(folder)
@@ -334,7 +337,7 @@ def read_recbole(folder: str | os.PathLike, name: str | None = None) -> RecData:
     inter = _interactions(
         df[cols["user_id"]], df[cols["item_id"]],
         _to_number(df[cols["rating"]], p_inter, "rating", df.attrs["lines"]),
-        _to_timestamp(df[cols["timestamp"]], p_inter, "timestamp", df.attrs["lines"]),
+        _to_timestamp(df[cols["timestamp"]], p_inter, "timestamp", df.attrs["lines"]), p_inter,
     )
 
     it = read_recbole_atomic(p_item)
@@ -386,7 +389,7 @@ def read_movielens_csv(folder: str | os.PathLike) -> RecData:
     inter = _interactions(
         r["userId"], r["movieId"],
         _to_number(r["rating"], p_r, "rating", lines),
-        _to_timestamp(r["timestamp"], p_r, "timestamp", lines),
+        _to_timestamp(r["timestamp"], p_r, "timestamp", lines), p_r,
     )
     m, _ = _read_table(p_m, sep=",", header=True, quoting=csv.QUOTE_MINIMAL)
     for f in ("movieId", "title"):
