@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["verbalizer_logits", "score_encoded", "score_texts", "encode_prompts", "autocast_for"]
+__all__ = ["verbalizer_logits", "answer_logits", "score_encoded", "score_texts", "encode_prompts", "autocast_for"]
 
 
 def autocast_for(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
@@ -57,20 +57,82 @@ def verbalizer_logits(hidden: torch.Tensor, head_weight: torch.Tensor, token_ids
 
 
 @torch.no_grad()
-def score_encoded(model: Any, input_ids: Sequence[Sequence[int]], token_ids: Sequence[int], *,
-                  pad_id: int = 0, batch_tokens: int = 8192, max_batch: int = 64, dtype: str = "float32",
+def answer_logits(model: Any, input_ids: Sequence[Sequence[int]], token_ids: Sequence[int], *, pad_id: int = 0,
+                  dtype: str = "float32", batch_tokens: int = 8192, max_batch: int = 64,
                   progress: bool = False, desc: str = "scoring") -> np.ndarray:
-    """Probabilities over the verbalizer words for tokenised prompts.
+    """Raw logits of ``token_ids`` at the last token of every prompt (verbalizer rows of the LM head only).
 
     Args:
         model: a ``*ForCausalLM`` or a peft ``PeftModel`` around one (LoRA merged or not).
-        input_ids: N prompts, each a list of token ids ending right before the answer.
-        token_ids: W verbalizer token ids (``token_ids[0]`` = positive answer).
+        input_ids: N prompts, each a list of token ids ending right before the answer; they are sorted by
+            length and right-padded within batches of at most ``batch_tokens`` padded tokens.
+        token_ids: W verbalizer token ids.
         pad_id: id used for right padding (masked out; its value does not matter).
         batch_tokens: padded tokens per forward pass (batch size x longest prompt), a memory bound.
         max_batch: at most this many prompts per forward pass.
         dtype: ``"float32"`` or ``"bfloat16"``/``"float16"`` autocast.
         progress: show a tqdm bar.
+
+    Returns:
+        (N, W) float32 array, equal to ``model(ids).logits[:, -1, token_ids]`` up to float rounding
+        (Gemma-style soft-capping applied as the model does), in input order.
+
+    Raises:
+        ValueError: an empty prompt, or no verbalizer ids.
+    """
+    if len(token_ids) == 0:
+        raise ValueError("token_ids is empty")
+    n = len(input_ids)
+    lengths = np.array([len(x) for x in input_ids], dtype=np.int64)
+    if n and lengths.min() == 0:
+        raise ValueError(f"prompt {int(np.argmin(lengths))} is empty")
+    out = np.zeros((n, len(token_ids)), dtype=np.float32)
+    if n == 0:
+        return out
+    decoder, head, cap = _backbone_and_head(model)
+    device = head.device
+    order = np.argsort(-lengths, kind="stable")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=desc, unit="prompt")
+    was_training = model.training
+    model.eval()
+    try:
+        i = 0
+        while i < n:
+            size = max(1, min(max_batch, batch_tokens // int(lengths[order[i]])))
+            idx = order[i: i + size]
+            i += size
+            L = int(lengths[idx].max())
+            ids = torch.full((len(idx), L), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), L), dtype=torch.long)
+            for r, j in enumerate(idx):
+                ids[r, : lengths[j]] = torch.as_tensor(list(input_ids[j]), dtype=torch.long)
+                mask[r, : lengths[j]] = 1
+            ids, mask = ids.to(device), mask.to(device)
+            with autocast_for(device, dtype):
+                hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            pos = torch.as_tensor(lengths[idx] - 1, device=device)
+            h = hidden[torch.arange(len(idx), device=device), pos]
+            out[idx] = verbalizer_logits(h, head, token_ids, cap).cpu().numpy()
+            if bar is not None:
+                bar.update(len(idx))
+    finally:
+        if bar is not None:
+            bar.close()
+        if was_training:
+            model.train()
+    return out
+
+
+def score_encoded(model: Any, input_ids: Sequence[Sequence[int]], token_ids: Sequence[int], *,
+                  pad_id: int = 0, batch_tokens: int = 8192, max_batch: int = 64, dtype: str = "float32",
+                  progress: bool = False, desc: str = "scoring") -> np.ndarray:
+    """Probabilities over the verbalizer words for tokenised prompts: softmax of :func:`answer_logits`.
+
+    Arguments as in :func:`answer_logits`; ``token_ids[0]`` is the positive answer.
 
     Returns:
         (N, W) float64 array of softmax probabilities over the W verbalizer tokens, in input order.
@@ -80,50 +142,9 @@ def score_encoded(model: Any, input_ids: Sequence[Sequence[int]], token_ids: Seq
     """
     if len(token_ids) < 2:
         raise ValueError(f"token_ids {list(token_ids)}: need at least two verbalizer tokens")
-    n = len(input_ids)
-    lengths = np.array([len(x) for x in input_ids], dtype=np.int64)
-    if n and lengths.min() == 0:
-        raise ValueError(f"prompt {int(np.argmin(lengths))} is empty")
-    decoder, head, cap = _backbone_and_head(model)
-    device = head.device
-    order = np.argsort(-lengths, kind="stable")
-    out = np.zeros((n, len(token_ids)), dtype=np.float64)
-    batches, i = [], 0
-    while i < n:
-        longest = int(lengths[order[i]])
-        size = max(1, min(max_batch, batch_tokens // longest))
-        batches.append(order[i: i + size])
-        i += size
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc=desc, unit="prompt")
-    was_training = model.training
-    model.eval()
-    try:
-        for idx in batches:
-            L = int(lengths[idx].max())
-            ids = torch.full((len(idx), L), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), L), dtype=torch.long)
-            for r, j in enumerate(idx):
-                ids[r, : lengths[j]] = torch.as_tensor(input_ids[j])
-                mask[r, : lengths[j]] = 1
-            ids, mask = ids.to(device), mask.to(device)
-            with autocast_for(device, dtype):
-                hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
-            pos = torch.as_tensor(lengths[idx] - 1, device=device)
-            h = hidden[torch.arange(len(idx), device=device), pos]
-            probs = torch.softmax(verbalizer_logits(h, head, token_ids, cap), dim=-1)
-            out[idx] = probs.double().cpu().numpy()
-            if bar is not None:
-                bar.update(len(idx))
-    finally:
-        if bar is not None:
-            bar.close()
-        if was_training:
-            model.train()
-    return out
+    logits = answer_logits(model, input_ids, token_ids, pad_id=pad_id, dtype=dtype, batch_tokens=batch_tokens,
+                           max_batch=max_batch, progress=progress, desc=desc)
+    return torch.softmax(torch.from_numpy(logits), dim=-1).double().numpy()
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
