@@ -82,3 +82,17 @@ def benchmark_dir() -> Path | None:
         if (cand / "test.json").is_file():
             return cand
     return None
+
+
+def ml100k_path() -> Path:
+    """$LLMREC_ML100K, else :func:`llmrec.assets.ml100k_dir` (fetches the recbole wheel once, offline-safe
+    when it is cached or installed); skip the calling test when neither is available."""
+    env = os.environ.get("LLMREC_ML100K")
+    if env:
+        return Path(env)
+    try:
+        from llmrec.assets import ml100k_dir
+
+        return ml100k_dir()
+    except Exception as e:  # no cache and no package index
+        pytest.skip(f"MovieLens-100K not available: {type(e).__name__}: {e}")

@@ -264,18 +264,7 @@ def test_alpaca_reader_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- real MovieLens
-def ml100k_path() -> Path:
-    """$LLMREC_ML100K, else :func:`llmrec.assets.ml100k_dir` (fetches the recbole wheel once, offline-safe
-    when it is cached or installed); skip when neither is available."""
-    env = os.environ.get("LLMREC_ML100K")
-    if env:
-        return Path(env)
-    try:
-        from llmrec.assets import ml100k_dir
-
-        return ml100k_dir()
-    except Exception as e:  # no cache and no package index
-        pytest.skip(f"MovieLens-100K not available: {type(e).__name__}: {e}")
+from tests.conftest import ml100k_path  # noqa: E402  (shared with test_samples/test_data)
 
 
 @pytest.mark.integration

@@ -188,16 +188,7 @@ def benchmark_dir() -> Path:
                 f"set LLMREC_BENCHMARKS)")
 
 
-def ml100k_path() -> Path:
-    env = os.environ.get("LLMREC_ML100K")
-    if env:
-        return Path(env)
-    try:
-        from llmrec.assets import ml100k_dir
-
-        return ml100k_dir()
-    except Exception as e:  # no cache and no package index
-        pytest.skip(f"MovieLens-100K not available: {type(e).__name__}: {e}")
+from tests.conftest import ml100k_path  # noqa: E402  (shared with test_samples/test_data)
 
 
 def reference_tallrec_record(v: dict) -> dict:
