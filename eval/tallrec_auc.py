@@ -45,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--lora-dropout", type=float, default=0.05)
     p.add_argument("--target-modules", default="q_proj,v_proj")
     p.add_argument("--loss-on", default="answer", choices=["answer", "prompt"])
+    p.add_argument("--augment", default="", help="few-shot augmentation from the k samples only: comma list of "
+                   "rotate, permute, drop, mirror (llmrec.samples.augment); default none")
+    p.add_argument("--augment-copies", type=int, default=1, help="new samples per k-shot sample and augmentation")
     p.add_argument("--val-size", type=int, default=128)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
@@ -113,7 +116,8 @@ def main(argv=None) -> int:
                                      learning_rate=args.lr, batch_size=args.batch_size, seed=seed,
                                      loss_on=args.loss_on, patience=args.patience, precision=args.precision)
             run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=k, seed=seed, settings=settings,
-                              lora=lora, val_size=args.val_size, dtype=dtype)
+                              lora=lora, val_size=args.val_size, dtype=dtype, augment=args.augment,
+                              augment_copies=args.augment_copies)
             if hasattr(run.scorer.model, "merge_and_unload"):
                 run.scorer.model = run.scorer.model.merge_and_unload()
             P = run.scorer.encode_samples(test, rec.catalog)

@@ -102,6 +102,9 @@ def train(
     val_size: int = typer.Option(128, help="Validation samples for early stopping (0 = none)."),
     patience: int = typer.Option(3, help="Epochs without better validation AUC before stopping."),
     precision: str = typer.Option("auto", help="auto, bf16, fp16 or fp32."),
+    augment: str = typer.Option("", help="Few-shot augmentation from the k samples only: comma list of rotate, "
+                                         "permute, drop, mirror (default none)."),
+    augment_copies: int = typer.Option(1, help="New samples per k-shot sample and augmentation."),
 ):
     """LoRA-tune the base model on k labelled samples; save the adapter (resumable checkpoints in --out)."""
     from llmrec.adapter import save_adapter
@@ -113,6 +116,16 @@ def train(
 
     if val_size < 0:
         raise CliError(f"--val-size {val_size}: must be >= 0")
+    if augment_copies < 1:
+        raise CliError(f"--augment-copies {augment_copies}: must be >= 1")
+    from llmrec.samples.augment import parse_augmentations
+
+    try:
+        augment_names = parse_augmentations(augment)
+    except ValueError as e:
+        raise CliError(f"--augment {augment!r}: {e}") from None
+    if augment_names and train_json is not None:
+        raise CliError("--augment works on k-shot samples; it cannot be combined with --train-json")
     tpl = load_template(template, prompts)
     settings = TrainSettings(output_dir=str(out.with_name(out.name + ".work")), epochs=epochs, learning_rate=lr,
                              batch_size=batch_size, seed=seed, loss_on=loss_on, patience=patience,
@@ -128,7 +141,7 @@ def train(
         model, verb, record = res.model, sc.verbalizer, {"train_json": str(train_json), "n": len(records)}
     else:
         run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=shots, seed=seed, settings=settings,
-                          lora=lora, val_size=val_size)
+                          lora=lora, val_size=val_size, augment=augment_names, augment_copies=augment_copies)
         model, verb, record = run.scorer.model, run.scorer.verbalizer, run.record
     from llmrec.pipeline import process_state
 

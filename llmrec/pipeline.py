@@ -194,21 +194,28 @@ class KShotRun:
 
 def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecSplits, catalog, *, shots: int,
                 seed: int, settings, lora=None, val_size: int = 128, val_seed: int = 1234,
-                dtype: str = "float32") -> KShotRun:
+                dtype: str = "float32", augment: str | Sequence[str] = (), augment_copies: int = 1) -> KShotRun:
     """LoRA-tune on ``shots`` samples drawn from the train split with ``seed`` (TALLRec's k-shot protocol).
 
     The validation subset for early stopping is ``val_size`` samples of the valid split, drawn with
-    ``val_seed`` (the same for every run, so runs are comparable). Returns a :class:`KShotRun`.
+    ``val_seed`` (the same for every run, so runs are comparable). ``augment`` (names from
+    :data:`llmrec.samples.augment.AUGMENTATIONS`) adds ``augment_copies`` new samples per k-shot sample and
+    method, made from those samples only (:func:`llmrec.samples.augment.augment_samples`, seeded with
+    ``seed``). Returns a :class:`KShotRun`.
 
     Raises:
-        ValueError: ``shots`` < 1 or larger than the train split (names the value).
+        ValueError: ``shots`` < 1 or larger than the train split (names the value); an unknown augmentation.
     """
+    from llmrec.samples.augment import augment_samples, parse_augmentations
     from llmrec.samples.kshot import sample_k_shot
     from llmrec.train import train_lora
 
     if shots < 1:
         raise ValueError(f"shots {shots}: must be >= 1 for tuning (0 = zero-shot, no tuning)")
+    augment = parse_augmentations(augment)
     train = sample_k_shot(splits.train, shots, seed)
+    if augment:
+        train = augment_samples(train, augment, copies=augment_copies, seed=seed)
     val = sample_k_shot(splits.valid, min(val_size, len(splits.valid)), val_seed) if val_size > 0 else []
     scorer = PointwiseScorer(model, tokenizer, template, dtype=dtype)
     tr = scorer.encode_samples(train, catalog)
@@ -216,7 +223,8 @@ def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecS
     result = train_lora(model, tokenizer, scorer.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora,
                         va.input_ids if va else None, va.labels.tolist() if va else None)
     scorer.model = result.model
-    record = {"shots": shots, "seed": seed, "val_size": len(val), "best_val_auc": result.best_val_auc,
+    record = {"shots": shots, "seed": seed, "augment": list(augment), "augment_copies": augment_copies if augment else 0,
+              "train_samples": len(train), "val_size": len(val), "best_val_auc": result.best_val_auc,
               "val_auc_history": result.val_auc_history, "epochs_run": result.epochs_run,
               "train_seconds": result.train_seconds, "train_tokens": result.train_tokens,
               "train_positives": int(tr.labels.sum()), "settings": result.settings}

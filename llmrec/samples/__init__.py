@@ -3,8 +3,10 @@
 * :mod:`llmrec.samples.tallrec`: TALLRec's movie protocol (Bao et al., RecSys 2023): 10-item windows,
   like = rating > 3, last 10,000 windows split 80/10/10; template variables; alpaca / ``datasets`` export.
 * :mod:`llmrec.samples.kshot`: seeded k-shot draws identical to TALLRec's.
+* :mod:`llmrec.samples.augment`: few-shot augmentation from the k samples only (rotate, permute, drop, mirror).
 """
 
+from .augment import AUGMENTATIONS, augment_samples, parse_augmentations
 from .kshot import k_shot_indices, sample_k_shot
 from .tallrec import (
     HISTORY_LEN,
@@ -25,6 +27,9 @@ from .tallrec import (
 )
 
 __all__ = [
+    "AUGMENTATIONS",
+    "augment_samples",
+    "parse_augmentations",
     "HISTORY_LEN",
     "LIKE_THRESHOLD",
     "N_KEEP",
