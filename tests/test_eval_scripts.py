@@ -37,3 +37,30 @@ def test_tallrec_auc_script(tiny_model_dir, tmp_path):
         assert run["epochs_run"] == 1 and run["train_seconds"] > 0
     s = res["summary"]["8"]
     assert s["mean_auc"] == pytest.approx(np.mean([x["test_auc"] for x in res["runs"]]))
+
+
+@pytest.mark.integration
+def test_levers_run_and_table(tiny_model_dir, tmp_path):
+    """One augmented lever row end to end on the tiny model; the table's mean is the runs' AUC."""
+    cmd = [sys.executable, str(REPO / "eval" / "levers.py"), "--root", str(tmp_path), "run", "rotate",
+           "--shots", "8", "--seeds", "0", "--base-model", str(tiny_model_dir), "--epochs", "1", "--limit", "40",
+           "--val-size", "16", "--precision", "fp32", "--dtype", "float32"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "rotate" / "k8-s0.json").read_text())
+    (run,) = res["runs"]
+    assert run["augment"] == ["rotate"] and run["augment_copies"] == 2 and run["train_samples"] == 8 * 3
+    assert res["scoring_dtype"] == "float32" and res["config"]["epochs"] == 1  # the extra flags won
+    from sklearn.metrics import roc_auc_score
+
+    from llmrec.pipeline import load_tallrec
+
+    _, splits = load_tallrec()
+    assert run["test_auc"] == pytest.approx(roc_auc_score([s.label for s in splits.test[:40]], run["test_scores"]),
+                                            abs=1e-12)
+    assert f"| rotate | augment: rotate x2" in r.stdout and f"| 8 | {run['test_auc']:.4f} | 0 |" in r.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # resumable: done seeds are skipped
+    assert again.returncode == 0 and "done, skipped" in again.stdout
+    bad = subprocess.run([sys.executable, str(REPO / "eval" / "levers.py"), "run", "nope"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "'nope'" in bad.stderr
