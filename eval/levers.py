@@ -82,17 +82,75 @@ def _ms(xs) -> str:
     return f"{np.mean(xs):.4f} ± {np.std(xs, ddof=1):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
 
 
+def _test_reference(n: int):
+    """(labels (n,) int, like-rate (n,) float64) of the first ``n`` TALLRec test samples."""
+    from llmrec.pipeline import like_rate_scores, load_tallrec
+
+    _, splits = load_tallrec()
+    test = splits.test[:n]
+    return np.array([s.label for s in test]), like_rate_scores(test)
+
+
+def rank_average(*scores: np.ndarray) -> np.ndarray:
+    """Mean of the normalised ranks (average ranks for ties, in [0, 1]) of several (N,) score arrays.
+
+    Label-free ensembling: no weight is fitted, so it uses no labels beyond each member's own.
+    """
+    from scipy.stats import rankdata
+
+    ranks = np.sum([rankdata(s) - 1 for s in scores], axis=0)  # sums of half-integers: ties stay exact
+    return ranks / (len(scores) * max(len(scores[0]) - 1, 1))
+
+
+def _rank_avg_like(runs: list[dict]) -> list[float | None]:
+    from llmrec.metrics import auc
+
+    out = []
+    for r in runs:
+        sc = r.get("test_scores")
+        if sc is None:
+            out.append(None)
+            continue
+        y, like = _test_reference(len(sc))
+        out.append(auc(y, rank_average(np.asarray(sc), like)))
+    return out
+
+
+def ensemble(root: Path, rows: list[str], shots: int, with_like_rate: bool = False) -> dict:
+    """Per seed, the AUC of the rank average of ``rows``' test scores (same k, same seed, so the same k
+    labelled samples); only seeds every row has with saved scores. Returns ``{"seeds", "auc"}``.
+
+    Raises:
+        ValueError: a row has no runs with saved test scores at ``shots`` (names it).
+    """
+    from llmrec.metrics import auc
+
+    c = collect(root)["rows"]
+    for r in rows:
+        if not any(x.get("test_scores") for x in c.get(r, {}).get(shots, {}).values()):
+            raise ValueError(f"row {r!r}: no {shots}-shot runs with saved test scores under {root}")
+    seeds = sorted(set.intersection(*[{s for s, x in c[r][shots].items() if x.get("test_scores")} for r in rows]))
+    aucs = []
+    for seed in seeds:
+        members = [np.asarray(c[r][shots][seed]["test_scores"]) for r in rows]
+        y, like = _test_reference(len(members[0]))
+        aucs.append(auc(y, rank_average(*members, *([like] if with_like_rate else []))))
+    return {"seeds": seeds, "auc": aucs}
+
+
 def table(root: Path) -> str:
     """Markdown table of every measured row (see the module docstring)."""
     from tallrec_auc import TALLREC_PUBLISHED
 
     c = collect(root)
-    lines = ["| row | lever | k | test AUC (mean ± std) | seeds | like-rate blend | train s (mean) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| row | lever | k | test AUC (mean ± std) | seeds | like-rate blend (fit on val) "
+             "| rank-avg with like-rate (no fit) | train s (mean) |",
+             "|---|---|---|---|---|---|---|---|"]
     if c["like_rate_auc"] is not None:
-        lines.append(f"| like-rate | fraction of liked history items, no model | - | {c['like_rate_auc']:.4f} | - | - | 0 |")
+        lines.append(f"| like-rate | fraction of liked history items, no model | - | {c['like_rate_auc']:.4f} "
+                     "| - | - | - | 0 |")
     for k, v in TALLREC_PUBLISHED["TALLRec (LLaMA-7B)"].items():
-        lines.append(f"| TALLRec | LLaMA-7B, published | {k} | {v:.4f} | - | - | - |")
+        lines.append(f"| TALLRec | LLaMA-7B, published | {k} | {v:.4f} | - | - | - | - |")
     order = list(ROWS) + sorted(set(c["rows"]) - set(ROWS))
     for name in order:
         for k, runs in sorted(c["rows"].get(name, {}).items()):
@@ -100,6 +158,7 @@ def table(root: Path) -> str:
             desc = ROWS[name][0] if name in ROWS else "(not a listed row)"
             lines.append(f"| {name} | {desc} | {k} | {_ms([r['test_auc'] for r in rs])} | "
                          f"{','.join(str(s) for s in sorted(runs))} | {_ms([r.get('blend_test_auc') for r in rs])} | "
+                         f"{_ms(_rank_avg_like(rs))} | "
                          f"{np.mean([r['train_seconds'] for r in rs]):.0f} |")
     return "\n".join(lines)
 
@@ -114,6 +173,10 @@ def main(argv=None) -> int:
     r.add_argument("--shots", type=int, nargs="+", default=[64])
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--rerun", action="store_true", help="run seeds whose JSON already holds a result")
+    e = sub.add_parser("ensemble", help="rank-average ensemble of rows, per seed (same k samples)")
+    e.add_argument("rows", nargs="+", choices=list(ROWS))
+    e.add_argument("--shots", type=int, default=64)
+    e.add_argument("--with-like-rate", action="store_true", help="add the like-rate as one more member")
     t = sub.add_parser("table", help="print the table")
     t.add_argument("--json", action="store_true", help="machine-readable summary instead")
     a, extra = p.parse_known_args(argv)
@@ -122,6 +185,15 @@ def main(argv=None) -> int:
     if a.cmd == "list":
         for name, (desc, flags) in ROWS.items():
             print(f"{name:12s} {desc}\n{'':12s} flags: {' '.join(flags) or '(none)'}")
+        return 0
+    if a.cmd == "ensemble":
+        try:
+            r = ensemble(a.root, a.rows, a.shots, a.with_like_rate)
+        except ValueError as err:
+            p.error(str(err))
+        name = " + ".join(a.rows) + (" + like-rate" if a.with_like_rate else "")
+        print(f"| ensemble: {name} (rank average) | {a.shots} | {_ms(r['auc'])} | "
+              f"{','.join(map(str, r['seeds']))} |")
         return 0
     if a.cmd == "table":
         if a.json:

@@ -64,3 +64,49 @@ def test_levers_run_and_table(tiny_model_dir, tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "eval" / "levers.py"), "run", "nope"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "'nope'" in bad.stderr
+
+
+def _levers():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("levers", REPO / "eval" / "levers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rank_average_hand_worked():
+    lv = _levers()
+    np.testing.assert_allclose(lv.rank_average(np.array([1., 2., 3.]), np.array([3., 1., 2.])), [.5, .25, .75])
+    np.testing.assert_allclose(lv.rank_average(np.array([1., 1., 2.])), [.25, .25, 1.])  # ties: average rank
+
+
+def test_levers_ensemble_against_sklearn(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from llmrec.pipeline import like_rate_scores, load_tallrec
+
+    lv = _levers()
+    rng = np.random.default_rng(0)
+    scores = {}
+    for row in ("short", "rate"):
+        for seed in (0, 1):
+            sc = rng.random(50)
+            scores[row, seed] = sc
+            (tmp_path / row).mkdir(exist_ok=True)
+            (tmp_path / row / f"k64-s{seed}.json").write_text(json.dumps(
+                {"like_rate_auc": 0.7, "runs": [{"shots": 64, "seed": seed, "test_auc": 0.5, "train_seconds": 1.0,
+                                                 "test_scores": sc.tolist()}]}))
+    _, splits = load_tallrec()
+    test = splits.test[:50]
+    y, like = [s.label for s in test], like_rate_scores(test)
+    r = lv.ensemble(tmp_path, ["short", "rate"], 64, with_like_rate=True)
+    assert r["seeds"] == [0, 1]
+    for seed, got in zip(r["seeds"], r["auc"]):
+        from scipy.stats import rankdata
+
+        z = sum(rankdata(x) for x in (scores["short", seed], scores["rate", seed], like))
+        assert got == pytest.approx(roc_auc_score(y, z), abs=1e-12)  # ranks shifted/scaled: same AUC
+    with pytest.raises(ValueError, match="'gemma'"):
+        lv.ensemble(tmp_path, ["short", "gemma"], 64)
+    assert "| short | prompt: shorter template" in lv.table(tmp_path)
