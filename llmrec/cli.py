@@ -32,6 +32,36 @@ class CliError(Exception):
     """A user error reported as one line."""
 
 
+#: Library ValueError messages start with the Python name of the bad value; the CLI flag that sets it.
+TRAIN_FLAGS = {
+    "epochs ": "--epochs ", "learning_rate ": "--lr ", "batch_size ": "--batch-size ", "loss_on ": "--loss-on ",
+    "patience ": "--patience ", "precision ": "--precision ", "lora rank ": "--lora-rank ",
+    "lora alpha ": "--lora-alpha ", "lora dropout ": "--lora-dropout ", "lora target_modules": "--target-modules",
+}
+KSHOT_FLAGS = {"k=": "--shots ", "seed=": "--seed "}
+SCORING_DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+
+def flag_error(e: ValueError, flags: dict[str, str]) -> CliError:
+    """``e`` as a :class:`CliError` that names the CLI flag instead of the library's argument name.
+
+    ``flags`` maps a message prefix (the Python name as the library writes it, with its separator:
+    ``"learning_rate "``, ``"k="``) to the flag (``"--lr "``, ``"--shots "``). A message with no known
+    prefix is kept as it is.
+    """
+    msg = str(e)
+    for name, flag in flags.items():
+        if msg.startswith(name):
+            return CliError(flag + msg[len(name):])
+    return CliError(msg)
+
+
+def check_dtype(dtype: str) -> None:
+    """Fail fast (before a model loads) on a ``--dtype`` the scorer would refuse after loading it."""
+    if dtype not in SCORING_DTYPES:
+        raise CliError(f"--dtype {dtype!r}: expected float32, bfloat16 or float16")
+
+
 def _write_json_atomic(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -64,7 +94,10 @@ def data(
     rec, splits = load_tallrec(data)
     samples = _split(splits, split)
     if shots:
-        samples = sample_k_shot(samples, shots, seed)
+        try:
+            samples = sample_k_shot(samples, shots, seed)
+        except ValueError as e:
+            raise flag_error(e, KSHOT_FLAGS) from None
     if out.suffix == ".json":
         tpl = load_template(template, prompts)
 
@@ -114,6 +147,11 @@ def train(
     from llmrec.prompts import load_template
     from llmrec.train import TrainSettings, train_lora
 
+    if train_json is None and shots < 1:
+        raise CliError(f"--shots {shots}: must be >= 1 for tuning (zero-shot needs no adapter: "
+                       f"run `llmrec eval` without --adapter)")
+    if seed < 0:
+        raise CliError(f"--seed {seed}: must be >= 0")
     if val_size < 0:
         raise CliError(f"--val-size {val_size}: must be >= 0")
     if augment_copies < 1:
@@ -127,12 +165,17 @@ def train(
     if augment_names and train_json is not None:
         raise CliError("--augment works on k-shot samples; it cannot be combined with --train-json")
     tpl = load_template(template, prompts)
-    settings = TrainSettings(output_dir=str(out.with_name(out.name + ".work")), epochs=epochs, learning_rate=lr,
-                             batch_size=batch_size, seed=seed, loss_on=loss_on, patience=patience,
-                             precision=precision)
-    lora = LoraSettings(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules)
-    model, tok = load_base_model(base_model)
+    try:  # settings are checked here, before the data and the model load
+        settings = TrainSettings(output_dir=str(out.with_name(out.name + ".work")), epochs=epochs, learning_rate=lr,
+                                 batch_size=batch_size, seed=seed, loss_on=loss_on, patience=patience,
+                                 precision=precision)
+        lora = LoraSettings(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules)
+    except ValueError as e:
+        raise flag_error(e, TRAIN_FLAGS) from None
     rec, splits = load_tallrec(data)
+    if train_json is None and shots > len(splits.train):
+        raise CliError(f"--shots {shots}: larger than the train split ({len(splits.train)} samples)")
+    model, tok = load_base_model(base_model)
     if train_json is not None:
         records = read_alpaca_json(train_json, answers=tuple(tpl.targets[:2]))
         sc = PointwiseScorer(model, tok, tpl)
@@ -180,7 +223,8 @@ def score(
     input: Optional[Path] = typer.Option(None, "--input", help="Alpaca JSON records to score."),
     user: Optional[str] = typer.Option(None, help="Score one user (with --target): last 10 ratings are the history."),
     target: Optional[str] = typer.Option(None, help="Target item id (with --user)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write scores as JSON here (else print)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write scores as JSON here (else print every row "
+                                                           "as a JSON line)."),
     base_model: str = BaseOpt,
     template: Optional[str] = ScoreTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
@@ -195,6 +239,7 @@ def score(
         raise CliError("give either --input FILE or --user ID --target ITEM")
     if user is not None and target is None:
         raise CliError("--user needs --target ITEM")
+    check_dtype(dtype)
     sc = _scorer(adapter, base_model, template, prompts, allow_template_mismatch, dtype)
     if input is not None:
         records = read_alpaca_json(input, answers=None)
@@ -223,7 +268,7 @@ def score(
         _write_json_atomic(out, rows)
         typer.echo(f"wrote {len(rows)} scores to {out}")
     else:
-        for r in rows[:50]:
+        for r in rows:
             typer.echo(json.dumps(r))
 
 
@@ -248,6 +293,7 @@ def evaluate(
 
     if limit < 0:
         raise CliError(f"--limit {limit}: must be >= 0 (0 = all samples)")
+    check_dtype(dtype)
     sc = _scorer(adapter, base_model, template, prompts, allow_template_mismatch, dtype)
     result = {}
     if input is not None:

@@ -204,12 +204,29 @@ def eval_cmd(a: str = typer.Argument(..., help="Template A (reference)."),
              data: Optional[Path] = _DATA, prompts: Optional[List[Path]] = _PROMPTS,
              out: Optional[Path] = typer.Option(None, "--out", help="Write the full result (with scores) as JSON.")):
     """AUC of A and B on the same validation subset, B - A, and a paired bootstrap 95% CI of the difference."""
+    from llmrec.cli import TRAIN_FLAGS, check_dtype, flag_error
     from llmrec.model import load_base_model
     from llmrec.pipeline import load_tallrec
     from llmrec.prompt_tools import compare_templates
+    from llmrec.train import TrainSettings
 
+    # checked here, before any model loads (the library would raise later, naming its own arguments)
+    if resamples < 1:
+        raise ValueError(f"--resamples {resamples}: must be >= 1 (the 95% CI is a bootstrap over resamples)")
+    if shots < 0:
+        raise ValueError(f"--shots {shots}: must be >= 0 (0 = zero-shot)")
+    if seed < 0:
+        raise ValueError(f"--seed {seed}: must be >= 0")
+    check_dtype(dtype)
+    if shots > 0:
+        try:
+            TrainSettings(output_dir="unused", epochs=epochs, learning_rate=lr)
+        except ValueError as e:
+            raise flag_error(e, TRAIN_FLAGS) from None
     ta, tb = _load(a, prompts), _load(b, prompts)
     rec, splits = load_tallrec(data)
+    if shots > len(splits.train):
+        raise ValueError(f"--shots {shots}: larger than the train split ({len(splits.train)} samples)")
     res = compare_templates([ta, tb], splits, rec.catalog, lambda: load_base_model(base_model), n=n, seed=seed,
                             shots=shots, val_size=val_size, epochs=epochs, train_overrides={"learning_rate": lr},
                             dtype=dtype, n_resamples=resamples, log=lambda m: typer.echo(m, err=True))

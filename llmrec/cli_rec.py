@@ -1,8 +1,8 @@
 """``llmrec index`` and ``llmrec recommend``: the retrieve-then-rerank commands.
 
 Registered on the main app by :func:`register` (called from ``llmrec.cli``). Errors are ``ValueError`` /
-``FileNotFoundError`` with one-line messages; ``llmrec.cli.main`` prints them as ``llmrec: error: ...``
-and exits with code 2.
+``FileNotFoundError`` (or ``CliError``, for a library error re-worded to name the flag) with one-line
+messages; ``llmrec.cli.main`` prints them as ``llmrec: error: ...`` and exits with code 2.
 """
 
 from __future__ import annotations
@@ -90,6 +90,13 @@ def recommend(
             raise ValueError("--history is empty: give at least one item id or title")
     if k < 1:
         raise ValueError(f"--k {k}: must be >= 1")
+    if candidates < 1:
+        raise ValueError(f"--candidates {candidates}: must be >= 1")
+    if alpha is not None and not 0 <= alpha <= 1:
+        raise ValueError(f"--alpha {alpha}: must be in [0, 1]")
+    from llmrec.cli import check_dtype, flag_error
+
+    check_dtype(dtype)
     steps = tqdm(total=3 if adapter else 2, desc="recommend", unit="step", leave=False, disable=None)
     try:
         rec = Recommender.load(index_dir, n_candidates=candidates, blend_alpha=alpha)
@@ -105,7 +112,10 @@ def recommend(
             hist = rec.history_of(user)
         if k > rec.n_items:
             raise ValueError(f"--k {k} is larger than the catalogue ({rec.n_items} items)")
-        items = rec.recommend(hist, k)
+        try:
+            items = rec.recommend(hist, k)
+        except ValueError as e:  # "k=12 is larger than the 9 items this user has not seen"
+            raise flag_error(e, {"k=": "--k "}) from None
         steps.update()
     finally:
         steps.close()

@@ -522,7 +522,7 @@ def paired_bootstrap_auc(labels, scores_a, scores_b, *, n_resamples: int = 1000,
         "p_value"}`` (two-sided bootstrap p of ``diff == 0``: twice the smaller tail fraction, capped at 1).
 
     Raises:
-        ValueError: shapes differ, or the labels hold one class only.
+        ValueError: shapes differ, the labels hold one class only, or ``n_resamples`` < 1 (no interval).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -534,6 +534,8 @@ def paired_bootstrap_auc(labels, scores_a, scores_b, *, n_resamples: int = 1000,
         raise ValueError(f"labels hold one class only ({np.unique(y).tolist()}); AUC is undefined")
     if not 0 < ci < 1:
         raise ValueError(f"ci {ci!r}: must be in (0, 1)")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples {n_resamples!r}: must be >= 1 (no resamples, no interval)")
     auc_a, auc_b = float(roc_auc_score(y, a)), float(roc_auc_score(y, b))
     rng = np.random.default_rng(seed)
     n, diffs, skipped = len(y), [], 0
@@ -600,7 +602,7 @@ def compare_templates(templates: Sequence[Template], splits, catalog, load_model
         (for each template after the first: :func:`paired_bootstrap_auc` of it against the first).
 
     Raises:
-        ValueError: fewer than two templates, a non-pointwise template, a bad ``n``/``shots``.
+        ValueError: fewer than two templates, a non-pointwise template, a bad ``n``/``shots``/``n_resamples``.
     """
     from llmrec.metrics import auc
     from llmrec.pipeline import PointwiseScorer, tune_k_shot
@@ -613,6 +615,8 @@ def compare_templates(templates: Sequence[Template], splits, catalog, load_model
             raise ValueError(f"template {t.name}: task {t.task!r}; A/B evaluation scores pointwise templates")
     if shots < 0:
         raise ValueError(f"--shots {shots}: must be >= 0")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples {n_resamples!r}: must be >= 1 (no resamples, no interval)")
     log = log or (lambda _m: None)
     idx = eval_indices(len(splits.valid), n, seed, val_size)
     subset = [splits.valid[i] for i in idx]

@@ -75,7 +75,19 @@ def builtin_template_dir() -> Path:
 
 
 def _search_dirs(extra: Iterable[str | os.PathLike] | None) -> list[Path]:
+    """``extra`` (the ``--prompts`` folders), then ``$LLMREC_PROMPTS``, then the built-ins.
+
+    Raises:
+        FileNotFoundError / NotADirectoryError: an ``extra`` path does not exist or is not a folder
+            (named; a single template file goes to ``--template PATH`` instead).
+    """
     dirs = [Path(d) for d in (extra or [])]
+    for d in dirs:
+        if not d.exists():
+            raise FileNotFoundError(f"--prompts {d}: template folder not found")
+        if not d.is_dir():
+            raise NotADirectoryError(f"--prompts {d}: not a folder (--prompts takes folders of *.jinja "
+                                     f"templates; pass a single template file as --template PATH)")
     env = os.environ.get("LLMREC_PROMPTS")
     if env:
         dirs += [Path(d) for d in env.split(os.pathsep) if d]
@@ -83,7 +95,11 @@ def _search_dirs(extra: Iterable[str | os.PathLike] | None) -> list[Path]:
 
 
 def list_templates(prompt_dirs: Iterable[str | os.PathLike] | None = None) -> dict[str, Path]:
-    """Map template name -> file for every ``*.jinja`` in the search path (user dirs shadow built-ins)."""
+    """Map template name -> file for every ``*.jinja`` in the search path (user dirs shadow built-ins).
+
+    Raises:
+        FileNotFoundError / NotADirectoryError: a ``prompt_dirs`` entry is not an existing folder.
+    """
     found: dict[str, Path] = {}
     for d in _search_dirs(prompt_dirs):
         if d.is_dir():
@@ -96,9 +112,12 @@ def load_template(name_or_path: str | os.PathLike, prompt_dirs: Iterable[str | o
     """Load a template by name (searched in ``prompt_dirs``, ``$LLMREC_PROMPTS``, built-ins) or by path.
 
     Raises:
-        FileNotFoundError: no template of that name or path (message lists the known names).
+        FileNotFoundError: no template of that name or path (message lists the known names), or a
+            ``prompt_dirs`` entry does not exist.
+        NotADirectoryError: a ``prompt_dirs`` entry is not a folder.
         TemplateError: the file is malformed.
     """
+    _search_dirs(prompt_dirs)  # a bad --prompts entry is an error even when a template path is given
     p = Path(name_or_path)
     if p.suffix == ".jinja" or p.is_file():
         if not p.is_file():

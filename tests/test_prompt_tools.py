@@ -181,6 +181,20 @@ def test_paired_bootstrap_auc():
         paired_bootstrap_auc([1, 1, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
     with pytest.raises(ValueError, match="equal 1-D shapes"):
         paired_bootstrap_auc([0, 1], [0.1], [0.2, 0.3])
+    for bad in (0, -1):  # no resamples: no interval (not a NaN one)
+        with pytest.raises(ValueError, match=rf"n_resamples {bad}: must be >= 1"):
+            paired_bootstrap_auc(y, a, b, n_resamples=bad)
+
+
+def test_compare_templates_refuses_zero_resamples_before_loading(ml100k):
+    rec, splits = ml100k
+
+    def loader():
+        raise AssertionError("no model may load for a run that cannot report an interval")
+
+    ts = [load_template("tallrec"), load_template("tallrec-short")]
+    with pytest.raises(ValueError, match=r"n_resamples 0: must be >= 1"):
+        compare_templates(ts, splits, rec.catalog, loader, n=30, n_resamples=0)
 
 
 def test_eval_indices_exclude_early_stopping_samples():

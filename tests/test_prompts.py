@@ -3,6 +3,7 @@ adapter's template-hash check (tiny random Llama, no training)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,26 @@ def test_user_dir_shadows_builtin(tmp_path):
     assert load_template("tallrec", [tmp_path]).path == tmp_path / "tallrec.jinja"
     with pytest.raises(FileNotFoundError, match="unknown template 'nope'.*tallrec"):
         load_template("nope", [tmp_path])
+
+
+def test_prompts_path_that_is_not_a_folder_is_an_error(tmp_path, capsys):
+    f = tmp_path / "mine.jinja"
+    f.write_text(HEAD + "{% block instruction %}mine{% endblock %}{% block input %}{{ target }}{% endblock %}")
+    with pytest.raises(NotADirectoryError, match=rf"--prompts {re.escape(str(f))}: not a folder"):
+        load_template("tallrec", [f])
+    with pytest.raises(NotADirectoryError, match=rf"--prompts {re.escape(str(f))}: not a folder"):
+        load_template(f, [f])  # also when the template itself is given as a path
+    with pytest.raises(FileNotFoundError, match=rf"--prompts {re.escape(str(tmp_path / 'nope'))}: template folder "
+                                                 rf"not found"):
+        list_templates([tmp_path, tmp_path / "nope"])
+    assert list_templates([tmp_path])["mine"] == f  # a real folder still works
+
+    from llmrec.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["prompts", "show", "tallrec", "--prompts", str(f)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"llmrec: error: --prompts {f}: not a folder")
 
 
 # ------------------------------------------------------------------------------------------ hostile

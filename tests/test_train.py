@@ -126,15 +126,15 @@ def test_answer_only_loss_equals_full_vocab_loss(tiny_model, tiny_tokenizer, tmp
     """The trainer's sparse-position loss == transformers' own shifted cross entropy over all positions."""
     import torch
 
-    from llmrec.train import _Collator, _make_trainer_class
+    from llmrec.train import AnswerCollator, make_trainer_class
 
     tpl, verb, ids, labels = _data(tiny_tokenizer, 5)
     feats = [build_training_example(p, y, verb, "answer", 4096) for p, y in zip(ids, labels)]
-    batch = _Collator(tiny_tokenizer.pad_token_id)(feats)
+    batch = AnswerCollator(tiny_tokenizer.pad_token_id)(feats)
     from transformers import TrainingArguments
 
-    trainer = _make_trainer_class()(model=tiny_model, args=TrainingArguments(str(tmp_path), report_to="none",
-                                                                              use_cpu=True))
+    trainer = make_trainer_class()(model=tiny_model, args=TrainingArguments(str(tmp_path), report_to="none",
+                                                                             use_cpu=True))
     with torch.no_grad():
         ours = trainer.compute_loss(tiny_model, dict(batch))
         ref = tiny_model(**batch).loss
@@ -169,3 +169,20 @@ def test_hand_edited_template_hash_is_refused(tiny_tokenizer, tiny_model_dir, tm
     (d / "llmrec.json").write_text(json.dumps(meta))
     with pytest.raises(AdapterError, match="does not match its stored template source"):
         load_adapter(d)
+
+
+def test_trainer_class_and_collator_are_public():
+    """The Trainer subclass and collator are public API of llmrec.train, shared by the rerankers."""
+    import llmrec.rerank.train as rerank_train
+    import llmrec.train as train
+
+    assert {"AnswerCollator", "make_trainer_class"} <= set(train.__all__)
+    assert rerank_train.make_trainer_class is train.make_trainer_class
+    assert rerank_train.AnswerCollator is train.AnswerCollator
+    assert train.make_trainer_class.__doc__ and train.AnswerCollator.__doc__
+    batch = train.AnswerCollator(pad_id=7)([{"input_ids": [1, 2, 3], "labels": [-100, -100, 3]},
+                                            {"input_ids": [4], "labels": [4]}])
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [4, 7, 7]]
+    assert batch["labels"].tolist() == [[-100, -100, 3], [4, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert train.make_trainer_class().__name__ == "VerbalizerAUCTrainer"

@@ -113,14 +113,45 @@ def _read_table(path: Path, *, sep: str, header: bool, names: list[str] | None =
 
 
 def _to_number(col: pd.Series, path: Path, field: str, lines: np.ndarray) -> np.ndarray:
-    """Column of strings -> float64 array; the first non-numeric value raises a ValueError naming it."""
+    """Column of strings -> float64 array; the first non-numeric or non-finite (``nan``, ``inf``) value
+    raises a ValueError naming it."""
     vals = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(vals)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        try:
+            float(col.iloc[i])
+            kind = "non-finite"
+        except ValueError:
+            kind = "non-numeric"
         raise ValueError(
-            f"{path.name}: line {lines[i]}: field {field!r} has non-numeric value {col.iloc[i]!r}"
+            f"{path.name}: line {lines[i]}: field {field!r} has {kind} value {col.iloc[i]!r}"
         )
+    return vals
+
+
+def _to_rating(col: pd.Series, path: Path, lines: np.ndarray, scale: tuple[float, float, float] | None = None,
+               field: str = "rating") -> np.ndarray:
+    """Column of rating strings -> float64 array, checked against the format's rating scale.
+
+    ``scale`` is ``(low, high, step)``: every rating must lie in ``[low, high]`` on the grid
+    ``low, low + step, ...`` (GroupLens ML-100K: ``(1, 5, 1)``, whole stars; MovieLens "latest":
+    ``(0.5, 5, 0.5)``, half stars).
+    ``None`` (RecBole atomic files, any scale) only requires finite numbers.
+
+    Raises:
+        ValueError: a non-numeric, non-finite or off-scale rating (names file, line, field and value).
+    """
+    vals = _to_number(col, path, field, lines)
+    if scale is not None:
+        low, high, step = scale
+        steps = (vals - low) / step
+        bad = (vals < low) | (vals > high) | (np.abs(steps - np.round(steps)) > 1e-9)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            what = f"{low:g}..{high:g}" + (" in whole stars" if step == 1 else f" in steps of {step:g}")
+            raise ValueError(f"{path.name}: line {lines[i]}: field {field!r} has value {col.iloc[i]!r}; "
+                             f"expected a rating {what}")
     return vals
 
 
@@ -196,8 +227,9 @@ def read_grouplens(folder: str | os.PathLike) -> RecData:
 
     Raises:
         FileNotFoundError: the folder, ``u.data`` or ``u.item`` is missing.
-        ValueError: a malformed line, a non-numeric rating/timestamp, or a genre-flag count that does not
-            match the genre names (the message names file, line, field and value).
+        ValueError: a malformed line, a non-numeric rating/timestamp, a rating outside 1..5 whole stars, or
+            a genre-flag count that does not match the genre names (the message names file, line, field and
+            value).
     """
     folder = _require_dir(folder)
     p_data = _require_file(folder, "u.data")
@@ -206,7 +238,7 @@ def read_grouplens(folder: str | os.PathLike) -> RecData:
     data, lines = _read_table(p_data, sep="\t", header=False, names=["user_id", "item_id", "rating", "timestamp"])
     inter = _interactions(
         data["user_id"], data["item_id"],
-        _to_number(data["rating"], p_data, "rating", lines),
+        _to_rating(data["rating"], p_data, lines, scale=(1, 5, 1)),
         _to_timestamp(data["timestamp"], p_data, "timestamp", lines), p_data,
     )
 
@@ -321,7 +353,8 @@ def read_recbole(folder: str | os.PathLike, name: str | None = None) -> RecData:
     Raises:
         FileNotFoundError: the folder, ``.inter`` or ``.item`` file is missing.
         ValueError: no or several ``*.inter`` files (when ``name`` is None), a malformed header, a missing
-            required field, a non-numeric rating/timestamp (message names file, line, field and value).
+            required field, a non-numeric or non-finite rating, a non-numeric timestamp (message names
+            file, line, field and value).
     """
     folder = _require_dir(folder)
     if name is None:
@@ -336,7 +369,7 @@ def read_recbole(folder: str | os.PathLike, name: str | None = None) -> RecData:
     cols = {k: _pick(df, p_inter, (k,), required=True) for k in ("user_id", "item_id", "rating", "timestamp")}
     inter = _interactions(
         df[cols["user_id"]], df[cols["item_id"]],
-        _to_number(df[cols["rating"]], p_inter, "rating", df.attrs["lines"]),
+        _to_rating(df[cols["rating"]], p_inter, df.attrs["lines"]),
         _to_timestamp(df[cols["timestamp"]], p_inter, "timestamp", df.attrs["lines"]), p_inter,
     )
 
@@ -378,7 +411,8 @@ def read_movielens_csv(folder: str | os.PathLike) -> RecData:
 
     Raises:
         FileNotFoundError: the folder or one of the two files is missing.
-        ValueError: a missing header field or a non-numeric rating/timestamp (names file, line, field, value).
+        ValueError: a missing header field, a non-numeric rating/timestamp, or a rating outside 0.5..5 in
+            half-star steps (names file, line, field, value).
     """
     folder = _require_dir(folder)
     p_r = _require_file(folder, "ratings.csv")
@@ -388,7 +422,7 @@ def read_movielens_csv(folder: str | os.PathLike) -> RecData:
         _pick(r, p_r, (f,), required=True)
     inter = _interactions(
         r["userId"], r["movieId"],
-        _to_number(r["rating"], p_r, "rating", lines),
+        _to_rating(r["rating"], p_r, lines, scale=(0.5, 5, 0.5)),
         _to_timestamp(r["timestamp"], p_r, "timestamp", lines), p_r,
     )
     m, _ = _read_table(p_m, sep=",", header=True, quoting=csv.QUOTE_MINIMAL)

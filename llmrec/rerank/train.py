@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import torch
 
 from llmrec.model import LoraSettings, add_lora
-from llmrec.train import TrainResult, TrainSettings, _Collator, _make_trainer_class, cpu_has_bf16, train_lora
+from llmrec.train import (AnswerCollator, TrainResult, TrainSettings, cpu_has_bf16, make_trainer_class,
+                          train_lora)
 
 __all__ = ["train_examples", "train_listwise", "train_pointwise"]
 
@@ -59,8 +60,9 @@ def train_examples(model: Any, tokenizer: Any, examples: Sequence[dict], setting
         save_strategy="epoch", save_total_limit=1, logging_steps=settings.logging_steps, report_to="none",
         remove_unused_columns=False, disable_tqdm=not settings.progress, dataloader_num_workers=0,
     )
-    Trainer = _make_trainer_class()
-    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=_Collator(tokenizer.pad_token_id or 0))
+    Trainer = make_trainer_class()
+    trainer = Trainer(model=model, args=args, train_dataset=ds,
+                      data_collator=AnswerCollator(tokenizer.pad_token_id or 0))
     last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
