@@ -102,8 +102,11 @@ def rank_average(*scores: np.ndarray) -> np.ndarray:
     return ranks / (len(scores) * max(len(scores[0]) - 1, 1))
 
 
-def _rank_avg_like(runs: list[dict]) -> list[float | None]:
+def _with_like(runs: list[dict], how: str) -> list[float | None]:
+    """Per run, the test AUC of the LM combined with the like-rate without fitting anything:
+    ``how="rank"``: :func:`rank_average`; ``how="poe"``: :func:`llmrec.pipeline.like_rate_product`."""
     from llmrec.metrics import auc
+    from llmrec.pipeline import like_rate_product, load_tallrec
 
     out = []
     for r in runs:
@@ -112,7 +115,11 @@ def _rank_avg_like(runs: list[dict]) -> list[float | None]:
             out.append(None)
             continue
         y, like = _test_reference(len(sc))
-        out.append(auc(y, rank_average(np.asarray(sc), like)))
+        if how == "rank":
+            out.append(auc(y, rank_average(np.asarray(sc), like)))
+        else:
+            test = load_tallrec()[1].test[:len(sc)]
+            out.append(auc(y, like_rate_product(np.asarray(sc), test)))
     return out
 
 
@@ -144,13 +151,13 @@ def table(root: Path) -> str:
 
     c = collect(root)
     lines = ["| row | lever | k | test AUC (mean ± std) | seeds | like-rate blend (fit on val) "
-             "| rank-avg with like-rate (no fit) | train s (mean) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| × like-rate (no fit) | rank-avg with like-rate (no fit) | train s (mean) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     if c["like_rate_auc"] is not None:
         lines.append(f"| like-rate | fraction of liked history items, no model | - | {c['like_rate_auc']:.4f} "
-                     "| - | - | - | 0 |")
+                     "| - | - | - | - | 0 |")
     for k, v in TALLREC_PUBLISHED["TALLRec (LLaMA-7B)"].items():
-        lines.append(f"| TALLRec | LLaMA-7B, published | {k} | {v:.4f} | - | - | - | - |")
+        lines.append(f"| TALLRec | LLaMA-7B, published | {k} | {v:.4f} | - | - | - | - | - |")
     order = list(ROWS) + sorted(set(c["rows"]) - set(ROWS))
     for name in order:
         for k, runs in sorted(c["rows"].get(name, {}).items()):
@@ -158,7 +165,7 @@ def table(root: Path) -> str:
             desc = ROWS[name][0] if name in ROWS else "(not a listed row)"
             lines.append(f"| {name} | {desc} | {k} | {_ms([r['test_auc'] for r in rs])} | "
                          f"{','.join(str(s) for s in sorted(runs))} | {_ms([r.get('blend_test_auc') for r in rs])} | "
-                         f"{_ms(_rank_avg_like(rs))} | "
+                         f"{_ms(_with_like(rs, 'poe'))} | {_ms(_with_like(rs, 'rank'))} | "
                          f"{np.mean([r['train_seconds'] for r in rs]):.0f} |")
     return "\n".join(lines)
 

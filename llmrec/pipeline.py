@@ -21,7 +21,8 @@ from llmrec.prompts import Template
 from llmrec.samples.tallrec import Sample, TallrecSplits, tallrec_splits, template_variables
 from llmrec.scoring import encode_prompts, score_encoded
 
-__all__ = ["load_tallrec", "render_samples", "render_alpaca", "Prompts", "PointwiseScorer", "like_rate_scores"]
+__all__ = ["load_tallrec", "render_samples", "render_alpaca", "Prompts", "PointwiseScorer", "like_rate_scores",
+           "like_rate_product"]
 
 
 def load_tallrec(data: str | Path | None = None):
@@ -181,6 +182,27 @@ def process_state():
 def like_rate_scores(samples: Sequence[Sample]) -> np.ndarray:
     """No-model baseline: fraction of liked items among the history (rating > 3). (N,) float64."""
     return np.array([np.mean([r > 3 for r in s.history_ratings]) for s in samples], dtype=np.float64)
+
+
+def like_rate_product(p_yes: np.ndarray, samples: Sequence[Sample], prior: float = 1.0) -> np.ndarray:
+    """The LM's P(Yes) times the like-rate as a product of experts: ``logit(p) + logit(r)`` per sample.
+
+    ``r = (n_liked + prior) / (n + 2 prior)`` is the smoothed (Laplace) like-rate of the sample's own
+    history (no labels beyond the sample, nothing fitted, so it scores one (user, item) as well as a
+    batch). Returns (N,) float64 log-odds. Hinton's product of experts, with both experts weighted 1.
+
+    Raises:
+        ValueError: ``p_yes`` and ``samples`` differ in length, or ``prior <= 0``.
+    """
+    p = np.clip(np.asarray(p_yes, dtype=np.float64), 1e-6, 1 - 1e-6)
+    if p.shape != (len(samples),):
+        raise ValueError(f"p_yes has shape {p.shape}; expected ({len(samples)},), one score per sample")
+    if not prior > 0:
+        raise ValueError(f"prior {prior}: must be > 0")
+    liked = np.array([sum(r > 3 for r in s.history_ratings) for s in samples], dtype=np.float64)
+    n = np.array([len(s.history_ratings) for s in samples], dtype=np.float64)
+    r = (liked + prior) / (n + 2 * prior)
+    return np.log(p / (1 - p)) + np.log(r / (1 - r))
 
 
 @dataclass

@@ -110,3 +110,26 @@ def test_levers_ensemble_against_sklearn(tmp_path):
     with pytest.raises(ValueError, match="'gemma'"):
         lv.ensemble(tmp_path, ["short", "gemma"], 64)
     assert "| short | prompt: shorter template" in lv.table(tmp_path)
+
+
+def test_ceilings_features_and_like_rate_row(capsys):
+    import importlib.util
+
+    from sklearn.metrics import roc_auc_score
+
+    from llmrec.data.core import Catalog
+    from llmrec.pipeline import load_tallrec
+    from llmrec.samples import Sample
+
+    spec = importlib.util.spec_from_file_location("ceilings", REPO / "eval" / "ceilings.py")
+    ce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ce)
+    cat = Catalog.from_records([{"item_id": "t", "title": "T (1975)", "year": 1975, "genres": ["Drama"]}])
+    s = Sample("u", list("abcdefghij"), [5, 5, 5, 5, 5, 5, 5, 1, 1, 1], "t", 4.0, 1)  # 7 of 10 liked
+    f = ce.features([s], cat, ["Comedy", "Drama"])
+    np.testing.assert_allclose(f, [[np.log(7.5 / 3.5), -1.5, 0.0, 1.0]], rtol=1e-12)
+    assert ce.main(["--shots", "16", "--seeds", "0", "1"]) == 0
+    out = capsys.readouterr().out
+    _, sp = load_tallrec()
+    like = roc_auc_score([x.label for x in sp.test], [np.mean([r > 3 for r in x.history_ratings]) for x in sp.test])
+    assert f"| like-rate (no labels) | - | {like:.4f} |" in out and "| 16 |" in out and "oracle item prior" in out
