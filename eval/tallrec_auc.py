@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from llmrec.metrics import auc
     from llmrec.model import LoraSettings, load_base_model
-    from llmrec.pipeline import LikeRateBlend, PointwiseScorer, like_rate_scores, load_tallrec, tune_k_shot
+    from llmrec.pipeline import (LikeRateBlend, PointwiseScorer, like_rate_product, like_rate_scores, load_tallrec,
+                                 tune_k_shot)
     from llmrec.prompts import load_template
     from llmrec.train import TrainSettings, cpu_has_bf16
 
@@ -127,6 +128,7 @@ def main(argv=None) -> int:
             r = {"auc": auc(P.labels, p_test), "seconds": test_seconds, "tokens_per_s": P.tokens / test_seconds}
             rec_run = {**run.record, "test_auc": r["auc"], "test_seconds": r["seconds"],
                        "test_tokens_per_s": r["tokens_per_s"], "wall_seconds": time.perf_counter() - t0}
+            rec_run["like_product_test_auc"] = auc(P.labels, like_rate_product(p_test, test))  # no fit, no labels
             if run.val_samples:  # like-rate blend fitted on the early-stopping validation subset
                 V = run.scorer.encode_samples(run.val_samples, rec.catalog)
                 blend = LikeRateBlend.fit(run.scorer.score(V), like_rate_scores(run.val_samples), V.labels)
@@ -135,12 +137,15 @@ def main(argv=None) -> int:
             if args.save_scores:
                 rec_run["test_scores"] = p_test.tolist()
             out["runs"].append(rec_run)
-            print(f"{k}-shot seed {seed}: test AUC {r['auc']:.4f}, like-rate blend "
+            print(f"{k}-shot seed {seed}: test AUC {r['auc']:.4f}, x like-rate {rec_run['like_product_test_auc']:.4f}, "
+                  f"like-rate blend "
                   f"{rec_run.get('blend_test_auc', float('nan')):.4f}  (val AUC {run.record['best_val_auc']}, "
                   f"train {run.record['train_seconds']:.0f} s, {run.record['epochs_run']:.0f} epochs)", flush=True)
             mean, std = _mean_std([x["test_auc"] for x in out["runs"] if x["shots"] == k])
             bmean, bstd = _mean_std([x.get("blend_test_auc") for x in out["runs"] if x["shots"] == k])
+            pmean, pstd = _mean_std([x.get("like_product_test_auc") for x in out["runs"] if x["shots"] == k])
             out["summary"][str(k)] = {"mean_auc": mean, "std_auc": std, "blend_mean_auc": bmean, "blend_std_auc": bstd,
+                                      "like_product_mean_auc": pmean, "like_product_std_auc": pstd,
                                       "n_seeds": sum(1 for x in out["runs"] if x["shots"] == k),
                                       "mean_train_seconds": float(np.mean([x["train_seconds"] for x in out["runs"]
                                                                            if x["shots"] == k]))}
@@ -170,6 +175,13 @@ def format_table(out: dict, args) -> str:
     rows.append(f"| llmrec {args.base_model} / {args.template} | {zs:.4f} | " if zs is not None
                 else f"| llmrec {args.base_model} / {args.template} | - | ")
     rows[-1] += " | ".join(cells) + " |"
+    pcells = []
+    for k in shots:
+        s = out["summary"].get(str(k))
+        pcells.append(f"{s['like_product_mean_auc']:.4f} ± {s['like_product_std_auc']:.4f}"
+                      if s and s.get("like_product_mean_auc") else "-")
+    if any(c != "-" for c in pcells):
+        rows.append("| llmrec × like-rate (logit sum, no fit) | - | " + " | ".join(pcells) + " |")
     bcells = []
     for k in shots:
         s = out["summary"].get(str(k))

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from llmrec.model import DEFAULT_BASE_MODEL
@@ -264,6 +265,10 @@ def score(
     scores = sc.score(P, progress=len(P.input_ids) > 50)
     rows = [{"index": i, "p_yes": float(p), **({"label": int(y)} if y >= 0 else {})}
             for i, (p, y) in enumerate(zip(scores, P.labels))]
+    if user is not None:  # LM x the user's like-rate (product of experts; see llmrec.pipeline.like_rate_product)
+        from llmrec.pipeline import like_rate_product
+
+        rows[0]["p_yes_x_like_rate"] = float(1 / (1 + np.exp(-like_rate_product(scores, [s])[0])))
     if out:
         _write_json_atomic(out, rows)
         typer.echo(f"wrote {len(rows)} scores to {out}")
@@ -306,7 +311,13 @@ def evaluate(
         samples = samples[:limit] if limit else samples
         P = sc.encode_samples(samples, rec.catalog)
         result["like_rate_auc"] = auc(P.labels, like_rate_scores(samples))
-    result.update(sc.evaluate(P, progress=True))
+    r = sc.evaluate(P, progress=True, keep_scores=True)
+    scores = r.pop("scores")
+    result.update(r)
+    if input is None:  # the LM x like-rate product needs the history ratings (not in alpaca records)
+        from llmrec.pipeline import like_rate_product
+
+        result["like_product_auc"] = auc(P.labels, like_rate_product(scores, samples))
     typer.echo(json.dumps(result, indent=2))
     if out:
         _write_json_atomic(out, result)

@@ -161,13 +161,18 @@ class PointwiseScorer:
                 bar.close()
         return np.concatenate(out) if out else np.zeros(0)
 
-    def evaluate(self, prompts: Prompts, progress: bool = False, desc: str = "scoring") -> dict:
-        """AUC of the scores against the labels, with wall seconds and tokens/s."""
+    def evaluate(self, prompts: Prompts, progress: bool = False, desc: str = "scoring",
+                 keep_scores: bool = False) -> dict:
+        """AUC of the scores against the labels, with wall seconds and tokens/s (and, with ``keep_scores``,
+        ``"scores"``: the (N,) float64 P(Yes) array)."""
         t0 = time.perf_counter()
         s = self.score(prompts, progress=progress, desc=desc)
         sec = time.perf_counter() - t0
-        return {"auc": auc(prompts.labels, s), "seconds": sec, "tokens": prompts.tokens,
-                "tokens_per_s": prompts.tokens / sec if sec > 0 else float("nan"), "n": len(s)}
+        r = {"auc": auc(prompts.labels, s), "seconds": sec, "tokens": prompts.tokens,
+             "tokens_per_s": prompts.tokens / sec if sec > 0 else float("nan"), "n": len(s)}
+        if keep_scores:
+            r["scores"] = s
+        return r
 
 
 def process_state():

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from llmrec.cli import app, main
@@ -216,3 +217,39 @@ def test_recommend_k_error_names_the_flag(monkeypatch, capsys):
 def test_prompts_eval_bad_options_name_the_flag(args, message, capsys, cached_splits):
     line = _error_line(["prompts", "eval", "tallrec", "tallrec-short", "--n", "30", *NO_MODEL, *args], capsys)
     assert line.startswith(f"llmrec: error: {message}"), line
+
+
+def test_eval_and_score_report_lm_times_like_rate(tiny_model_dir, tmp_path, capsys):
+    """`eval` adds the AUC of logit(P(Yes)) + logit(smoothed like-rate); `score --user` the product as a
+    probability. Both recomputed here from the printed P(Yes) and the samples' own history ratings."""
+    from sklearn.metrics import roc_auc_score
+
+    from llmrec.pipeline import load_tallrec
+
+    main(["eval", "--base-model", str(tiny_model_dir), "--limit", "30", "--out", str(tmp_path / "e.json")])
+    res = json.loads((tmp_path / "e.json").read_text())
+    main(["score", "--base-model", str(tiny_model_dir), "--input", str(_test_json(tmp_path, 30)),
+          "--out", str(tmp_path / "s.json")])
+    p = np.array([r["p_yes"] for r in json.loads((tmp_path / "s.json").read_text())])
+    _, splits = load_tallrec()
+    test = splits.test[:30]
+    rate = np.array([(sum(x > 3 for x in s.history_ratings) + 1) / 12 for s in test])
+    z = np.log(p / (1 - p)) + np.log(rate / (1 - rate))
+    assert res["like_product_auc"] == pytest.approx(roc_auc_score([s.label for s in test], z), abs=1e-9)
+    capsys.readouterr()
+    main(["score", "--base-model", str(tiny_model_dir), "--user", "1", "--target", "50"])
+    (row,) = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    rec, _ = load_tallrec()
+    f = rec.interactions.frame
+    last = f[f["user_id"] == "1"].sort_values("timestamp", kind="stable").tail(10)["rating"]
+    r = (sum(last > 3) + 1) / 12
+    want = 1 / (1 + (1 - row["p_yes"]) / row["p_yes"] * (1 - r) / r)
+    assert row["p_yes_x_like_rate"] == pytest.approx(want, rel=1e-9)
+
+
+def _test_json(tmp_path, n):
+    from llmrec.pipeline import load_tallrec
+    from llmrec.samples.tallrec import write_alpaca
+
+    rec, splits = load_tallrec()
+    return write_alpaca(splits.test[:n], rec.catalog, tmp_path / "test.json")

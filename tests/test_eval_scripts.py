@@ -22,6 +22,7 @@ def test_tallrec_auc_script(tiny_model_dir, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
+    assert "| llmrec × like-rate (logit sum, no fit) |" in r.stdout
     assert "| like-rate baseline (no model) |" in r.stdout and "TALLRec (LLaMA-7B) (published)" in r.stdout
     assert res["n_test"] == 60 and len(res["runs"]) == 2
     # the like-rate baseline recomputed independently from the samples
@@ -35,6 +36,10 @@ def test_tallrec_auc_script(tiny_model_dir, tmp_path):
     for run in res["runs"]:
         assert run["test_auc"] == pytest.approx(roc_auc_score([s.label for s in test], run["test_scores"]), abs=1e-12)
         assert run["epochs_run"] == 1 and run["train_seconds"] > 0
+        p = np.clip(np.array(run["test_scores"]), 1e-6, 1 - 1e-6)  # x like-rate: logit(p) + logit((n_liked+1)/12)
+        r = np.array([(sum(x > 3 for x in s.history_ratings) + 1) / 12 for s in test])
+        z = np.log(p / (1 - p)) + np.log(r / (1 - r))
+        assert run["like_product_test_auc"] == pytest.approx(roc_auc_score([s.label for s in test], z), abs=1e-12)
     s = res["summary"]["8"]
     assert s["mean_auc"] == pytest.approx(np.mean([x["test_auc"] for x in res["runs"]]))
 
