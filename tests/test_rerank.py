@@ -184,3 +184,22 @@ def test_listwise_lora_training_moves_toward_true_letter(tiny_model, tiny_tokeni
     res = train_listwise(sc, lists, st, LoraSettings(rank=4, alpha=8, dropout=0.0, target_modules="all-linear"))
     assert hasattr(sc.model, "peft_config") and res.train_tokens > 0 and res.epochs_run == 4
     assert true_logprob() > before + 0.05, "tuning did not raise the true candidate's letter probability"
+
+
+def test_listwise_training_refuses_stale_checkpoints_of_another_run(tiny_model, tiny_tokenizer, tmp_path):
+    """A rerun into the same output folder with other data must not resume (and return) the old adapter."""
+    from llmrec.model import LoraSettings
+    from llmrec.rerank.train import train_listwise
+    from llmrec.train import TrainSettings
+    from tests.conftest import make_tiny_llama
+
+    st = TrainSettings(output_dir=str(tmp_path / "w"), epochs=1, batch_size=4, precision="fp32", progress=False,
+                       patience=0)
+    lora = LoraSettings(rank=2, alpha=4, dropout=0.0)
+    first = [(TITLES[:2], TITLES[2:6], 0)] * 4
+    train_listwise(ListwiseScorer(tiny_model, tiny_tokenizer, max_history=2), first, st, lora)
+    # the same run again resumes its finished checkpoint
+    train_listwise(ListwiseScorer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, max_history=2), first, st, lora)
+    with pytest.raises(ValueError, match="checkpoints of a different run"):
+        train_listwise(ListwiseScorer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, max_history=2),
+                       [(TITLES[:2], TITLES[2:6], 3)] * 4, st, lora)

@@ -18,8 +18,8 @@ from typing import Any, Sequence
 import torch
 
 from llmrec.model import LoraSettings, add_lora
-from llmrec.train import (AnswerCollator, TrainResult, TrainSettings, cpu_has_bf16, make_trainer_class,
-                          train_lora)
+from llmrec.train import (AnswerCollator, TrainResult, TrainSettings, _check_run_identity, cpu_has_bf16,
+                          make_trainer_class, train_lora)
 
 __all__ = ["train_examples", "train_listwise", "train_pointwise"]
 
@@ -30,10 +30,11 @@ def train_examples(model: Any, tokenizer: Any, examples: Sequence[dict], setting
 
     The generalisation of :func:`llmrec.train.train_lora` to any answer tokens (here: letters). Uses the
     same Trainer subclass (sparse LM head on answer positions) and collator; checkpoints per epoch in
-    ``settings.output_dir/checkpoints`` (resumed if present). No evaluation during training.
+    ``settings.output_dir/checkpoints`` (resumed if present and written by the same run). No evaluation
+    during training.
 
     Raises:
-        ValueError: no examples.
+        ValueError: no examples, or ``output_dir`` holds checkpoints of a different run.
     """
     from datasets import Dataset
     from transformers import TrainingArguments, set_seed
@@ -64,6 +65,10 @@ def train_examples(model: Any, tokenizer: Any, examples: Sequence[dict], setting
     trainer = Trainer(model=model, args=args, train_dataset=ds,
                       data_collator=AnswerCollator(tokenizer.pad_token_id or 0))
     last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
+    # as train_lora: resume only checkpoints of this very run (else a rerun silently returns a stale adapter)
+    fp_examples = [{k: [int(x) for x in v] for k, v in e.items()} for e in examples]
+    _check_run_identity(Path(settings.output_dir), settings, lora or LoraSettings(), fp_examples, None, None,
+                        resuming=last is not None)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - t0
