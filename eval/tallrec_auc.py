@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec.pipeline import DEFAULT_AUGMENT, DEFAULT_EPOCHS  # noqa: E402
+
 TALLREC_PUBLISHED = {  # AUC on the movie test set, from the paper's Table 2
     "TALLRec (LLaMA-7B)": {16: 0.6724, 64: 0.6748, 256: 0.7198},
     "SASRec": {16: 0.5043, 64: 0.5048, 256: 0.5225},
@@ -37,7 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--template", default="tallrec")
     p.add_argument("--prompts", action="append", default=None, help="extra template folder")
     p.add_argument("--data", default=None, help="dataset folder (default: embedded ML-100K)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                   help=f"maximum epochs (default {DEFAULT_EPOCHS}: the steps of 10 un-augmented epochs)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lora-rank", type=int, default=8)
@@ -45,8 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--lora-dropout", type=float, default=0.05)
     p.add_argument("--target-modules", default="q_proj,v_proj")
     p.add_argument("--loss-on", default="answer", choices=["answer", "prompt"])
-    p.add_argument("--augment", default="", help="few-shot augmentation from the k samples only: comma list of "
-                   "rotate, permute, drop, mirror (llmrec.samples.augment); default none")
+    p.add_argument("--augment", default=DEFAULT_AUGMENT, help="few-shot augmentation from the k samples only: comma "
+                   "list of rotate, permute, drop, mirror (llmrec.samples.augment), or none; default "
+                   f"{DEFAULT_AUGMENT} (the best measured row of eval/levers.py)")
     p.add_argument("--augment-copies", type=int, default=1, help="new samples per k-shot sample and augmentation")
     p.add_argument("--val-size", type=int, default=128)
     p.add_argument("--patience", type=int, default=3)

@@ -16,6 +16,7 @@ import numpy as np
 import typer
 
 from llmrec.model import DEFAULT_BASE_MODEL
+from llmrec.pipeline import DEFAULT_AUGMENT, DEFAULT_EPOCHS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Few-shot LLM recommender: LoRA-tuned verbalizer scoring (TALLRec protocol).")
@@ -125,7 +126,9 @@ def train(
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
     train_json: Optional[Path] = typer.Option(None, help="Train on these alpaca records instead of k-shot samples."),
-    epochs: int = typer.Option(10, help="Maximum epochs (early stopping on validation AUC)."),
+    epochs: int = typer.Option(DEFAULT_EPOCHS, help="Maximum epochs (early stopping on validation AUC). The default, with "
+                               "the default --augment mirror (2 samples per shot), keeps the optimizer steps of "
+                               "TALLRec's 10 epochs; with --augment none pass --epochs 10."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
     batch_size: int = typer.Option(8, help="Prompts per step per process."),
     lora_rank: int = typer.Option(8, help="LoRA rank r."),
@@ -136,8 +139,8 @@ def train(
     val_size: int = typer.Option(128, help="Validation samples for early stopping (0 = none)."),
     patience: int = typer.Option(3, help="Epochs without better validation AUC before stopping."),
     precision: str = typer.Option("auto", help="auto, bf16, fp16 or fp32."),
-    augment: str = typer.Option("", help="Few-shot augmentation from the k samples only: comma list of rotate, "
-                                         "permute, drop, mirror (default none)."),
+    augment: str = typer.Option(DEFAULT_AUGMENT, help="Few-shot augmentation from the k samples only: comma list "
+                                                      "of rotate, permute, drop, mirror, or none."),
     augment_copies: int = typer.Option(1, help="New samples per k-shot sample and augmentation."),
 ):
     """LoRA-tune the base model on k labelled samples; save the adapter (resumable checkpoints in --out)."""

@@ -22,7 +22,15 @@ from llmrec.samples.tallrec import Sample, TallrecSplits, tallrec_splits, templa
 from llmrec.scoring import encode_prompts, score_encoded
 
 __all__ = ["load_tallrec", "render_samples", "render_alpaca", "Prompts", "PointwiseScorer", "like_rate_scores",
-           "like_rate_product"]
+           "like_rate_product",
+           "DEFAULT_AUGMENT", "DEFAULT_EPOCHS"]
+
+
+#: The shipped k-shot recipe (the best measured row of ``eval/levers.py``; README "Accuracy levers"):
+#: augmentation from the k samples, and the epoch budget that keeps the optimizer steps at the
+#: un-augmented TALLRec recipe's (10 epochs of k samples).
+DEFAULT_AUGMENT = "mirror"
+DEFAULT_EPOCHS = 5
 
 
 def load_tallrec(data: str | Path | None = None):

@@ -30,7 +30,9 @@ def test_two_process_train_and_sharded_eval(tiny_model_dir, tmp_path):
     meta = json.loads((out / "llmrec.json").read_text())
     st = meta["train"]["settings"]
     assert st["world_size"] == 2
-    assert st["steps"] == 4  # 16 shots / (4 per process x 2 processes) x 2 epochs
+    # the default recipe mirrors every shot: (16 + 16) samples / (4 per process x 2 processes) x 2 epochs
+    assert meta["train"]["augment"] == ["mirror"] and meta["train"]["train_samples"] == 32
+    assert st["steps"] == 8
     # sharded scoring over 2 processes equals single-process scoring
     _accelerate(["eval", "--adapter", str(out), "--limit", "21", "--out", str(tmp_path / "two.json")], tmp_path)
     r = subprocess.run([sys.executable, "-m", "llmrec", "eval", "--adapter", str(out), "--limit", "21",
