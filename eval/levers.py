@@ -21,6 +21,7 @@ the mean training wall seconds, and the like-rate blend, beside the like-rate ba
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -87,12 +88,19 @@ def _ms(xs) -> str:
     return f"{np.mean(xs):.4f} ± {np.std(xs, ddof=1):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
 
 
+@functools.lru_cache(maxsize=1)
+def _test_samples() -> list:
+    """The TALLRec test samples, read once per process (every table cell needs them)."""
+    from llmrec.pipeline import load_tallrec
+
+    return load_tallrec()[1].test
+
+
 def _test_reference(n: int):
     """(labels (n,) int, like-rate (n,) float64) of the first ``n`` TALLRec test samples."""
-    from llmrec.pipeline import like_rate_scores, load_tallrec
+    from llmrec.pipeline import like_rate_scores
 
-    _, splits = load_tallrec()
-    test = splits.test[:n]
+    test = _test_samples()[:n]
     return np.array([s.label for s in test]), like_rate_scores(test)
 
 
@@ -111,7 +119,7 @@ def _with_like(runs: list[dict], how: str) -> list[float | None]:
     """Per run, the test AUC of the LM combined with the like-rate without fitting anything:
     ``how="rank"``: :func:`rank_average`; ``how="poe"``: :func:`llmrec.pipeline.like_rate_product`."""
     from llmrec.metrics import auc
-    from llmrec.pipeline import like_rate_product, load_tallrec
+    from llmrec.pipeline import like_rate_product
 
     out = []
     for r in runs:
@@ -123,8 +131,7 @@ def _with_like(runs: list[dict], how: str) -> list[float | None]:
         if how == "rank":
             out.append(auc(y, rank_average(np.asarray(sc), like)))
         else:
-            test = load_tallrec()[1].test[:len(sc)]
-            out.append(auc(y, like_rate_product(np.asarray(sc), test)))
+            out.append(auc(y, like_rate_product(np.asarray(sc), _test_samples()[:len(sc)])))
     return out
 
 
