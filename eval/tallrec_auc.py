@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
                    help=f"maximum epochs (default {DEFAULT_EPOCHS}: the steps of 10 un-augmented epochs)")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-scheduler", default="cosine", help="schedule after warm-up (transformers name)")
+    p.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of the steps of linear warm-up")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-alpha", type=float, default=16.0)
@@ -119,7 +121,8 @@ def main(argv=None) -> int:
             model, tok = load_base_model(args.base_model)
             settings = TrainSettings(output_dir=str(work / f"k{k}-s{seed}"), epochs=args.epochs,
                                      learning_rate=args.lr, batch_size=args.batch_size, seed=seed,
-                                     loss_on=args.loss_on, patience=args.patience, precision=args.precision)
+                                     loss_on=args.loss_on, patience=args.patience, precision=args.precision,
+                                     lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio)
             run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=k, seed=seed, settings=settings,
                               lora=lora, val_size=args.val_size, dtype=dtype, augment=args.augment,
                               augment_copies=args.augment_copies)

@@ -37,7 +37,8 @@ class CliError(Exception):
 #: Library ValueError messages start with the Python name of the bad value; the CLI flag that sets it.
 TRAIN_FLAGS = {
     "epochs ": "--epochs ", "learning_rate ": "--lr ", "batch_size ": "--batch-size ", "loss_on ": "--loss-on ",
-    "patience ": "--patience ", "precision ": "--precision ", "lora rank ": "--lora-rank ",
+    "patience ": "--patience ", "precision ": "--precision ", "lr_scheduler ": "--lr-scheduler ",
+    "warmup_ratio ": "--warmup-ratio ", "lora rank ": "--lora-rank ",
     "lora alpha ": "--lora-alpha ", "lora dropout ": "--lora-dropout ", "lora target_modules": "--target-modules",
 }
 KSHOT_FLAGS = {"k=": "--shots ", "seed=": "--seed "}
@@ -130,6 +131,9 @@ def train(
                                "the default --augment mirror (2 samples per shot), keeps the optimizer steps of "
                                "TALLRec's 10 epochs; with --augment none pass --epochs 10."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
+    lr_scheduler: str = typer.Option("cosine", help="Learning-rate schedule after warm-up (transformers name: "
+                                                    "cosine, linear, constant, ...)."),
+    warmup_ratio: float = typer.Option(0.1, help="Fraction of the optimizer steps of linear warm-up."),
     batch_size: int = typer.Option(8, help="Prompts per step per process."),
     lora_rank: int = typer.Option(8, help="LoRA rank r."),
     lora_alpha: float = typer.Option(16.0, help="LoRA alpha (update scaled by alpha/r)."),
@@ -172,7 +176,7 @@ def train(
     try:  # settings are checked here, before the data and the model load
         settings = TrainSettings(output_dir=str(out.with_name(out.name + ".work")), epochs=epochs, learning_rate=lr,
                                  batch_size=batch_size, seed=seed, loss_on=loss_on, patience=patience,
-                                 precision=precision)
+                                 precision=precision, lr_scheduler=lr_scheduler, warmup_ratio=warmup_ratio)
         lora = LoraSettings(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules)
     except ValueError as e:
         raise flag_error(e, TRAIN_FLAGS) from None

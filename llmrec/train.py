@@ -81,6 +81,13 @@ class TrainSettings:
                 raise ValueError(f"{name} {getattr(self, name)!r}: must be >= 1")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate {self.learning_rate!r}: must be > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio {self.warmup_ratio!r}: must be in [0, 1)")
+        from transformers import SchedulerType
+
+        names = [t.value for t in SchedulerType]
+        if self.lr_scheduler not in names:
+            raise ValueError(f"lr_scheduler {self.lr_scheduler!r}: expected one of {', '.join(names)}")
 
 
 @dataclass

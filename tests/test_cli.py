@@ -154,6 +154,8 @@ def _error_line(args, capsys) -> str:
     (["--patience", "-1"], "--patience -1: must be >= 0"),
     (["--precision", "fp8"], "--precision 'fp8': expected auto, bf16, fp16 or fp32"),
     (["--seed", "-1"], "--seed -1: must be >= 0"),
+    (["--lr-scheduler", "cosin"], "--lr-scheduler 'cosin': expected one of linear, cosine"),
+    (["--warmup-ratio", "1"], "--warmup-ratio 1.0: must be in [0, 1)"),
 ])
 def test_train_bad_settings_name_the_flag(args, message, capsys, cached_splits, tmp_path):
     line = _error_line(["train", "--out", str(tmp_path / "a"), *NO_MODEL, *args], capsys)

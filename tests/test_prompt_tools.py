@@ -79,7 +79,7 @@ def test_sample_for_user(ml100k):
 
 # ------------------------------------------------------------------------------------------ lint
 @pytest.mark.parametrize("name", ["tallrec", "tallrec-short", "tallrec-genres", "tallrec-chat", "tallrec-rate",
-                                  "tallrec-last5"])
+                                  "tallrec-last5", "tallrec-recent-first"])
 def test_builtin_templates_lint_clean(name, ml100k, tiny_tokenizer):
     rec, splits = ml100k
     rep = lint_template(load_template(name), splits.valid[:200], rec.catalog, tiny_tokenizer, max_positions=1024)

@@ -75,6 +75,22 @@ def test_genres_and_short_templates_render():
     assert "Liked: Movie 0 (1990); Movie 2 (1992)\nDisliked: Movie 1 (1991); Movie 3 (1993)\nTarget: Movie 5 (1995)" in s
 
 
+def test_history_order_and_length_templates_render():
+    """tallrec-recent-first == TALLRec's prompt with each list reversed; tallrec-last5 keeps the 5 most recent."""
+    sample = Sample("u1", ["i0", "i1", "i2", "i3", "i4", "i5"], [5.0, 1.0, 4.0, 2.0, 5.0, 1.0], "i5", 5.0, 1)
+    v = vars_of(sample)
+    r = load_template("tallrec-recent-first").render(v)
+    assert 'User Preference: "Movie 4 (1994)", "Movie 2 (1992)", "Movie 0 (1990)"\n' in r
+    assert 'User Unpreference: "Movie 5 (1995)", "Movie 3 (1993)", "Movie 1 (1991)"\n' in r
+    assert r.replace('"Movie 4 (1994)", "Movie 2 (1992)", "Movie 0 (1990)"',
+                     '"Movie 0 (1990)", "Movie 2 (1992)", "Movie 4 (1994)"').replace(
+        '"Movie 5 (1995)", "Movie 3 (1993)", "Movie 1 (1991)"',
+        '"Movie 1 (1991)", "Movie 3 (1993)", "Movie 5 (1995)"') == load_template("tallrec").render(v)
+    f = load_template("tallrec-last5").render(v)  # i0 (liked) is the 6th most recent: dropped
+    assert 'User Preference: "Movie 2 (1992)", "Movie 4 (1994)"\n' in f
+    assert 'User Unpreference: "Movie 1 (1991)", "Movie 3 (1993)", "Movie 5 (1995)"\n' in f
+
+
 def test_user_dir_shadows_builtin(tmp_path):
     (tmp_path / "tallrec.jinja").write_text(HEAD + "{% block instruction %}mine{% endblock %}{% block input %}"
                                             "{{ target }}{% endblock %}")

@@ -120,6 +120,11 @@ def test_settings_validation():
         TrainSettings(output_dir="x", loss_on="all")
     with pytest.raises(ValueError, match="learning_rate"):
         TrainSettings(output_dir="x", learning_rate=0)
+    with pytest.raises(ValueError, match="lr_scheduler 'cosin': expected one of .*cosine"):
+        TrainSettings(output_dir="x", lr_scheduler="cosin")
+    with pytest.raises(ValueError, match="warmup_ratio 1.0"):
+        TrainSettings(output_dir="x", warmup_ratio=1.0)
+    assert TrainSettings(output_dir="x", lr_scheduler="constant").lr_scheduler == "constant"
 
 
 def test_answer_only_loss_equals_full_vocab_loss(tiny_model, tiny_tokenizer, tmp_path):
