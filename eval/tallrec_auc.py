@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrec.pipeline import DEFAULT_AUGMENT, DEFAULT_EPOCHS  # noqa: E402
+from llmrec.pipeline import DEFAULT_AUGMENT  # noqa: E402
 
 TALLREC_PUBLISHED = {  # AUC on the movie test set, from the paper's Table 2
     "TALLRec (LLaMA-7B)": {16: 0.6724, 64: 0.6748, 256: 0.7198},
@@ -39,8 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--template", default="tallrec")
     p.add_argument("--prompts", action="append", default=None, help="extra template folder")
     p.add_argument("--data", default=None, help="dataset folder (default: embedded ML-100K)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                   help=f"maximum epochs (default {DEFAULT_EPOCHS}: the steps of 10 un-augmented epochs)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs (default: the optimizer steps of 10 un-augmented epochs, "
+                        "llmrec.pipeline.epoch_budget; 5 with mirror)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-scheduler", default="cosine", help="schedule after warm-up (transformers name)")
     p.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of the steps of linear warm-up")
@@ -78,13 +79,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from llmrec.metrics import auc
     from llmrec.model import LoraSettings, load_base_model
-    from llmrec.pipeline import (LikeRateBlend, PointwiseScorer, like_rate_product, like_rate_scores, load_tallrec,
-                                 tune_k_shot)
+    from llmrec.pipeline import (LikeRateBlend, PointwiseScorer, epoch_budget, like_rate_product, like_rate_scores,
+                                 load_tallrec, tune_k_shot)
+    from llmrec.samples.augment import parse_augmentations
     from llmrec.prompts import load_template
     from llmrec.train import TrainSettings, cpu_has_bf16
 
     import torch
 
+    if args.epochs is None:  # recorded in the JSON config as the number actually used
+        args.epochs = epoch_budget(parse_augmentations(args.augment), args.augment_copies)
     dtype = args.dtype
     if dtype == "auto":
         dtype = "bfloat16" if (torch.cuda.is_available() or cpu_has_bf16()) else "float32"

@@ -16,7 +16,7 @@ import numpy as np
 import typer
 
 from llmrec.model import DEFAULT_BASE_MODEL
-from llmrec.pipeline import DEFAULT_AUGMENT, DEFAULT_EPOCHS
+from llmrec.pipeline import DEFAULT_AUGMENT
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Few-shot LLM recommender: LoRA-tuned verbalizer scoring (TALLRec protocol).")
@@ -127,9 +127,9 @@ def train(
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
     train_json: Optional[Path] = typer.Option(None, help="Train on these alpaca records instead of k-shot samples."),
-    epochs: int = typer.Option(DEFAULT_EPOCHS, help="Maximum epochs (early stopping on validation AUC). The default, with "
-                               "the default --augment mirror (2 samples per shot), keeps the optimizer steps of "
-                               "TALLRec's 10 epochs; with --augment none pass --epochs 10."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (early stopping on validation AUC). Default: the "
+                                         "optimizer steps of 10 un-augmented epochs (5 with --augment mirror, 10 "
+                                         "with --augment none)."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
     lr_scheduler: str = typer.Option("cosine", help="Learning-rate schedule after warm-up (transformers name: "
                                                     "cosine, linear, constant, ...)."),
@@ -172,6 +172,10 @@ def train(
         raise CliError(f"--augment {augment!r}: {e}") from None
     if augment_names and train_json is not None:
         raise CliError("--augment works on k-shot samples; it cannot be combined with --train-json")
+    if epochs is None:
+        from llmrec.pipeline import epoch_budget
+
+        epochs = epoch_budget(augment_names, augment_copies)
     tpl = load_template(template, prompts)
     try:  # settings are checked here, before the data and the model load
         settings = TrainSettings(output_dir=str(out.with_name(out.name + ".work")), epochs=epochs, learning_rate=lr,

@@ -23,14 +23,28 @@ from llmrec.scoring import encode_prompts, score_encoded
 
 __all__ = ["load_tallrec", "render_samples", "render_alpaca", "Prompts", "PointwiseScorer", "like_rate_scores",
            "like_rate_product",
-           "DEFAULT_AUGMENT", "DEFAULT_EPOCHS"]
+           "DEFAULT_AUGMENT", "TALLREC_EPOCHS", "epoch_budget"]
 
 
-#: The shipped k-shot recipe (the best measured row of ``eval/levers.py``; README "Accuracy levers"):
-#: augmentation from the k samples, and the epoch budget that keeps the optimizer steps at the
-#: un-augmented TALLRec recipe's (10 epochs of k samples).
+#: The shipped k-shot augmentation (the best measured row of ``eval/levers.py``; README "Accuracy levers").
 DEFAULT_AUGMENT = "mirror"
-DEFAULT_EPOCHS = 5
+#: Epochs of the un-augmented recipe (TALLRec-style, early stopping on validation AUC).
+TALLREC_EPOCHS = 10
+
+
+def epoch_budget(augment: Sequence[str], copies: int = 1, epochs: int = TALLREC_EPOCHS) -> int:
+    """Maximum epochs that keep the optimizer steps of ``epochs`` un-augmented epochs.
+
+    Each augmentation adds ``copies`` samples per k-shot sample, so the training set is
+    ``1 + len(augment) * copies`` times larger; the budget is ``epochs`` divided by that, rounded half up,
+    at least 1 (``mirror`` x1: 10 -> 5; ``rotate`` x2: 10 -> 3).
+
+    Raises:
+        ValueError: ``copies < 1`` or ``epochs < 1``.
+    """
+    if copies < 1 or epochs < 1:
+        raise ValueError(f"copies {copies}, epochs {epochs}: both must be >= 1")
+    return max(1, int(epochs / (1 + len(augment) * copies) + 0.5))
 
 
 def load_tallrec(data: str | Path | None = None):
@@ -212,9 +226,8 @@ def like_rate_product(p_yes: np.ndarray, samples: Sequence[Sample], prior: float
         raise ValueError(f"p_yes has shape {p.shape}; expected ({len(samples)},), one score per sample")
     if not prior > 0:
         raise ValueError(f"prior {prior}: must be > 0")
-    liked = np.array([sum(r > 3 for r in s.history_ratings) for s in samples], dtype=np.float64)
     n = np.array([len(s.history_ratings) for s in samples], dtype=np.float64)
-    r = (liked + prior) / (n + 2 * prior)
+    r = (like_rate_scores(samples) * n + prior) / (n + 2 * prior)
     return np.log(p / (1 - p)) + np.log(r / (1 - r))
 
 

@@ -1,5 +1,6 @@
 """Few-shot augmentation (llmrec.samples.augment) against hand-worked samples."""
 
+import numpy as np
 import pytest
 
 from llmrec.data.core import Catalog
@@ -75,3 +76,27 @@ def test_parse_and_errors():
     with pytest.raises(ValueError, match="augment_copies=0"):
         augment_samples([S], "rotate", copies=0)
     assert augment_samples([S], "", copies=1) == [S]
+
+
+def test_epoch_budget_keeps_the_unaugmented_step_count():
+    from llmrec.pipeline import epoch_budget
+
+    assert epoch_budget([]) == 10                        # 10 epochs of k samples
+    assert epoch_budget(["mirror"]) == 5                 # 2k samples: 5 epochs = the same 10k sample-steps
+    assert epoch_budget(["rotate"], copies=2) == 3       # 3k samples: 10/3 = 3.33 -> 3
+    assert epoch_budget(["permute", "drop", "mirror"]) == 3  # 4k samples: 2.5 rounds half up -> 3
+    assert epoch_budget(["mirror"], epochs=1) == 1       # never below one epoch
+    with pytest.raises(ValueError, match="copies 0"):
+        epoch_budget(["mirror"], copies=0)
+
+
+def test_like_rate_product_hand_worked():
+    """logit(p) + logit((liked + 1) / (n + 2)), worked by hand for two samples."""
+    from llmrec.pipeline import like_rate_product
+
+    a = Sample("u", ["i0", "i1", "i2", "i3"], [5.0, 1.0, 4.0, 2.0], "t", 5.0, 1)  # 2 of 4 liked: r = 3/6, logit 0
+    b = Sample("u", ["i0", "i1", "i2", "i3"], [5.0, 5.0, 5.0, 1.0], "t", 5.0, 1)  # 3 of 4: r = 4/6, logit ln 2
+    got = like_rate_product(np.array([0.8, 0.5]), [a, b])
+    np.testing.assert_allclose(got, [np.log(4.0), np.log(2.0)], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"shape \(1,\); expected \(2,\)"):
+        like_rate_product(np.array([0.5]), [a, b])
