@@ -154,7 +154,7 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
     """
     from peft import PeftModel
 
-    from llmrec.model import load_base_model, verbalizer_for
+    from llmrec.model import load_base_model, peft_wrapping, verbalizer_for
     from llmrec.prompts import Template
 
     d = Path(adapter_dir)
@@ -172,7 +172,8 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
                            f"(sha256 {template.sha256[:12]}); pass --allow-template-mismatch (allow_template_mismatch=True) to override")
     model, tok = load_base_model(base_model or meta["base_model"], dtype=dtype)
     try:
-        model = PeftModel.from_pretrained(model, str(d))
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, str(d))
     except Exception as e:
         raise AdapterError(f"adapter {d}: peft cannot load it onto {base_model or meta['base_model']!r}: {e}") from e
     if merge:

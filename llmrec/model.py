@@ -6,6 +6,8 @@ Any Hugging Face model id or local folder works as ``base_model``; the embedded 
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -93,6 +95,18 @@ class LoraSettings:
             raise ValueError("lora target_modules: empty")
 
 
+@contextlib.contextmanager
+def peft_wrapping():
+    """Silence the one known-harmless warning of wrapping a transformers 5 model with peft.
+
+    peft reads ``model.is_gradient_checkpointing``, which transformers 5 deprecated in favour of
+    ``is_activation_checkpointing`` (FutureWarning on every wrap); only that message is filtered.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def add_lora(model: Any, settings: LoraSettings) -> Any:
     """Wrap ``model`` in a fresh peft ``PeftModel`` with a LoRA adapter (B initialised to 0: no change)."""
     from peft import LoraConfig, TaskType, get_peft_model
@@ -102,7 +116,8 @@ def add_lora(model: Any, settings: LoraSettings) -> Any:
                      target_modules=settings.target_modules if settings.target_modules == "all-linear"
                      else list(settings.target_modules))
     try:
-        return get_peft_model(model, cfg)
+        with peft_wrapping():
+            return get_peft_model(model, cfg)
     except ValueError as e:
         raise ValueError(f"lora target_modules {settings.target_modules!r}: {e}") from e
 

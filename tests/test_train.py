@@ -191,3 +191,19 @@ def test_trainer_class_and_collator_are_public():
     assert batch["labels"].tolist() == [[-100, -100, 3], [4, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert train.make_trainer_class().__name__ == "VerbalizerAUCTrainer"
+
+
+def test_wrapping_with_lora_does_not_warn(tiny_model_dir):
+    """peft's read of transformers 5's deprecated ``is_gradient_checkpointing`` is silenced (only that)."""
+    import warnings
+
+    from llmrec.model import LoraSettings, add_lora, load_base_model
+
+    model, _ = load_base_model(str(tiny_model_dir))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        add_lora(model, LoraSettings())
+        warnings.warn("still shown", FutureWarning)  # the filter is scoped to the one message
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "is_gradient_checkpointing" in m], messages
+    assert "still shown" in messages
