@@ -38,6 +38,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from naive_reference import naive_scores  # noqa: E402
 
 
 def _trim() -> None:
@@ -108,28 +111,6 @@ def build_case(tok, tpl, rec, hist_len: int, n_cand: int, seed: int = 0):
     prefix_text, suffix_texts = shared_prefix_split(texts)
     p, s = split_prompts(tok, prefix_text, suffix_texts, add_special_tokens=tpl.format != "chat")
     return p, s
-
-
-@torch.no_grad()
-def naive_scores(model, prompts: list[list[int]], token_ids, batch: int, pad_id: int, dtype: str) -> np.ndarray:
-    """transformers' full-vocabulary logits, right-padded batches of ``batch`` prompts in input order."""
-    from llmrec.scoring import autocast_for
-
-    out = []
-    for i in range(0, len(prompts), batch):
-        chunk = prompts[i: i + batch]
-        L = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), L), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, p in enumerate(chunk):
-            ids[r, : len(p)] = torch.as_tensor(p)
-            mask[r, : len(p)] = 1
-        with autocast_for(torch.device("cpu"), dtype):
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        last = torch.as_tensor([len(p) - 1 for p in chunk])
-        sel = logits[torch.arange(len(chunk)), last][:, list(token_ids)].float()
-        out.append(torch.softmax(sel, -1).double().numpy())
-    return np.concatenate(out)
 
 
 def timed(fn, repeats: int):

@@ -33,26 +33,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from naive_reference import naive_scores  # noqa: E402
 
 ALL = ["naive-fp32", "encoded-fp32", "encoded-bf16", "shared-fp32", "shared-bf16"]
-
-
-@torch.no_grad()
-def naive(model, prompts, token_ids, batch: int, pad_id: int) -> np.ndarray:
-    out = []
-    for i in range(0, len(prompts), batch):
-        chunk = prompts[i: i + batch]
-        L = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), L), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, p in enumerate(chunk):
-            ids[r, : len(p)] = torch.as_tensor(p)
-            mask[r, : len(p)] = 1
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        last = torch.as_tensor([len(p) - 1 for p in chunk])
-        sel = logits[torch.arange(len(chunk)), last][:, list(token_ids)].float()
-        out.append(torch.softmax(sel, -1).double().numpy())
-    return np.concatenate(out)
 
 
 def main(argv=None) -> int:
@@ -97,7 +82,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         if m == "naive-fp32":
             k = N if args.naive_limit in (0, None) else min(N, args.naive_limit)
-            s = naive(model, P.input_ids[:k], ids, args.naive_batch, pad)
+            s = naive_scores(model, P.input_ids[:k], ids, args.naive_batch, pad)
             sec = (time.perf_counter() - t0) * N / k
             done = k
         else:
