@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrec.pipeline import DEFAULT_AUGMENT  # noqa: E402
+from llmrec.pipeline import DEFAULT_AUGMENT, DEFAULT_TEMPLATE  # noqa: E402
 
 TALLREC_PUBLISHED = {  # AUC on the movie test set, from the paper's Table 2
     "TALLRec (LLaMA-7B)": {16: 0.6724, 64: 0.6748, 256: 0.7198},
@@ -36,7 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("results/tallrec.json"))
     p.add_argument("--base-model", default="smollm2-135m-instruct")
-    p.add_argument("--template", default="tallrec")
+    p.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"default {DEFAULT_TEMPLATE} (the best measured row "
+                   "of eval/levers.py); tallrec is TALLRec's own prompt")
     p.add_argument("--prompts", action="append", default=None, help="extra template folder")
     p.add_argument("--data", default=None, help="dataset folder (default: embedded ML-100K)")
     p.add_argument("--epochs", type=int, default=None,

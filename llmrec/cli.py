@@ -16,16 +16,19 @@ import numpy as np
 import typer
 
 from llmrec.model import DEFAULT_BASE_MODEL
-from llmrec.pipeline import DEFAULT_AUGMENT
+from llmrec.pipeline import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Few-shot LLM recommender: LoRA-tuned verbalizer scoring (TALLRec protocol).")
 
 DataOpt = typer.Option(None, "--data", help="Dataset folder (GroupLens raw, RecBole atomic or MovieLens CSV); "
                                             "default: the embedded MovieLens-100K.")
-TemplateOpt = typer.Option("tallrec", "--template", help="Template name (see prompts/) or path to a .jinja file.")
+TemplateOpt = typer.Option(DEFAULT_TEMPLATE, "--template", help="Template name (see prompts/) or path to a .jinja "
+                                                              "file.")
+DataTemplateOpt = typer.Option("tallrec", "--template", help="Template name or .jinja path (the default renders "
+                                                             "TALLRec's published JSON exactly).")
 ScoreTemplateOpt = typer.Option(None, "--template", help="Template name or .jinja path; default: the adapter's own "
-                                                         "template, or tallrec without an adapter.")
+                                                         f"template, or {DEFAULT_TEMPLATE} without an adapter.")
 PromptsOpt = typer.Option(None, "--prompts", help="Extra template folder(s), searched before the built-ins.")
 BaseOpt = typer.Option(DEFAULT_BASE_MODEL, "--base-model", help="Embedded model name, local folder or HF id.")
 
@@ -83,7 +86,7 @@ def data(
     split: str = typer.Option("test", help="Which TALLRec split: train, valid or test."),
     out: Path = typer.Option(..., "--out", help="Output file: .json (alpaca records) or a folder (datasets.Dataset)."),
     data: Optional[Path] = DataOpt,
-    template: str = TemplateOpt,
+    template: str = DataTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
     shots: int = typer.Option(0, help="If > 0 (train split), export only k samples drawn with --seed."),
     seed: int = typer.Option(0, help="Seed of the k-shot draw."),
@@ -224,7 +227,7 @@ def _scorer(adapter: Optional[Path], base_model: str, template: str, prompts, al
         model, tok, tpl, verb, _ = load_adapter(adapter, template=tpl,
                                                 allow_template_mismatch=allow_template_mismatch)
         return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb)
-    tpl = load_template(template or "tallrec", prompts)  # fail fast, before the model loads
+    tpl = load_template(template or DEFAULT_TEMPLATE, prompts)  # fail fast, before the model loads
     model, tok = load_base_model(base_model)
     return PointwiseScorer(model, tok, tpl, dtype=dtype)
 

@@ -23,10 +23,12 @@ from llmrec.scoring import encode_prompts, score_encoded
 
 __all__ = ["load_tallrec", "render_samples", "render_alpaca", "Prompts", "PointwiseScorer", "like_rate_scores",
            "like_rate_product",
-           "DEFAULT_AUGMENT", "TALLREC_EPOCHS", "epoch_budget"]
+           "DEFAULT_TEMPLATE", "DEFAULT_AUGMENT", "TALLREC_EPOCHS", "epoch_budget"]
 
 
-#: The shipped k-shot augmentation (the best measured row of ``eval/levers.py``; README "Accuracy levers").
+#: The shipped k-shot recipe: the best measured row of ``eval/levers.py`` (``last5+mirror``; README
+#: "Accuracy levers"): TALLRec's prompt on the 5 most recent history items, mirrored samples as augmentation.
+DEFAULT_TEMPLATE = "tallrec-last5"
 DEFAULT_AUGMENT = "mirror"
 #: Epochs of the un-augmented recipe (TALLRec-style, early stopping on validation AUC).
 TALLREC_EPOCHS = 10

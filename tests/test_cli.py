@@ -228,7 +228,8 @@ def test_eval_and_score_report_lm_times_like_rate(tiny_model_dir, tmp_path, caps
 
     from llmrec.pipeline import load_tallrec
 
-    main(["eval", "--base-model", str(tiny_model_dir), "--limit", "30", "--out", str(tmp_path / "e.json")])
+    main(["eval", "--base-model", str(tiny_model_dir), "--limit", "30", "--template", "tallrec",  # = the JSON's text
+          "--out", str(tmp_path / "e.json")])
     res = json.loads((tmp_path / "e.json").read_text())
     main(["score", "--base-model", str(tiny_model_dir), "--input", str(_test_json(tmp_path, 30)),
           "--out", str(tmp_path / "s.json")])
