@@ -66,6 +66,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
                     ["--augment", "permute,drop,mirror", "--epochs", "3"]),
     "last5+mirror": ("tallrec-last5 + mirror x1, 5 epochs",
                      ["--template", "tallrec-last5", "--augment", "mirror", "--epochs", "5"]),
+    "last5+mirror-e20": ("tallrec-last5 + mirror x1, 20 epochs (at 16 shots: the 80 steps of 64 shots)",
+                         ["--template", "tallrec-last5", "--augment", "mirror", "--epochs", "20"]),
     "rate+rotate": ("tallrec-rate + rotate x2, 3 epochs",
                     ["--template", "tallrec-rate", "--augment", "rotate", "--augment-copies", "2", "--epochs", "3"]),
 }

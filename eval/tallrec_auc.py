@@ -41,8 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--prompts", action="append", default=None, help="extra template folder")
     p.add_argument("--data", default=None, help="dataset folder (default: embedded ML-100K)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="maximum epochs (default: the optimizer steps of 10 un-augmented epochs, "
-                        "llmrec.pipeline.epoch_budget; 5 with mirror)")
+                   help="maximum epochs (default: per k, the optimizer steps of 10 un-augmented epochs, at least "
+                        "80 steps: llmrec.pipeline.epoch_budget; mirror: 20 at 16 shots, 5 at 64 and 256)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-scheduler", default="cosine", help="schedule after warm-up (transformers name)")
     p.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of the steps of linear warm-up")
@@ -88,8 +88,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    if args.epochs is None:  # recorded in the JSON config as the number actually used
-        args.epochs = epoch_budget(parse_augmentations(args.augment), args.augment_copies)
+    augment = parse_augmentations(args.augment)
     dtype = args.dtype
     if dtype == "auto":
         dtype = "bfloat16" if (torch.cuda.is_available() or cpu_has_bf16()) else "float32"
@@ -124,7 +123,8 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             t0 = time.perf_counter()
             model, tok = load_base_model(args.base_model)
-            settings = TrainSettings(output_dir=str(work / f"k{k}-s{seed}"), epochs=args.epochs,
+            epochs = args.epochs or epoch_budget(augment, args.augment_copies, shots=k, batch_size=args.batch_size)
+            settings = TrainSettings(output_dir=str(work / f"k{k}-s{seed}"), epochs=epochs,
                                      learning_rate=args.lr, batch_size=args.batch_size, seed=seed,
                                      loss_on=args.loss_on, patience=args.patience, precision=args.precision,
                                      lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio)

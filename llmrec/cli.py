@@ -131,8 +131,8 @@ def train(
     data: Optional[Path] = DataOpt,
     train_json: Optional[Path] = typer.Option(None, help="Train on these alpaca records instead of k-shot samples."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (early stopping on validation AUC). Default: the "
-                                         "optimizer steps of 10 un-augmented epochs (5 with --augment mirror, 10 "
-                                         "with --augment none)."),
+                                         "optimizer steps of 10 un-augmented epochs, at least 80 steps (64 shots: "
+                                         "5 with --augment mirror, 10 with none; 16 shots + mirror: 20)."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
     lr_scheduler: str = typer.Option("cosine", help="Learning-rate schedule after warm-up (transformers name: "
                                                     "cosine, linear, constant, ...)."),
@@ -175,12 +175,13 @@ def train(
         raise CliError(f"--augment {augment!r}: {e}") from None
     if augment_names and train_json is not None:
         raise CliError("--augment works on k-shot samples; it cannot be combined with --train-json")
-    if epochs is None:
-        from llmrec.pipeline import epoch_budget
-
-        epochs = epoch_budget(augment_names, augment_copies)
     tpl = load_template(template, prompts)
     try:  # settings are checked here, before the data and the model load
+        if epochs is None:
+            from llmrec.pipeline import epoch_budget
+
+            epochs = epoch_budget(augment_names, augment_copies, shots=shots if train_json is None else None,
+                                  batch_size=batch_size)
         settings = TrainSettings(output_dir=str(out.with_name(out.name + ".work")), epochs=epochs, learning_rate=lr,
                                  batch_size=batch_size, seed=seed, loss_on=loss_on, patience=patience,
                                  precision=precision, lr_scheduler=lr_scheduler, warmup_ratio=warmup_ratio)

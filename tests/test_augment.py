@@ -86,8 +86,16 @@ def test_epoch_budget_keeps_the_unaugmented_step_count():
     assert epoch_budget(["rotate"], copies=2) == 3       # 3k samples: 10/3 = 3.33 -> 3
     assert epoch_budget(["permute", "drop", "mirror"]) == 3  # 4k samples: 2.5 rounds half up -> 3
     assert epoch_budget(["mirror"], epochs=1) == 1       # never below one epoch
-    with pytest.raises(ValueError, match="copies 0"):
+    # with k given, at least 80 steps of batch 8: 16 shots + mirror = 32 prompts = 4 steps/epoch -> 20 epochs
+    assert epoch_budget(["mirror"], shots=16) == 20
+    assert epoch_budget(["mirror"], shots=64) == 5       # 128 prompts = 16 steps/epoch: 5 epochs = 80 steps
+    assert epoch_budget(["mirror"], shots=256) == 5      # step floor already met
+    assert epoch_budget([], shots=12, batch_size=5) == 27  # ceil(12/5) = 3 steps/epoch, ceil(80/3) = 27
+    assert epoch_budget([], shots=16, min_steps=0) == 10
+    with pytest.raises(ValueError, match="copies 0: must be >= 1"):
         epoch_budget(["mirror"], copies=0)
+    with pytest.raises(ValueError, match="shots 0: must be >= 1"):
+        epoch_budget(["mirror"], shots=0)
 
 
 def test_like_rate_product_hand_worked():
