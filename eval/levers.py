@@ -62,8 +62,6 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "permute": ("augment: permute history x1, 5 epochs", ["--augment", "permute", "--epochs", "5"]),
     "drop": ("augment: drop 1-3 history items x1, 5 epochs", ["--augment", "drop", "--epochs", "5"]),
     "mirror": ("augment: mirror likes and label x1, 5 epochs", ["--augment", "mirror", "--epochs", "5"]),
-    "augment-all": ("augment: permute + drop + mirror x1 each, 3 epochs",
-                    ["--augment", "permute,drop,mirror", "--epochs", "3"]),
     "last5+mirror": ("tallrec-last5 + mirror x1, 5 epochs",
                      ["--template", "tallrec-last5", "--augment", "mirror", "--epochs", "5"]),
     "last5+mirror-e20": ("tallrec-last5 + mirror x1, 20 epochs (at 16 shots: the 80 steps of 64 shots)",
