@@ -53,8 +53,6 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "constant-lr": ("schedule: constant learning rate after warm-up (baseline: cosine decay)",
                     ["--lr-scheduler", "constant"]),
     "epochs5": ("epoch budget halved: at most 5 epochs (40 steps)", ["--epochs", "5"]),
-    "epochs20": ("epoch budget doubled: at most 20 epochs (160 steps), early stopping as always",
-                 ["--epochs", "20"]),
     "loss-prompt": ("loss on the whole prompt, not just the answer", ["--loss-on", "prompt"]),
     "gemma": ("base model Gemma 3 270M (opt-in: Gemma terms of use)", ["--base-model", "gemma3-270m"]),
     "rotate": ("augment: rotate x2 (a history item becomes the target), 3 epochs",

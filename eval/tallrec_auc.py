@@ -123,13 +123,14 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             t0 = time.perf_counter()
             model, tok = load_base_model(args.base_model)
-            epochs = args.epochs or epoch_budget(augment, args.augment_copies, shots=k, batch_size=args.batch_size)
+            epochs = args.epochs if args.epochs is not None else epoch_budget(
+                augment, args.augment_copies, shots=k, batch_size=args.batch_size)
             settings = TrainSettings(output_dir=str(work / f"k{k}-s{seed}"), epochs=epochs,
                                      learning_rate=args.lr, batch_size=args.batch_size, seed=seed,
                                      loss_on=args.loss_on, patience=args.patience, precision=args.precision,
                                      lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio)
             run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=k, seed=seed, settings=settings,
-                              lora=lora, val_size=args.val_size, dtype=dtype, augment=args.augment,
+                              lora=lora, val_size=args.val_size, dtype=dtype, augment=augment,
                               augment_copies=args.augment_copies)
             if hasattr(run.scorer.model, "merge_and_unload"):
                 run.scorer.model = run.scorer.model.merge_and_unload()

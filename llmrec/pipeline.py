@@ -51,9 +51,8 @@ def epoch_budget(augment: Sequence[str], copies: int = 1, epochs: int = TALLREC_
     Raises:
         ValueError: ``copies``, ``epochs``, ``shots`` or ``batch_size`` below 1 (names it), ``min_steps < 0``.
     """
-    for name, v in (("copies", copies), ("epochs", epochs), ("batch_size", batch_size)) + (
-            (("shots", shots),) if shots is not None else ()):
-        if v < 1:
+    for name, v in {"copies": copies, "epochs": epochs, "batch_size": batch_size, "shots": shots}.items():
+        if v is not None and v < 1:
             raise ValueError(f"{name} {v}: must be >= 1")
     if min_steps < 0:
         raise ValueError(f"min_steps {min_steps}: must be >= 0")
