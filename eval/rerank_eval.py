@@ -7,7 +7,8 @@
 Protocol (LlamaRec, Yue et al. 2023): k-core filter (5), leave-one-out (last item = test, second-to-last
 = validation, rest = training). A SASRec retriever (Kang & McAuley 2018; early-stopped on validation
 NDCG@10, searched through a FAISS flat inner-product index, seen items excluded) gives each user its
-top-``--candidates`` (20) candidates; rerankers reorder them. Metrics (NDCG@5/10, Recall@5/10, MRR@10,
+top-``--candidates`` (20) candidates (``--retriever fusion``, the default: SASRec x item transitions,
+:class:`llmrec.retrieval.Fusion`, weight tuned on validation); rerankers reorder them. Metrics (NDCG@5/10, Recall@5/10, MRR@10,
 plus Recall@20 = the candidates' recall) over *all* evaluated users, a user whose true item was not
 retrieved scoring 0, and over the subset where it was retrieved.
 
@@ -42,7 +43,7 @@ from llmrec.data import load_dataset  # noqa: E402
 from llmrec.metrics import ndcg_at_k, ranking_metrics, recall_at_k  # noqa: E402
 from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, loo_from_recdata, pointwise_pairs,  # noqa: E402
                            rank_by, training_lists, tune_alpha, blend_scores)
-from llmrec.retrieval import Popularity, SASRec, VectorIndex  # noqa: E402
+from llmrec.retrieval import Fusion, Popularity, SASRec, VectorIndex, load_retriever  # noqa: E402
 
 KEYS = ["NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "MRR@10", "Recall@20"]
 
@@ -68,7 +69,9 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", type=int, default=20)
     p.add_argument("--users", type=int, default=0, help="evaluate a random subset of N test users (0 = all)")
     p.add_argument("--val-users", type=int, default=200, help="validation users for the blend weight")
-    p.add_argument("--train-users", type=int, default=400, help="users giving training lists")
+    p.add_argument("--train-users", type=int, default=400, help="users giving training lists (0 = all)")
+    p.add_argument("--positions", type=int, default=1,
+                   help="training lists per user: the last N training items are each a target once")
     p.add_argument("--methods", default="listwise", help="comma list: listwise, pointwise")
     p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot LM rows")
     p.add_argument("--history", type=int, default=10, help="history titles in the prompt")
@@ -79,7 +82,9 @@ def main(argv=None) -> int:
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--base-model", default="smollm2-135m-instruct")
     p.add_argument("--dtype", default="bfloat16", help="scoring autocast dtype")
-    p.add_argument("--retriever-dir", type=Path, default=None, help="load SASRec from here if saved, else fit+save")
+    p.add_argument("--retriever", choices=["fusion", "sasrec"], default="fusion",
+                   help="candidate retriever: SASRec x transitions (default) or SASRec alone")
+    p.add_argument("--retriever-dir", type=Path, default=None, help="load the retriever from here if saved, else fit+save")
     p.add_argument("--sasrec-epochs", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads for the LM (0 = default)")
@@ -113,19 +118,23 @@ def main(argv=None) -> int:
     # --- retriever --------------------------------------------------------------------------------
     t = time.time()
     if a.retriever_dir is not None and (a.retriever_dir / "config.json").is_file():
-        sas = SASRec.load(a.retriever_dir)
+        sas = load_retriever(a.retriever_dir)
         if sas.n_items != split.n_items:
             p.error(f"--retriever-dir {a.retriever_dir}: {sas.n_items} items, data has {split.n_items}")
-        print(f"retriever: loaded {a.retriever_dir}", flush=True)
+        print(f"retriever: loaded {type(sas).__name__} from {a.retriever_dir}", flush=True)
     else:
         _, vh, vt = split.valid_inputs()
-        sas = SASRec(epochs=a.sasrec_epochs, lr=3e-3, dropout=0.2, n_blocks=2, seed=a.seed, threads=1)
-        sas.fit(split.train, split.n_items, vh, vt, log=lambda s: print("  sasrec", s, flush=True))
+        sas = SASRec(epochs=a.sasrec_epochs, seed=a.seed)
+        sas = Fusion(sas) if a.retriever == "fusion" else sas
+        sas.fit(split.train, split.n_items, vh, vt, log=lambda s: print("  retriever", s, flush=True))
         if a.retriever_dir is not None:
             sas.save(a.retriever_dir)
     index = VectorIndex("flat").build(sas.item_vectors())
     retrieve = lambda h, k: sas.query_index(h, k, index)  # noqa: E731
-    info = {"retriever_s": round(time.time() - t, 1), "index_device": index.device}
+    info = {"retriever_s": round(time.time() - t, 1), "index_device": index.device, "retriever": type(sas).__name__}
+    ret_desc = f"{'SASRec x transitions' if isinstance(sas, Fusion) else 'SASRec'} + FAISS"
+    ret_name = f"retriever ({ret_desc})"
+    info["retriever_row"] = ret_name
 
     rng = np.random.default_rng(a.seed)
     eval_users = split.eval_users()
@@ -145,7 +154,7 @@ def main(argv=None) -> int:
     results, timing = {}, {}
     pop = Popularity().fit(split.train, split.n_items)
     results["popularity"] = metrics(pop.query(t_hist, C)[0], t_tgt, t_ret)
-    results["retriever (SASRec+FAISS)"] = metrics(t_ids, t_tgt, t_ret)
+    results[ret_name] = metrics(t_ids, t_tgt, t_ret)
 
     # presentation order: a seeded random permutation per user (same for every LM row)
     def shuffled(ids_mat, seed):
@@ -165,8 +174,8 @@ def main(argv=None) -> int:
 
     model, tok = load_base_model(a.base_model)
     train_ex = training_lists(split, lambda h, k: retrieve(h, k)[0], C,
-                              users=np.random.default_rng(a.seed + 3).permutation(split.n_users)[: a.train_users],
-                              seed=a.seed)
+                              users=np.random.default_rng(a.seed + 3).permutation(split.n_users)[: a.train_users or None],
+                              seed=a.seed, positions=a.positions)
     pos = np.array([e.target_pos for e in train_ex])
     info["train_lists"] = len(train_ex)
     info["train_target_positions"] = np.bincount(pos, minlength=C).tolist()
@@ -202,19 +211,19 @@ def main(argv=None) -> int:
         results[f"tuned {method}"] = metrics(rank_by(t_ids, s), t_tgt, t_ret)
         results[f"tuned {method} + retriever (alpha={alpha:.2f})"] = metrics(
             rank_by(t_ids, blend_scores(t_sc, s, alpha)), t_tgt, t_ret)
-        np.savez(a.out / f"scores-{method}.npz", users=test_users, ids=t_ids, retriever=t_sc, lm=s)
+        np.savez(a.out / f"scores-{method}.npz", users=test_users, ids=t_ids, retriever=t_sc, lm=s, targets=t_tgt)
         save_adapter(scorer.model, a.out / f"adapter-{method}", base_model=a.base_model, template=scorer.template,
                      verbalizer=scorer.verbalizer,
                      protocol={"task": f"rerank-{method}", "data": str(data_path), "kcore": a.kcore,
                                "n_candidates": C, "max_history": a.history, "blend_alpha": alpha,
-                               "train_users": a.train_users, "seed": a.seed},
+                               "train_users": a.train_users, "positions": a.positions, "seed": a.seed},
                      metrics={"test_ndcg10": results[f"tuned {method}"]["all"]["NDCG@10"]},
                      train=info[f"train {method}"])
 
     # --- report -----------------------------------------------------------------------------------
-    ref = results["retriever (SASRec+FAISS)"]["all"]["NDCG@10"]
+    ref = results[ret_name]["all"]["NDCG@10"]
     lines = [f"{rec.format} {a.kcore}-core leave-one-out, test users {len(test_users)} of {len(eval_users)}, "
-             f"{split.n_items} items, top-{C} SASRec+FAISS candidates (true item retrieved for "
+             f"{split.n_items} items, top-{C} {ret_desc} candidates (true item retrieved for "
              f"{t_ret.mean():.3f}), seed {a.seed}, history {a.history} titles, {a.train_users} training users, "
              f"base {a.base_model}", "",
              "| model | " + " | ".join(KEYS) + " | NDCG@10 vs retriever | NDCG@10 (retrieved subset) |",

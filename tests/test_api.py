@@ -159,6 +159,22 @@ def test_recommender_with_reranker_save_load_threads(recommender, reranker, tmp_
         assert list(ex.map(lambda u: rec.recommend_user(u, 5), users)) == seq
 
 
+def test_recommender_retriever_choice(recommender, toy_dir, tmp_path):
+    from llmrec.api import Recommender
+    from llmrec.retrieval import Fusion, SASRec
+
+    assert isinstance(recommender.retriever, Fusion)                      # the default
+    recommender.save(tmp_path / "fused")
+    assert isinstance(Recommender.load(tmp_path / "fused").retriever, Fusion)
+    sas = Recommender.build(toy_dir, kcore=2, epochs=2, hidden=16, max_len=12, batch_size=32, retriever="sasrec")
+    assert type(sas.retriever) is SASRec
+    sas.save(tmp_path / "sas")
+    h = sas.history_of("1")
+    assert Recommender.load(tmp_path / "sas").recommend(h, 5) == sas.recommend(h, 5)
+    with pytest.raises(ValueError, match="retriever must be 'fusion' or 'sasrec', got 'ease'"):
+        Recommender.build(toy_dir, kcore=2, retriever="ease")
+
+
 def test_recommender_bad_input(recommender):
     h = recommender.history_of("3")
     with pytest.raises(ValueError, match="larger than the catalogue"):

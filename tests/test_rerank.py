@@ -108,6 +108,22 @@ def test_training_lists_hard_negatives_shuffled():
     assert [e.target_pos for e in again] == pos.tolist()           # seeded
 
 
+def test_training_lists_positions_walk_back_through_training_part():
+    s = _toy_split(30)
+    ex = training_lists(s, _fake_retrieve(s.n_items), 10, seed=0, positions=3)
+    # train lengths are 6..11 with min_history 3, so every user gives exactly 3 lists
+    assert len(ex) == 3 * s.n_users
+    for i, e in enumerate(ex):
+        back = i % 3 + 1
+        tr = s.train[e.user]
+        assert e.user == i // 3
+        assert e.candidates[e.target_pos] == tr[-back] and np.array_equal(e.history, tr[:-back])
+    short = LOOSplit(train=[np.arange(5, dtype=np.int64)], valid=np.full(1, -1), test=np.full(1, -1), n_items=40)
+    assert [len(e.history) for e in training_lists(short, _fake_retrieve(40), 10, positions=9)] == [4, 3]
+    with pytest.raises(ValueError, match="positions must be >= 1, got 0"):
+        training_lists(s, _fake_retrieve(s.n_items), 10, positions=0)
+
+
 def test_pointwise_pairs_from_lists():
     s = _toy_split(20)
     ex = training_lists(s, _fake_retrieve(s.n_items), 10, seed=1)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from llmrec.retrieval import (
-    EASE, SASRec, Popularity, Transitions, VectorIndex, embed_texts, kcore_filter, leave_one_out,
+    EASE, Fusion, SASRec, load_retriever, Popularity, Transitions, VectorIndex, embed_texts, kcore_filter, leave_one_out,
     topk_excluding_seen,
 )
 
@@ -179,6 +179,87 @@ def test_sasrec_seeded_reproducible():
     a = SASRec(hidden=16, n_blocks=1, max_len=8, epochs=3, seed=1).fit(seqs, 8, log=None)
     b = SASRec(hidden=16, n_blocks=1, max_len=8, epochs=3, seed=1).fit(seqs, 8, log=None)
     np.testing.assert_array_equal(a.item_vectors(), b.item_vectors())
+
+
+# ---------------------------------------------------------------- Fusion (SASRec x transitions)
+def _two_step_sequences(n=80, n_items=15, seed=0):
+    """Mostly i -> i+1, sometimes i -> i+2: both experts have something to learn."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        s = [int(rng.integers(0, n_items))]
+        for _ in range(int(rng.integers(5, 12))):
+            s.append((s[-1] + (1 if rng.random() < 0.8 else 2)) % n_items)
+        out.append(np.asarray(s, np.int64))
+    return out
+
+
+def _tiny_fusion(weight=0.5):
+    return Fusion(SASRec(hidden=16, n_blocks=1, max_len=8, dropout=0.0, lr=5e-3, epochs=4, batch_size=32, seed=0),
+                  Transitions(max_gap=2, gap_decay=0.5, n_last=2, hist_decay=0.5, row_norm=1.0), weight=weight,
+                  eps=1e-3, pool=6)
+
+
+def test_fusion_score_matches_hand_computed_product_of_experts():
+    seqs = _two_step_sequences()
+    f = _tiny_fusion().fit(seqs, 15, log=None)
+    hist = [np.array([3, 4, 5]), np.array([14]), np.array([0, 2, 3, 4])]
+    # reference in float64 from the two experts' own scores
+    s = f.sasrec.score(hist).astype(np.float64)
+    logp_sas = s - np.log(np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True)) - s.max(1, keepdims=True)
+    t = f.transitions.score(hist).astype(np.float64)
+    ref = logp_sas + 0.5 * np.log(t / t.sum(1, keepdims=True) + 1e-3)
+    np.testing.assert_allclose(f.score(hist), ref, rtol=1e-5, atol=1e-5)
+    # the FAISS path (pool of SASRec candidates re-scored) gives the dense top-k when the pool is the catalogue
+    ix = VectorIndex("flat", use_gpu=False).build(f.item_vectors())
+    f.pool = 15
+    ids, sc = f.query_index(hist, 4, ix)
+    np.testing.assert_array_equal(ids, f.query(hist, 4)[0])
+    assert not set(ids[0].tolist()) & {3, 4, 5}
+    # its scores differ from score() only by SASRec's per-user softmax constant
+    diff = sc - np.take_along_axis(f.score(hist), ids, 1)
+    np.testing.assert_allclose(diff - diff[:, :1], 0, atol=1e-4)
+
+
+def test_fusion_weight_tuned_on_validation_and_saved(tmp_path):
+    seqs = _two_step_sequences()
+    vh = [s[:-1] for s in _two_step_sequences(40, seed=1)]
+    vt = np.array([s[-1] for s in _two_step_sequences(40, seed=1)])
+    f = _tiny_fusion().fit(seqs, 15, vh, vt, log=None, grid=(0.0, 0.5, 2.0))
+    assert set(f.weight_curve) == {0.0, 0.5, 2.0}
+    assert f.weight_curve[f.weight] == max(f.weight_curve.values())
+    from llmrec.metrics import ndcg_at_k
+    f0 = Fusion(f.sasrec, f.transitions, weight=0.0, eps=1e-3)
+    f0.n_items = 15
+    assert f.weight_curve[0.0] == pytest.approx(ndcg_at_k(f0.query(vh, 10)[0], vt, 10))  # weight 0 = SASRec alone
+    f.save(tmp_path / "fusion")
+    g = Fusion.load(tmp_path / "fusion")
+    assert (g.weight, g.eps, g.pool, g.weight_curve) == (f.weight, f.eps, f.pool, f.weight_curve)
+    np.testing.assert_allclose(g.score(vh[:5]), f.score(vh[:5]), atol=1e-6)
+    with pytest.raises(ValueError, match="not 'SASRec'"):
+        SASRec.load(tmp_path / "fusion")
+
+
+def test_load_retriever_dispatches_on_saved_class(tmp_path):
+    seqs = _two_step_sequences()
+    tr = Transitions().fit(seqs, 15)
+    tr.save(tmp_path / "tr")
+    got = load_retriever(tmp_path / "tr")
+    assert type(got) is Transitions and np.array_equal(got.W, tr.W)
+    (tmp_path / "tr" / "config.json").write_text('{"class": "Pickled"}')
+    with pytest.raises(ValueError, match="unknown class 'Pickled'"):
+        load_retriever(tmp_path / "tr")
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        load_retriever(tmp_path / "nothing")
+
+
+def test_fusion_bad_arguments():
+    for kw, msg in ((dict(weight=-1), "weight must be >= 0, got -1"), (dict(eps=0), "eps must be > 0, got 0"),
+                    (dict(pool=0), "pool must be >= 1, got 0")):
+        with pytest.raises(ValueError, match=msg):
+            Fusion(**kw)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Fusion().score([np.array([1])])
 
 
 # ---------------------------------------------------------------- text embeddings

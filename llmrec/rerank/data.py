@@ -90,7 +90,8 @@ class ListExample:
 
 
 def training_lists(split: LOOSplit, retrieve: Callable[[list[np.ndarray], int], np.ndarray], n_candidates: int = 20,
-                   users: Sequence[int] | None = None, seed: int = 0, min_history: int = 3) -> list[ListExample]:
+                   users: Sequence[int] | None = None, seed: int = 0, min_history: int = 3,
+                   positions: int = 1) -> list[ListExample]:
     """Listwise training examples with the retriever's hard negatives, shuffled.
 
     Args:
@@ -98,20 +99,34 @@ def training_lists(split: LOOSplit, retrieve: Callable[[list[np.ndarray], int], 
         retrieve: ``retrieve(histories, k) -> int64 (n, k)`` item indices, seen items excluded
             (e.g. ``lambda h, k: sasrec.query_index(h, k, index)[0]``).
         n_candidates: candidates per list (20 in LlamaRec).
-        users: user indices to draw from (default: all users); users whose training part is shorter
-            than ``min_history + 1`` are skipped.
+        users: user indices to draw from (default: all users).
         seed: seeds the shuffles.
+        min_history: a list needs at least this many history items before its target.
+        positions: lists per user: the last ``positions`` training items are each a target once, with
+            the items before it as the history (1 = LlamaRec's one list per user; more lists give the
+            reranker more training signal from the same users without touching validation/test items).
 
     Returns:
-        list of :class:`ListExample`, each with the true item (last training item) inside the candidates
-        at a uniformly random position.
+        list of :class:`ListExample` (user-major, most recent target first), each with the true item
+        inside the candidates at a uniformly random position.
+
+    Raises:
+        ValueError: ``positions`` < 1.
     """
+    if positions < 1:
+        raise ValueError(f"positions must be >= 1, got {positions}")
     rng = np.random.default_rng(seed)
-    us = [int(u) for u in (range(split.n_users) if users is None else users) if len(split.train[u]) > min_history]
+    us, hists, tgts = [], [], []
+    for u in (range(split.n_users) if users is None else users):
+        tr = split.train[int(u)]
+        for back in range(1, positions + 1):
+            if len(tr) - back < max(min_history, 1):
+                break
+            us.append(int(u))
+            hists.append(tr[:-back])
+            tgts.append(int(tr[-back]))
     if not us:
         return []
-    hists = [split.train[u][:-1] for u in us]
-    tgts = [int(split.train[u][-1]) for u in us]
     cands = retrieve(hists, n_candidates)
     out = []
     for u, h, t, c in zip(us, hists, tgts, cands):

@@ -6,20 +6,22 @@ Modules, one job each:
 * :mod:`.base`      - the ``Retriever`` contract: fit / score / query / save / load (safetensors + json)
 * :mod:`.baselines` - ``Popularity``, ``Transitions``, ``EASE``
 * :mod:`.sasrec`    - ``SASRec`` sequential retriever (plain torch)
+* :mod:`.fusion`    - ``Fusion``: SASRec x transitions product of experts (the default retriever)
 * :mod:`.index`     - ``VectorIndex``: FAISS flat / IVF / HNSW, GPU probe, seen-item exclusion
 * :mod:`.text`      - ``embed_texts``: LM mean-pooled item text embeddings (cold start)
 """
 
 from ._checks import check_histories, topk_excluding_seen
-from .base import Retriever
+from .base import Retriever, load_retriever
 from .baselines import EASE, Popularity, Transitions
+from .fusion import Fusion
 from .index import VectorIndex, gpu_available
 from .sasrec import SASRec, SASRecConfig
 from .split import LOOSplit, encode_ids, kcore_filter, leave_one_out, load_loo, read_atomic_inter
 from .text import embed_texts
 
 __all__ = [
-    "Retriever", "Popularity", "Transitions", "EASE", "SASRec", "SASRecConfig", "VectorIndex", "gpu_available",
+    "Retriever", "load_retriever", "Popularity", "Transitions", "EASE", "SASRec", "SASRecConfig", "Fusion", "VectorIndex", "gpu_available",
     "LOOSplit", "leave_one_out", "kcore_filter", "encode_ids", "load_loo", "read_atomic_inter", "embed_texts",
     "check_histories", "topk_excluding_seen",
 ]

@@ -56,7 +56,7 @@ class SASRecConfig:
     n_heads: int = 1
     max_len: int = 50
     dropout: float = 0.2
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     batch_size: int = 128
     epochs: int = 200
