@@ -62,6 +62,11 @@ def test_listwise_render_errors(tiny_model, tiny_tokenizer):
         sc.render(["a"], ["x"] * 21)
     with pytest.raises(ValueError, match="needs 'listwise'"):
         ListwiseScorer(tiny_model, tiny_tokenizer, "rerank-pointwise")
+    with pytest.raises(ValueError, match="template rerank-listwise: task 'listwise', pointwise reranking needs"):
+        PointwiseRerankScorer(tiny_model, tiny_tokenizer, "rerank-listwise")
+    for cls in (ListwiseScorer, PointwiseRerankScorer):
+        with pytest.raises(ValueError, match="max_history must be >= 1, got 0"):
+            cls(tiny_model, tiny_tokenizer, max_history=0)
 
 
 def test_listwise_training_example_targets_letter(tiny_model, tiny_tokenizer):

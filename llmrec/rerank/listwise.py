@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from llmrec.prompts import Template, load_template
-from llmrec.rerank.lm import add_special_tokens_for, answer_logits, single_token_verbalizer
+from llmrec.prompts import Template
+from llmrec.rerank.lm import add_special_tokens_for, answer_logits, resolve_template, single_token_verbalizer
 
 __all__ = ["ListwiseScorer", "listwise_training_example", "DEFAULT_LISTWISE_TEMPLATE"]
 
@@ -57,12 +57,7 @@ class ListwiseScorer:
 
     def __init__(self, model: Any, tokenizer: Any, template: Template | str | None = None, *, max_history: int = 10,
                  dtype: str = "float32", batch_tokens: int = 8192) -> None:
-        template = load_template(template or DEFAULT_LISTWISE_TEMPLATE) if not isinstance(template, Template) \
-            else template
-        if template.task != "listwise":
-            raise ValueError(f"template {template.name}: task {template.task!r}, ListwiseScorer needs 'listwise'")
-        if max_history < 1:
-            raise ValueError(f"max_history must be >= 1, got {max_history}")
+        template = resolve_template(template, DEFAULT_LISTWISE_TEMPLATE, "listwise", max_history, "ListwiseScorer")
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.max_history, self.dtype, self.batch_tokens = int(max_history), dtype, int(batch_tokens)
         self.letters = list(template.verbalizer)

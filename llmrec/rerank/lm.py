@@ -12,7 +12,7 @@ from typing import Any
 from llmrec.model import Verbalizer, verbalizer_for
 from llmrec.scoring import answer_logits  # re-exported: the rerankers' raw letter/word logits
 
-__all__ = ["answer_logits", "single_token_verbalizer", "add_special_tokens_for"]
+__all__ = ["answer_logits", "single_token_verbalizer", "add_special_tokens_for", "resolve_template"]
 
 
 def add_special_tokens_for(template: Any) -> bool:
@@ -38,3 +38,20 @@ def single_token_verbalizer(template: Any, tokenizer: Any, example_prompt: str) 
     return verb
 
 
+
+
+def resolve_template(template: Any, default: str, task: str, max_history: int, who: str) -> Any:
+    """The rerankers' shared constructor checks: load ``template`` (a Template, a name/path, or None for
+    ``default``), require ``template.task == task`` and ``max_history >= 1``.
+
+    Raises:
+        ValueError: wrong task (names the template and ``who``), or ``max_history`` < 1.
+    """
+    from llmrec.prompts import Template, load_template
+
+    template = template if isinstance(template, Template) else load_template(template or default)
+    if template.task != task:
+        raise ValueError(f"template {template.name}: task {template.task!r}, {who} needs {task!r}")
+    if max_history < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    return template

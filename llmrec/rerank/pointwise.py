@@ -18,8 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from llmrec.model import Verbalizer, verbalizer_for
-from llmrec.prompts import Template, load_template
-from llmrec.rerank.lm import add_special_tokens_for
+from llmrec.prompts import Template
+from llmrec.rerank.lm import add_special_tokens_for, resolve_template
 from llmrec.scoring import score_encoded
 
 __all__ = ["PointwiseRerankScorer", "DEFAULT_POINTWISE_TEMPLATE", "prefix_scoring_available"]
@@ -54,12 +54,8 @@ class PointwiseRerankScorer:
 
     def __init__(self, model: Any, tokenizer: Any, template: Template | str | None = None, *, max_history: int = 10,
                  dtype: str = "float32", use_prefix: bool = True, batch_tokens: int = 8192) -> None:
-        template = load_template(template or DEFAULT_POINTWISE_TEMPLATE) if not isinstance(template, Template) \
-            else template
-        if template.task != "pointwise":
-            raise ValueError(f"template {template.name}: task {template.task!r}, pointwise reranking needs 'pointwise'")
-        if max_history < 1:
-            raise ValueError(f"max_history must be >= 1, got {max_history}")
+        template = resolve_template(template, DEFAULT_POINTWISE_TEMPLATE, "pointwise", max_history,
+                                    "pointwise reranking")
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.max_history, self.dtype, self.batch_tokens = int(max_history), dtype, int(batch_tokens)
         self.use_prefix = bool(use_prefix) and prefix_scoring_available()
