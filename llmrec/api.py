@@ -1,11 +1,12 @@
 """Public Python API: rerank candidates with a (LoRA-tuned) LM, or recommend end to end
-(SASRec + FAISS retrieval, then LM reranking).
+(SASRec x transitions retrieval through FAISS, then LM reranking).
 
 * :class:`Reranker` - ``Reranker.from_pretrained(adapter_dir).rerank(history, candidates, top_k)``
   (listwise letters, LlamaRec: Yue et al. 2023; or pointwise Yes/No, TALLRec: Bao et al. 2023).
 * :class:`Recommender` - ``Recommender.load(index_dir, adapter_dir).recommend(history, k)``: SASRec
-  (Kang & McAuley 2018) user vector -> FAISS top-``n_candidates`` unseen items -> reranked (optionally
-  blended with the retriever score) -> top ``k``.
+  (Kang & McAuley 2018) user vector -> FAISS pool of unseen items -> ordered by SASRec x item transitions
+  (:class:`llmrec.retrieval.Fusion`) -> top-``n_candidates`` reranked by the LM (optionally blended with
+  the retriever score) -> top ``k``.
 * :class:`RankedItem` - one result: ``item_id``, ``title``, ``score``, ``rank`` (1-based).
 
 Items are given by id (``"50"`` or ``50``) or by exact title (``"Star Wars (1977)"``, case-insensitive;
