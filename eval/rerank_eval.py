@@ -1,7 +1,7 @@
 """Retrieve-then-rerank evaluation (LlamaRec protocol) on a leave-one-out split.
 
     python eval/rerank_eval.py --out runs/rerank                         # ML-100K, all 943 test users
-    python eval/rerank_eval.py --users 100 --train-users 200 --out runs/rerank-quick   # quick run
+    python eval/rerank_eval.py --users 100 --train-users 200 --positions 1 --out runs/rerank-quick   # quick run
     python eval/rerank_eval.py --data ~/ml-latest-small --methods listwise,pointwise
 
 Protocol (LlamaRec, Yue et al. 2023): k-core filter (5), leave-one-out (last item = test, second-to-last
@@ -16,9 +16,10 @@ Rows, same run, same users: popularity (top-20 of the full catalogue), retriever
 rerank (listwise and/or pointwise), tuned rerank (LoRA), tuned rerank blended with the retriever score
 (weight tuned on ``--val-users`` validation users by NDCG@10).
 
-Training data (no validation/test leakage): for ``--train-users`` users, target = last training item,
-history = the training items before it, candidates = the retriever's own top-20 for that history (hard
-negatives; the target replaces the 20th if missed), shuffled. Listwise: answer = the target's letter.
+Training data (no validation/test leakage): for ``--train-users`` users (default all) and each of the
+last ``--positions`` (2) training items: target = that item, history = the training items before it,
+candidates = the retriever's own top-20 for that history (hard negatives; the target replaces the 20th
+if missed), shuffled. Listwise: answer = the target's letter.
 Pointwise: target = Yes, ``--negatives`` hard negatives of the same list = No. Candidates are shown in a
 seeded random order at evaluation too (no position cue from the retriever).
 
@@ -69,8 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", type=int, default=20)
     p.add_argument("--users", type=int, default=0, help="evaluate a random subset of N test users (0 = all)")
     p.add_argument("--val-users", type=int, default=200, help="validation users for the blend weight")
-    p.add_argument("--train-users", type=int, default=400, help="users giving training lists (0 = all)")
-    p.add_argument("--positions", type=int, default=1,
+    p.add_argument("--train-users", type=int, default=0, help="users giving training lists (0 = all)")
+    p.add_argument("--positions", type=int, default=2,
                    help="training lists per user: the last N training items are each a target once")
     p.add_argument("--methods", default="listwise", help="comma list: listwise, pointwise")
     p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot LM rows")
