@@ -51,6 +51,7 @@ import numpy as np
 __all__ = ["RankedItem", "Reranker", "Recommender", "ItemLookup"]
 
 INDEX_FORMAT = "llmrec-index/1"
+COLD_NORM_SCALE = 0.75  # cold-start vector norm / trained items' median norm (best on ML-100K validation)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,30 @@ class RankedItem:
     title: str
     score: float
     rank: int
+
+
+def _cold_item_vectors(catalog: Any, warm_ids: list[str], warm_vecs: np.ndarray, base_model: str | None,
+                       norm_scale: float) -> tuple[np.ndarray, list[str], dict]:
+    """Vectors for the catalogue items outside ``warm_ids`` (see :meth:`Recommender.build`).
+
+    Returns ``(float32 (m, d), their ids, manifest info)``; m may be 0.
+    """
+    from llmrec.model import DEFAULT_BASE_MODEL, load_base_model
+    from llmrec.retrieval import embed_texts
+    from llmrec.retrieval.coldstart import TextToCF, item_features, item_text
+
+    known = set(warm_ids)
+    cold_ids = [str(i) for i in catalog.frame.index if str(i) not in known]
+    info = {"cold_start": True, "n_cold": len(cold_ids)}
+    if not cold_ids:
+        return np.zeros((0, warm_vecs.shape[1]), np.float32), [], info
+    model, tok = load_base_model(base_model or DEFAULT_BASE_MODEL)
+    ids = list(warm_ids) + cold_ids
+    F = item_features(catalog, ids, embed_texts([item_text(catalog, i) for i in ids], model, tok))
+    mapper = TextToCF().fit(F[: len(warm_ids)], warm_vecs)
+    norm = norm_scale * float(np.median(np.linalg.norm(warm_vecs, axis=1)))
+    info.update(cold_text_model=base_model or DEFAULT_BASE_MODEL, cold_ridge_l2=mapper.l2, cold_norm=norm)
+    return mapper.predict(F[len(warm_ids):], norm), cold_ids, info
 
 
 def _as_catalog(catalog: Any):
@@ -303,6 +328,11 @@ class Recommender:
             recorded value, else 1 (LM order only).
         user_histories: optional ``{user_id: [item ids, oldest first]}`` for :meth:`recommend_user`.
 
+    ``item_ids`` (and the index) may hold more items than the retriever was fitted on: the extra rows are
+    cold-start items (no interactions; vectors predicted from their text, :meth:`build` with
+    ``cold_start=True``). They can be recommended; in a history they are skipped by the retriever (which
+    has no embedding for them) but still never recommended again.
+
     Raises:
         ValueError: inconsistent sizes, n_candidates < 1, alpha outside [0, 1].
     """
@@ -312,9 +342,11 @@ class Recommender:
                  user_histories: dict[str, list[str]] | None = None) -> None:
         self.retriever, self.index, self.reranker = retriever, index, reranker
         self.item_ids = np.asarray([str(x) for x in item_ids])
-        if retriever.n_items != len(self.item_ids) or index.ntotal != len(self.item_ids):
+        if index.ntotal != len(self.item_ids) or not 0 < retriever.n_items <= len(self.item_ids):
             raise ValueError(f"retriever ({retriever.n_items}), index ({index.ntotal}) and item_ids "
                              f"({len(self.item_ids)}) disagree on the number of items")
+        # items [0, n_warm) are the retriever's; the rest are cold-start rows (text-mapped vectors)
+        self.n_warm = int(retriever.n_items)
         if n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
         if reranker is not None and reranker.max_candidates is not None:
@@ -338,7 +370,9 @@ class Recommender:
     # --- persistence ----------------------------------------------------------------------------
     @classmethod
     def build(cls, data: Any = None, *, kcore: int = 5, epochs: int = 200, seed: int = 0,
-              index_kind: str = "auto", retriever: str = "fusion", log=None, **sasrec_overrides) -> "Recommender":
+              index_kind: str = "auto", retriever: str = "fusion", cold_start: bool = False,
+              base_model: str | None = None, cold_norm_scale: float = COLD_NORM_SCALE, log=None,
+              **sasrec_overrides) -> "Recommender":
         """Fit the retriever on a dataset's leave-one-out training part and build the FAISS index.
 
         ``retriever="fusion"`` (default): :class:`llmrec.retrieval.Fusion`, SASRec (early stopping on
@@ -346,8 +380,15 @@ class Recommender:
         SASRec alone (for catalogues too large for the dense transition matrix). ``data``: path or
         RecData (default embedded ML-100K). No reranker.
 
+        ``cold_start=True``: catalogue items left out of the training data (no interactions, or dropped by
+        the k-core filter) are indexed too, with vectors predicted from their text by
+        :class:`llmrec.retrieval.coldstart.TextToCF` (``base_model``'s text embedding of "title (year) |
+        genres" plus genre/year columns, ridge-fitted on the trained items), rescaled to
+        ``cold_norm_scale`` x the trained items' median norm (0.75: the best on ML-100K validation,
+        README "Cold-start items").
+
         Raises:
-            ValueError: unknown ``retriever``; data errors from the readers.
+            ValueError: unknown ``retriever``, cold_norm_scale <= 0; data errors from the readers.
         """
         from llmrec.data import load_dataset
         from llmrec.rerank.data import loo_from_recdata
@@ -355,6 +396,8 @@ class Recommender:
 
         if retriever not in ("fusion", "sasrec"):
             raise ValueError(f"retriever must be 'fusion' or 'sasrec', got {retriever!r}")
+        if not cold_norm_scale > 0:
+            raise ValueError(f"cold_norm_scale must be > 0, got {cold_norm_scale}")
         if data is None:
             from llmrec import assets
 
@@ -366,10 +409,15 @@ class Recommender:
         if retriever == "fusion":
             sas = Fusion(sas)
         sas.fit(d.split.train, d.split.n_items, vh if len(vh) else None, vt if len(vt) else None, log=log)
-        index = VectorIndex(index_kind).build(sas.item_vectors())
+        vectors, item_ids, cold_info = sas.item_vectors(), [str(i) for i in d.item_ids], {}
+        if cold_start:
+            cold_vecs, cold_ids, cold_info = _cold_item_vectors(rec.catalog, item_ids, vectors, base_model,
+                                                                cold_norm_scale)
+            vectors, item_ids = np.concatenate([vectors, cold_vecs]), item_ids + cold_ids
+        index = VectorIndex(index_kind).build(vectors)
         hist = {str(u): [str(d.item_ids[j]) for j in h] for u, h in zip(d.user_ids, d.full)}
-        self = cls(sas, index, d.item_ids, rec.catalog, None, user_histories=hist)
-        self._source = {"data": str(getattr(rec, "path", "") or data), "kcore": kcore}
+        self = cls(sas, index, item_ids, rec.catalog, None, user_histories=hist)
+        self._source = {"data": str(getattr(rec, "path", "") or data), "kcore": kcore, **cold_info}
         return self
 
     def save(self, directory: str | Path) -> Path:
@@ -423,7 +471,7 @@ class Recommender:
             hist = {u: [item_ids[j] for j in flat[off[i]: off[i + 1]]] for i, u in enumerate(man.get("user_ids", []))}
         self = cls(sas, index, item_ids, catalog if reranker is None else (catalog or reranker.lookup.catalog),
                    reranker, user_histories=hist, **kw)
-        self._source = {k: man[k] for k in ("data", "kcore") if k in man}
+        self._source = {k: man[k] for k in ("data", "kcore", "n_cold", "cold_start") if k in man}
         return self
 
     # --- recommending ---------------------------------------------------------------------------
@@ -480,8 +528,18 @@ class Recommender:
             hist_idx.append(np.asarray([self.index_of[i] for i in ids], np.int64))
         kk = min(max(int(k), self.n_candidates if self.reranker is not None else int(k)),
                  min(self.n_items - len(set(h)) for h in hist_ids))
+        warm = [h[h < self.n_warm] for h in hist_idx]
+        for h, w in zip(histories, warm):
+            if w.size == 0:
+                raise ValueError(f"history {list(h)[:5]}: only cold-start items (no interactions), the retriever "
+                                 "needs at least one item it was trained on")
+        n_cold_seen = max(len(set(h.tolist())) - len(set(w.tolist())) for h, w in zip(hist_idx, warm))
         with self._lock:
-            idx, sc = self.retriever.query_index(hist_idx, kk, self.index)
+            idx, sc = self.retriever.query_index(warm, min(kk + n_cold_seen, self.n_items), self.index)
+        if n_cold_seen:  # cold items of a history are not in the retriever's exclusion: drop them here
+            keep = [~np.isin(row, h) for row, h in zip(idx, hist_idx)]
+            idx = np.stack([row[m][:kk] for row, m in zip(idx, keep)])
+            sc = np.stack([row[m][:kk] for row, m in zip(sc, keep)])
         rows = [[self.item_ids[j] for j in row if j >= 0] for row in idx]
         results: list[list[RankedItem]] = []
         if self.reranker is None:

@@ -43,6 +43,10 @@ def index(
     kind: str = typer.Option("auto", help="FAISS index: auto (flat up to 50k items, else IVF), flat, ivf, hnsw."),
     retriever: str = typer.Option("fusion", help="fusion: SASRec x item transitions (weight tuned on validation; "
                                                  "dense item x item matrix, up to ~20k items); sasrec: SASRec alone."),
+    cold_start: bool = typer.Option(False, "--cold-start", help="Also index catalogue items without interactions, "
+                                    "with vectors predicted from their text (title, year, genres) by the base LM."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="LM for --cold-start text embeddings "
+                                             "(default: the embedded SmolLM2-135M-Instruct)."),
     seed: int = typer.Option(0, help="Seed of SASRec's initialisation and data order."),
 ):
     """Fit the retriever (SASRec x transitions by default) on the leave-one-out training part and save it
@@ -58,7 +62,7 @@ def index(
     bar, log = _progress_log(epochs)
     try:
         rec = Recommender.build(data, kcore=kcore, epochs=epochs, seed=seed, index_kind=kind, retriever=retriever,
-                               log=log)
+                               cold_start=cold_start, base_model=base_model, log=log)
     finally:
         bar.close()
     rec.save(out)
@@ -68,6 +72,8 @@ def index(
     if curve:
         w = rec.retriever.weight
         msg += f"; x transitions (weight {w}) {curve[w]:.4f}"
+    if rec.n_items > rec.n_warm:
+        msg += f"; {rec.n_items - rec.n_warm} cold-start items from their text"
     typer.echo(f"indexed {rec.n_items} items ({rec.index.built_kind}, {rec.index.device}) for "
                f"{len(rec.user_histories)} users into {out}" + msg)
 

@@ -175,6 +175,45 @@ def test_recommender_retriever_choice(recommender, toy_dir, tmp_path):
         Recommender.build(toy_dir, kcore=2, retriever="ease")
 
 
+def test_recommender_cold_start_items(tmp_path, tiny_model_dir, capsys):
+    """Catalogue items nobody rated get text-predicted vectors, can be recommended, are excluded once seen."""
+    from llmrec.api import Recommender
+
+    d = tmp_path / "toy-cold"
+    d.mkdir()
+    g = np.random.default_rng(0)
+    lines = ["userId,movieId,rating,timestamp"]
+    for u in range(1, 41):                        # items 0..29 are rated; 30..34 are in movies.csv only
+        s, n = int(g.integers(N_ITEMS)), int(g.integers(8, 13))
+        lines += [f"{u},{(s + t) % N_ITEMS},4.0,{1000 + 10 * t}" for t in range(n)]
+    (d / "ratings.csv").write_text("\n".join(lines) + "\n")
+    (d / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{i},Film {i} ({1960 + i}),{'Drama' if i % 2 else 'Comedy'}\n" for i in range(N_ITEMS + 5)))
+    kw = dict(kcore=2, epochs=2, hidden=16, max_len=12, batch_size=32, base_model=str(tiny_model_dir))
+    warm = Recommender.build(d, **kw)
+    assert warm.n_items == warm.n_warm == N_ITEMS                       # off by default
+    rec = Recommender.build(d, cold_start=True, cold_norm_scale=50.0, **kw)  # huge norm: cold items win
+    cold = {str(i) for i in range(N_ITEMS, N_ITEMS + 5)}
+    assert rec.n_warm == N_ITEMS and rec.n_items == N_ITEMS + 5 and set(rec.item_ids[N_ITEMS:]) == cold
+    assert rec._source["n_cold"] == 5 and rec._source["cold_norm"] > 0
+    h = rec.history_of("1")
+    top = [r.item_id for r in rec.recommend(h, k=5)]
+    assert set(top) == cold                                              # retrievable (and here dominant)
+    top = [r.item_id for r in rec.recommend(h + ["31", "33"], k=5)]      # seen cold items are excluded
+    assert not {"31", "33"} & set(top) and len(top) == 5 and {"30", "32", "34"} <= set(top)
+    with pytest.raises(ValueError, match="only cold-start items"):
+        rec.recommend(["31", "Film 32 (1992)"], 3)
+    rec.save(tmp_path / "idx")
+    back = Recommender.load(tmp_path / "idx")
+    assert back.n_items == N_ITEMS + 5 and back.n_warm == N_ITEMS
+    assert back.recommend(h + ["31"], 4) == rec.recommend(h + ["31"], 4)
+    with pytest.raises(ValueError, match="cold_norm_scale must be > 0, got 0"):
+        Recommender.build(d, cold_start=True, cold_norm_scale=0, **kw)
+    code, out, err = _cli(capsys, "index", "--data", str(d), "--out", str(tmp_path / "cli"), "--kcore", "2",
+                          "--epochs", "2", "--cold-start", "--base-model", str(tiny_model_dir))
+    assert code == 0 and "indexed 35 items" in out and "5 cold-start items from their text" in out, err
+
+
 def test_recommender_bad_input(recommender):
     h = recommender.history_of("3")
     with pytest.raises(ValueError, match="larger than the catalogue"):

@@ -161,7 +161,9 @@ class Fusion(Retriever):
 
     def query_index(self, histories, k: int, index, exclude_seen: bool = True):
         """Top-k through a :class:`~llmrec.retrieval.index.VectorIndex` over :meth:`item_vectors`:
-        FAISS proposes ``max(pool, k)`` items by SASRec inner product, the fused score orders them.
+        FAISS proposes ``max(pool, k)`` items by SASRec inner product, the fused score orders them. Index
+        rows beyond ``n_items`` (cold-start items, :mod:`llmrec.retrieval.coldstart`) get the
+        transitions term of an item with no known succession, ``weight * log(eps)``.
 
         Returns:
             ``(ids int64 (n, k), scores float32 (n, k))`` best first; -1 / -inf pad short rows.
@@ -170,10 +172,13 @@ class Fusion(Retriever):
             ValueError: k out of range, empty history, unknown item index.
         """
         hs = check_histories(histories, self._require_fitted())
-        k = check_k(k, self.n_items)
-        pool = min(max(self.pool, k), self.n_items)
+        total = max(self.n_items, index.ntotal)
+        k = check_k(k, total)
+        pool = min(max(self.pool, k), total)
         ids, sas = index.search(self.user_vectors(hs), pool, exclude=hs if exclude_seen else None)
         tr = self._transition_logp(hs)
+        if total > self.n_items:  # cold-start rows after the trained items: no known successions
+            tr = np.concatenate([tr, np.full((len(hs), total - self.n_items), np.log(self.eps))], axis=1)
         valid = ids >= 0
         fused = np.where(valid, sas.astype(np.float64) + self.weight * np.take_along_axis(tr, np.maximum(ids, 0), 1),
                          -np.inf)
