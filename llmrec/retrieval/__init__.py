@@ -9,6 +9,7 @@ Modules, one job each:
 * :mod:`.fusion`    - ``Fusion``: SASRec x transitions product of experts (the default retriever)
 * :mod:`.index`     - ``VectorIndex``: FAISS flat / IVF / HNSW, GPU probe, seen-item exclusion
 * :mod:`.text`      - ``embed_texts``: LM mean-pooled item text embeddings (cold start)
+* :mod:`.coldstart` - ``TextToCF``: item text/metadata -> collaborative vectors for items without interactions
 """
 
 from ._checks import check_histories, topk_excluding_seen
