@@ -370,14 +370,15 @@ class Recommender:
     # --- persistence ----------------------------------------------------------------------------
     @classmethod
     def build(cls, data: Any = None, *, kcore: int = 5, epochs: int = 200, seed: int = 0,
-              index_kind: str = "auto", retriever: str = "fusion", cold_start: bool = False,
+              index_kind: str = "auto", retriever: str = "auto", cold_start: bool = False,
               base_model: str | None = None, cold_norm_scale: float = COLD_NORM_SCALE, log=None,
               **sasrec_overrides) -> "Recommender":
         """Fit the retriever on a dataset's leave-one-out training part and build the FAISS index.
 
-        ``retriever="fusion"`` (default): :class:`llmrec.retrieval.Fusion`, SASRec (early stopping on
-        validation NDCG@10) times item transitions, weight tuned on validation NDCG@10; ``"sasrec"``:
-        SASRec alone (for catalogues too large for the dense transition matrix). ``data``: path or
+        ``retriever="fusion"``: :class:`llmrec.retrieval.Fusion`, SASRec (early stopping on validation
+        NDCG@10) times item transitions, weight tuned on validation NDCG@10; ``"sasrec"``: SASRec alone;
+        ``"auto"`` (default): fusion up to ``llmrec.retrieval.fusion.MAX_ITEMS`` (20k) items, beyond that
+        SASRec alone (the dense transition matrix would not fit). ``data``: path or
         RecData (default embedded ML-100K). No reranker.
 
         ``cold_start=True``: catalogue items left out of the training data (no interactions, or dropped by
@@ -394,8 +395,8 @@ class Recommender:
         from llmrec.rerank.data import loo_from_recdata
         from llmrec.retrieval import Fusion, SASRec, VectorIndex
 
-        if retriever not in ("fusion", "sasrec"):
-            raise ValueError(f"retriever must be 'fusion' or 'sasrec', got {retriever!r}")
+        if retriever not in ("auto", "fusion", "sasrec"):
+            raise ValueError(f"retriever must be 'auto', 'fusion' or 'sasrec', got {retriever!r}")
         if not cold_norm_scale > 0:
             raise ValueError(f"cold_norm_scale must be > 0, got {cold_norm_scale}")
         if data is None:
@@ -406,6 +407,10 @@ class Recommender:
         d = loo_from_recdata(rec, kcore)
         _, vh, vt = d.split.valid_inputs()
         sas = SASRec(**{"epochs": epochs, "seed": seed, **sasrec_overrides})
+        if retriever == "auto":
+            from llmrec.retrieval.fusion import MAX_ITEMS
+
+            retriever = "fusion" if d.split.n_items <= MAX_ITEMS else "sasrec"
         if retriever == "fusion":
             sas = Fusion(sas)
         sas.fit(d.split.train, d.split.n_items, vh if len(vh) else None, vt if len(vt) else None, log=log)

@@ -41,8 +41,9 @@ def index(
     kcore: int = typer.Option(5, help="Drop users and items with fewer interactions (k-core)."),
     epochs: int = typer.Option(200, help="Maximum SASRec epochs (early stopping on validation NDCG@10)."),
     kind: str = typer.Option("auto", help="FAISS index: auto (flat up to 50k items, else IVF), flat, ivf, hnsw."),
-    retriever: str = typer.Option("fusion", help="fusion: SASRec x item transitions (weight tuned on validation; "
-                                                 "dense item x item matrix, up to ~20k items); sasrec: SASRec alone."),
+    retriever: str = typer.Option("auto", help="fusion: SASRec x item transitions (weight tuned on validation; "
+                                               "dense item x item matrix, up to 20k items); sasrec: SASRec alone; "
+                                               "auto: fusion up to 20k items, else sasrec."),
     cold_start: bool = typer.Option(False, "--cold-start", help="Also index catalogue items without interactions, "
                                     "with vectors predicted from their text (title, year, genres) by the base LM."),
     base_model: Optional[str] = typer.Option(None, "--base-model", help="LM for --cold-start text embeddings "
@@ -57,8 +58,8 @@ def index(
         raise ValueError(f"--epochs {epochs}: must be >= 1")
     if kind not in ("auto", "flat", "ivf", "hnsw"):
         raise ValueError(f"--kind {kind!r}: expected auto, flat, ivf or hnsw")
-    if retriever not in ("fusion", "sasrec"):
-        raise ValueError(f"--retriever {retriever!r}: expected fusion or sasrec")
+    if retriever not in ("auto", "fusion", "sasrec"):
+        raise ValueError(f"--retriever {retriever!r}: expected auto, fusion or sasrec")
     bar, log = _progress_log(epochs)
     try:
         rec = Recommender.build(data, kcore=kcore, epochs=epochs, seed=seed, index_kind=kind, retriever=retriever,

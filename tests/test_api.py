@@ -159,6 +159,16 @@ def test_recommender_with_reranker_save_load_threads(recommender, reranker, tmp_
         assert list(ex.map(lambda u: rec.recommend_user(u, 5), users)) == seq
 
 
+def test_recommender_auto_retriever_falls_back_to_sasrec_on_large_catalogues(toy_dir, monkeypatch):
+    import llmrec.retrieval.fusion as fusion
+    from llmrec.api import Recommender
+    from llmrec.retrieval import SASRec
+
+    monkeypatch.setattr(fusion, "MAX_ITEMS", N_ITEMS - 1)               # the toy catalogue is now "large"
+    rec = Recommender.build(toy_dir, kcore=2, epochs=1, hidden=16, max_len=12, batch_size=32)
+    assert type(rec.retriever) is SASRec
+
+
 def test_recommender_retriever_choice(recommender, toy_dir, tmp_path):
     from llmrec.api import Recommender
     from llmrec.retrieval import Fusion, SASRec
@@ -171,7 +181,7 @@ def test_recommender_retriever_choice(recommender, toy_dir, tmp_path):
     sas.save(tmp_path / "sas")
     h = sas.history_of("1")
     assert Recommender.load(tmp_path / "sas").recommend(h, 5) == sas.recommend(h, 5)
-    with pytest.raises(ValueError, match="retriever must be 'fusion' or 'sasrec', got 'ease'"):
+    with pytest.raises(ValueError, match="retriever must be 'auto', 'fusion' or 'sasrec', got 'ease'"):
         Recommender.build(toy_dir, kcore=2, retriever="ease")
 
 

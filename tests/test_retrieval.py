@@ -260,6 +260,8 @@ def test_fusion_bad_arguments():
             Fusion(**kw)
     with pytest.raises(RuntimeError, match="not fitted"):
         Fusion().score([np.array([1])])
+    with pytest.raises(ValueError, match="n_items=20001: Fusion keeps a dense"):
+        Fusion().fit([np.array([0, 1])], 20_001)
 
 
 # ---------------------------------------------------------------- text embeddings

@@ -28,9 +28,10 @@ from .base import Retriever
 from .baselines import Transitions
 from .sasrec import SASRec
 
-__all__ = ["Fusion", "WEIGHT_GRID"]
+__all__ = ["Fusion", "WEIGHT_GRID", "MAX_ITEMS"]
 
 WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+MAX_ITEMS = 20_000  # the dense transition matrix: 20k x 20k float64 while fitting = 3.2 GB
 
 
 def _log_softmax(s: np.ndarray) -> np.ndarray:
@@ -86,10 +87,14 @@ class Fusion(Retriever):
         ``weight`` is the grid value with the best validation NDCG@10 (ties -> the smaller weight).
 
         Raises:
-            ValueError: bad sequences (from the experts), negative grid values.
+            ValueError: bad sequences (from the experts), negative grid values, n_items > MAX_ITEMS.
         """
         if any(w < 0 for w in grid):
             raise ValueError(f"grid must be non-empty with values >= 0, got {list(grid)}")
+        if n_items > MAX_ITEMS:
+            raise ValueError(f"n_items={n_items}: Fusion keeps a dense items x items transition matrix "
+                             f"({8 * n_items ** 2 / 2 ** 30:.1f} GiB while fitting); above {MAX_ITEMS} items use "
+                             "SASRec alone (retriever='sasrec', llmrec index --retriever sasrec)")
         self.sasrec.fit(train_sequences, n_items, valid_histories, valid_targets, log=log)
         self.transitions.fit(train_sequences, n_items)
         self.n_items = int(n_items)
