@@ -33,7 +33,9 @@ __all__ = ["SASRecConfig", "SASRecNet", "SASRec"]
 
 @dataclass
 class SASRecConfig:
-    """Hyper-parameters (validated on construction).
+    """Hyper-parameters (validated on construction). Defaults chosen on ML-100K 5-core validation
+    NDCG@10 (README "Retrieval"): ``max_len`` 200 over 50 (0.1237 vs 0.1205; 3.4x the fit time),
+    ``lr`` 3e-3.
 
     Attributes:
         hidden: embedding / model width.
@@ -54,7 +56,7 @@ class SASRecConfig:
     hidden: int = 64
     n_blocks: int = 2
     n_heads: int = 1
-    max_len: int = 50
+    max_len: int = 200
     dropout: float = 0.2
     lr: float = 3e-3
     weight_decay: float = 0.0
