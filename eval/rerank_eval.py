@@ -14,7 +14,8 @@ retrieved scoring 0, and over the subset where it was retrieved.
 
 Rows, same run, same users: popularity (top-20 of the full catalogue), retriever only, zero-shot LM
 rerank (listwise and/or pointwise), tuned rerank (LoRA), tuned rerank blended with the retriever score
-(weight tuned on ``--val-users`` validation users by NDCG@10).
+(weight tuned on ``--val-users`` validation users, default all, by NDCG@10 with the one-standard-error
+rule, :func:`llmrec.rerank.blend.tune_alpha`).
 
 Training data (no validation/test leakage): for ``--train-users`` users (default all) and each of the
 last ``--positions`` (2) training items: target = that item, history = the training items before it,
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
     p.add_argument("--kcore", type=int, default=5)
     p.add_argument("--candidates", type=int, default=20)
     p.add_argument("--users", type=int, default=0, help="evaluate a random subset of N test users (0 = all)")
-    p.add_argument("--val-users", type=int, default=200, help="validation users for the blend weight")
+    p.add_argument("--val-users", type=int, default=0, help="validation users for the blend weight (0 = all)")
     p.add_argument("--train-users", type=int, default=0, help="users giving training lists (0 = all)")
     p.add_argument("--positions", type=int, default=2,
                    help="training lists per user: the last N training items are each a target once")
@@ -141,7 +142,8 @@ def main(argv=None) -> int:
     eval_users = split.eval_users()
     test_users = np.sort(rng.choice(eval_users, a.users, replace=False)) if 0 < a.users < len(eval_users) \
         else eval_users
-    val_users = np.sort(rng.choice(eval_users, min(a.val_users, len(eval_users)), replace=False))
+    val_users = np.sort(rng.choice(eval_users, a.val_users, replace=False)) if 0 < a.val_users < len(eval_users) \
+        else eval_users
     t_hist = [np.append(split.train[u], split.valid[u]) for u in test_users]
     t_tgt = split.test[test_users]
     v_hist = [split.train[u] for u in val_users]

@@ -11,7 +11,7 @@ import torch
 from llmrec.data import Catalog, Interactions, RecData
 from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, answer_logits, blend_scores, listwise_training_example,
                            loo_from_recdata, pointwise_pairs, prefix_scoring_available, rank_by, training_lists,
-                           tune_alpha, zscore)
+                           one_se_choice, tune_alpha, zscore)
 from llmrec.retrieval import LOOSplit
 
 TITLES = ["Toy Story (1995)", "Heat (1995)", "Casino (1995)", "GoldenEye (1995)", "Yes, Madam (1985)",
@@ -170,14 +170,29 @@ def test_blend_extremes_and_tuning():
     lm = np.array([[0.0, 0, 1, 5], [5, 0, 0, 1]])
     assert rank_by(cands, blend_scores(ret, lm, 0.0)).tolist() == cands.tolist()
     assert rank_by(cands, blend_scores(ret, lm, 1.0))[:, 0].tolist() == [13, 20]
-    best, curve = tune_alpha(cands, ret, lm, np.array([13, 20]))
+    best, curve = tune_alpha(cands, ret, lm, np.array([13, 20]), rule="max")
     assert best > 0.5 and curve[best] == pytest.approx(1.0)
-    best0, _ = tune_alpha(cands, ret, lm, np.array([10, 20]))
+    best0, _ = tune_alpha(cands, ret, lm, np.array([10, 20]), rule="max")
     assert best0 == 0.0  # ties -> the smallest alpha (the retriever's order)
+    # two users are too few to trust the gain: one-SE keeps the retriever's order
+    assert tune_alpha(cands, ret, lm, np.array([13, 20]))[0] == 0.0
+    with pytest.raises(ValueError, match="rule must be 'one-se' or 'max', got 'best'"):
+        tune_alpha(cands, ret, lm, np.array([13, 20]), rule="best")
     z = zscore(np.array([[1.0, 1.0, 1.0], [1.0, 2.0, -np.inf]]))
     assert np.all(z[0] == 0) and z[1, 2] == -np.inf and z[1, 0] == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="alpha must be in"):
         blend_scores(ret, lm, 1.5)
+
+
+def test_one_se_choice_hand_worked():
+    per = {0.0: [0.2, 0.2, 0.2, 0.2], 0.5: [1.0, 0.5, 0.5, 0.9], 1.0: [0.5, 1.0, 0.5, 1.0]}
+    # best mean: alpha 1 (0.75). alpha 0.5 (0.725): paired differences (.5, -.5, 0, -.1), mean -0.025,
+    # sample std 0.4113, SE 0.2056 -> within one SE. alpha 0: differences (-.3, -.8, -.3, -.8), mean -0.55,
+    # SE 0.1443 -> not. So the rule picks 0.5 where the plain maximum picks 1.
+    assert one_se_choice(per) == 0.5
+    assert one_se_choice({0.0: [0.0, 1.0], 1.0: [0.0, 1.0]}) == 0.0          # equal -> the smaller alpha
+    with pytest.raises(ValueError, match="differ in length"):
+        one_se_choice({0.0: [1.0], 1.0: [1.0, 0.0]})
 
 
 # ---------------------------------------------------------------- tuning

@@ -14,7 +14,7 @@ Modules, one job each:
 The public entry points are :class:`llmrec.Reranker` and :class:`llmrec.Recommender` (:mod:`llmrec.api`).
 """
 
-from .blend import blend_scores, rank_by, tune_alpha, zscore
+from .blend import blend_scores, one_se_choice, rank_by, tune_alpha, zscore
 from .data import ListExample, LOOData, loo_from_recdata, pointwise_pairs, training_lists
 from .listwise import ListwiseScorer, listwise_training_example
 from .lm import answer_logits, single_token_verbalizer
@@ -23,5 +23,5 @@ from .pointwise import PointwiseRerankScorer, prefix_scoring_available
 __all__ = [
     "ListwiseScorer", "PointwiseRerankScorer", "listwise_training_example", "answer_logits",
     "single_token_verbalizer", "prefix_scoring_available", "LOOData", "loo_from_recdata", "ListExample",
-    "training_lists", "pointwise_pairs", "blend_scores", "rank_by", "tune_alpha", "zscore",
+    "training_lists", "pointwise_pairs", "blend_scores", "rank_by", "tune_alpha", "one_se_choice", "zscore",
 ]

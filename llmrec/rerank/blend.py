@@ -2,7 +2,8 @@
 
 ``blended = (1 - alpha) * z(retriever) + alpha * z(lm)``, where ``z`` standardises a user's candidate
 scores (mean 0, std 1; a constant row becomes 0). ``alpha = 0`` is the retriever's order, ``alpha = 1``
-the LM's. :func:`tune_alpha` picks alpha on a grid by validation NDCG@10 (ties -> smaller alpha).
+the LM's. :func:`tune_alpha` picks alpha on a grid by validation NDCG@10 with the one-standard-error
+rule (a blend is used only when it beats the smaller alphas by more than validation noise).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["zscore", "blend_scores", "rank_by", "tune_alpha", "ALPHA_GRID"]
+__all__ = ["zscore", "blend_scores", "rank_by", "tune_alpha", "one_se_choice", "ALPHA_GRID"]
 
 ALPHA_GRID = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
 
@@ -55,22 +56,60 @@ def rank_by(candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.take_along_axis(np.asarray(candidates), order, 1)
 
 
+def one_se_choice(per_user: dict[float, np.ndarray]) -> float:
+    """The smallest alpha whose mean per-user metric is within one standard error of the best alpha's,
+    the standard error being that of the per-user paired difference to the best (the one-standard-error
+    rule: Breiman et al. 1984; Hastie, Tibshirani & Friedman, ESL section 7.10). Smaller alpha = closer
+    to the retriever's order, the simpler model.
+
+    Args:
+        per_user: ``{alpha: float (n_users,) metric per validation user}``, same users for every alpha.
+
+    Raises:
+        ValueError: empty, or arrays of different lengths.
+    """
+    if not per_user:
+        raise ValueError("per_user is empty")
+    arrs = {float(a): np.asarray(v, np.float64) for a, v in per_user.items()}
+    if len({v.shape for v in arrs.values()}) != 1:
+        raise ValueError("per_user arrays differ in length")
+    means = {a: float(v.mean()) for a, v in arrs.items()}
+    best = max(means, key=lambda a: (means[a], -a))
+    n = arrs[best].size
+    for a in sorted(arrs):
+        d = arrs[a] - arrs[best]
+        se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+        if d.mean() >= -se - 1e-12:
+            return a
+    return best  # pragma: no cover - best itself always qualifies
+
+
 def tune_alpha(candidates: np.ndarray, retriever: np.ndarray, lm: np.ndarray, targets: np.ndarray,
-               grid: Sequence[float] = ALPHA_GRID) -> tuple[float, dict[float, float]]:
-    """Alpha maximising NDCG@10 of the blended order on validation lists.
+               grid: Sequence[float] = ALPHA_GRID, rule: str = "one-se") -> tuple[float, dict[float, float]]:
+    """Alpha for :func:`blend_scores` from validation lists, by NDCG@10 of the blended order.
 
     Args:
         candidates: int64 ``(n, C)`` candidate item ids (-1 pads).
         retriever, lm: float ``(n, C)`` scores aligned with ``candidates``.
         targets: int64 ``(n,)`` true items.
+        rule: ``"one-se"`` (default): :func:`one_se_choice` - on 943 ML-100K validation users an LM at
+            chance level gave a curve flat within noise, whose plain maximum (alpha 0.1, +0.0001) lost
+            1.9% NDCG@10 on test; ``"max"``: the best mean (ties -> the smaller alpha).
 
     Returns:
-        ``(best_alpha, {alpha: ndcg10})``.
+        ``(alpha, {alpha: mean validation NDCG@10})``.
+
+    Raises:
+        ValueError: unknown rule.
     """
     from llmrec.metrics import ndcg_at_k
 
+    if rule not in ("one-se", "max"):
+        raise ValueError(f"rule must be 'one-se' or 'max', got {rule!r}")
     k = min(10, np.asarray(candidates).shape[1])
-    curve = {float(a): float(ndcg_at_k(rank_by(candidates, blend_scores(retriever, lm, float(a))), targets, k))
-             for a in grid}
-    best = max(curve, key=lambda a: (curve[a], -a))
-    return best, curve
+    per = {float(a): ndcg_at_k(rank_by(candidates, blend_scores(retriever, lm, float(a))), targets, k, reduce=False)
+           for a in grid}
+    curve = {a: float(v.mean()) for a, v in per.items()}
+    if rule == "max":
+        return max(curve, key=lambda a: (curve[a], -a)), curve
+    return one_se_choice(per), curve
