@@ -51,7 +51,7 @@ import numpy as np
 __all__ = ["RankedItem", "Reranker", "Recommender", "ItemLookup"]
 
 INDEX_FORMAT = "llmrec-index/1"
-COLD_NORM_SCALE = 0.75  # cold-start vector norm / trained items' median norm (best on ML-100K validation)
+COLD_NORM_SCALE = 0.5  # cold-start vector norm / trained items' median norm (best on ML-100K validation)
 
 
 @dataclass(frozen=True)
@@ -385,7 +385,7 @@ class Recommender:
         the k-core filter) are indexed too, with vectors predicted from their text by
         :class:`llmrec.retrieval.coldstart.TextToCF` (``base_model``'s text embedding of "title (year) |
         genres" plus genre/year columns, ridge-fitted on the trained items), rescaled to
-        ``cold_norm_scale`` x the trained items' median norm (0.75: the best on ML-100K validation,
+        ``cold_norm_scale`` x the trained items' median norm (0.5: the best on ML-100K validation,
         README "Cold-start items").
 
         Raises:
