@@ -90,7 +90,7 @@ class Fusion(Retriever):
             ValueError: bad sequences (from the experts), negative grid values, n_items > MAX_ITEMS.
         """
         if any(w < 0 for w in grid):
-            raise ValueError(f"grid must be non-empty with values >= 0, got {list(grid)}")
+            raise ValueError(f"grid values must be >= 0, got {list(grid)}")
         if n_items > MAX_ITEMS:
             raise ValueError(f"n_items={n_items}: Fusion keeps a dense items x items transition matrix "
                              f"({8 * n_items ** 2 / 2 ** 30:.1f} GiB while fitting); above {MAX_ITEMS} items use "
