@@ -158,7 +158,8 @@ def test_rerank_eval_script_on_toy_data(tiny_model_dir, tmp_path):
     cmd = [sys.executable, str(REPO / "eval" / "rerank_eval.py"), "--data", str(d), "--kcore", "2",
            "--candidates", "10", "--val-users", "10", "--train-users", "0", "--positions", "2",
            "--methods", "listwise,pointwise", "--no-zero-shot", "--sasrec-epochs", "2", "--epochs", "1",
-           "--batch-size", "4", "--base-model", str(tiny_model_dir), "--dtype", "float32", "--out", str(out)]
+           "--batch-size", "4", "--base-model", str(tiny_model_dir), "--dtype", "float32", "--out", str(out),
+           "--retriever-dir", str(tmp_path / "retriever")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "metrics.json").read_text())
@@ -177,3 +178,14 @@ def test_rerank_eval_script_on_toy_data(tiny_model_dir, tmp_path):
             assert res["results"][name]["all"]["Recall@5"] == pytest.approx(rec5, abs=1e-9)
         assert 0.0 <= res["blend"][method]["alpha"] <= 1.0
     assert "| retriever (SASRec x transitions + FAISS) |" in r.stdout
+    # eval/rerank_blend.py re-tunes the blend weight of that run on all validation users
+    r = subprocess.run([sys.executable, str(REPO / "eval" / "rerank_blend.py"), "--run", str(out), "--retriever-dir",
+                        str(tmp_path / "retriever"), "--data", str(d), "--kcore", "2", "--dtype", "float32"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((out / "blend.json").read_text())
+    assert rep["validation_users"] == 30
+    assert rep["one-se"]["alpha"] <= rep["max"]["alpha"]
+    assert rep["max"]["valid_ndcg10"] == max(rep["max"]["valid_curve"].values())
+    if rep["one-se"]["alpha"] == 0.0:
+        assert rep["one-se"]["test"]["NDCG@10"] == pytest.approx(rep["test_retriever"]["NDCG@10"], abs=1e-12)
