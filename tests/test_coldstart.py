@@ -54,8 +54,10 @@ def test_text_to_cf_recovers_a_linear_map():
 def test_text_to_cf_errors():
     with pytest.raises(ValueError, match="l2_grid must be non-empty"):
         TextToCF(l2_grid=())
-    with pytest.raises(ValueError, match="values > 0"):
+    with pytest.raises(ValueError, match="finite values > 0"):
         TextToCF(l2_grid=(0.0,))
+    with pytest.raises(ValueError, match="finite values > 0"):
+        TextToCF(l2_grid=(float("inf"),))
     m = TextToCF()
     with pytest.raises(RuntimeError, match="not fitted"):
         m.predict(np.zeros((1, 3)))
@@ -68,5 +70,10 @@ def test_text_to_cf_errors():
     m.fit(np.random.default_rng(0).normal(size=(10, 4)), np.ones((10, 2)))
     with pytest.raises(ValueError, match="width 3, the map was fitted on 4"):
         m.predict(np.zeros((1, 3)))
-    with pytest.raises(ValueError, match="norm must be > 0, got 0"):
+    with pytest.raises(ValueError, match="norm must be finite and > 0, got 0"):
         m.predict(np.zeros((1, 4)), norm=0)
+    with pytest.raises(ValueError, match="norm must be finite and > 0, got inf"):
+        m.predict(np.zeros((1, 4)), norm=float("inf"))
+    assert m.predict(np.zeros((0, 4))).shape == (0, 2)
+    with pytest.raises(ValueError, match="got the string '12'"):
+        item_features(_catalog(), "12")

@@ -125,8 +125,17 @@ def test_training_lists_positions_walk_back_through_training_part():
         assert e.candidates[e.target_pos] == tr[-back] and np.array_equal(e.history, tr[:-back])
     short = LOOSplit(train=[np.arange(5, dtype=np.int64)], valid=np.full(1, -1), test=np.full(1, -1), n_items=40)
     assert [len(e.history) for e in training_lists(short, _fake_retrieve(40), 10, positions=9)] == [4, 3]
-    with pytest.raises(ValueError, match="positions must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="positions must be an integer >= 1, got 0"):
         training_lists(s, _fake_retrieve(s.n_items), 10, positions=0)
+    for kw, msg in ((dict(positions=2.5), "positions must be an integer >= 1, got 2.5"),
+                    (dict(n_candidates=0), "n_candidates must be an integer >= 2, got 0"),
+                    (dict(users=[-6]), "users contains index -6 outside 0..29")):
+        with pytest.raises(ValueError, match=msg):
+            training_lists(s, _fake_retrieve(s.n_items), **{"n_candidates": 10, **kw})
+    with pytest.raises(ValueError, match=r"must return an int array of shape \(30, k\)"):
+        training_lists(s, lambda h, k: _fake_retrieve(s.n_items)(h[:-1], k), 10)
+    with pytest.raises(ValueError, match="negatives must be >= 0, got -1"):
+        pointwise_pairs(training_lists(s, _fake_retrieve(s.n_items), 10), -1)
 
 
 def test_pointwise_pairs_from_lists():
@@ -193,6 +202,13 @@ def test_one_se_choice_hand_worked():
     assert one_se_choice({0.0: [0.0, 1.0], 1.0: [0.0, 1.0]}) == 0.0          # equal -> the smaller alpha
     with pytest.raises(ValueError, match="differ in length"):
         one_se_choice({0.0: [1.0], 1.0: [1.0, 0.0]})
+    with pytest.raises(ValueError, match="NaN or inf"):
+        one_se_choice({0.0: [np.nan, 0.2], 0.5: [0.5, 0.9]})
+    with pytest.raises(ValueError, match="no validation users"):
+        one_se_choice({0.0: [], 0.5: []})
+    # +inf stays the best after standardisation, -inf pads and NaN go to the bottom
+    z = zscore(np.array([np.inf, 1.0, 2.0, -np.inf, np.nan]))
+    assert z[0] == np.inf and z[3] == -np.inf and z[4] == -np.inf and z[1] == pytest.approx(-1.0)
 
 
 # ---------------------------------------------------------------- tuning

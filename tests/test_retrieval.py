@@ -254,7 +254,9 @@ def test_load_retriever_dispatches_on_saved_class(tmp_path):
 
 
 def test_fusion_bad_arguments():
-    for kw, msg in ((dict(weight=-1), "weight must be >= 0, got -1"), (dict(eps=0), "eps must be > 0, got 0"),
+    for kw, msg in ((dict(weight=-1), "weight must be finite and >= 0, got -1"),
+                    (dict(weight=float("nan")), "weight must be finite and >= 0, got nan"),
+                    (dict(eps=0), "eps must be finite and > 0, got 0"), (dict(eps=float("inf")), "got inf"),
                     (dict(pool=0), "pool must be >= 1, got 0")):
         with pytest.raises(ValueError, match=msg):
             Fusion(**kw)
@@ -262,6 +264,19 @@ def test_fusion_bad_arguments():
         Fusion().score([np.array([1])])
     with pytest.raises(ValueError, match="n_items=20001: Fusion keeps a dense"):
         Fusion().fit([np.array([0, 1])], 20_001)
+    seqs = _two_step_sequences()
+    with pytest.raises(ValueError, match="grid values must be finite and >= 0, got \\[nan\\]"):
+        _tiny_fusion().fit(seqs, 15, [seqs[0]], [1], log=None, grid=[float("nan")])
+    f = _tiny_fusion().fit(seqs, 15, log=None)
+    with pytest.raises(ValueError, match="valid_targets contains unknown item index 22"):
+        f.tune_weight([seqs[0]], [22], log=None)
+    with pytest.raises(ValueError, match="takes a SASRec and a Transitions, got Transitions and SASRec"):
+        Fusion.from_fitted(f.transitions, f.sasrec)
+    with pytest.raises(ValueError, match="the index holds 5 vectors but this retriever has 15 items"):
+        f.query_index([seqs[0]], 3, VectorIndex("flat", use_gpu=False).build(f.item_vectors()[:5]))
+    custom = VectorIndex("flat", use_gpu=False).build(f.item_vectors(), ids=np.arange(15) + 100)
+    with pytest.raises(ValueError, match="not custom ids"):
+        f.query_index([seqs[0]], 3, custom)
 
 
 # ---------------------------------------------------------------- text embeddings

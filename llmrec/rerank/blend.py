@@ -18,12 +18,13 @@ ALPHA_GRID = tuple(np.round(np.linspace(0.0, 1.0, 21), 2))
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
-    """Row-wise standardisation of a float array ``(n, C)`` (or ``(C,)``); -inf entries stay -inf."""
+    """Row-wise standardisation of a float array ``(n, C)`` (or ``(C,)``) over its finite entries; +inf
+    stays +inf, -inf (padding) stays -inf, NaN becomes -inf."""
     a = np.asarray(x, dtype=np.float64)
     one = a.ndim == 1
     a = np.atleast_2d(a).copy()
     fin = np.isfinite(a)
-    out = np.full_like(a, -np.inf)
+    out = np.where(a == np.inf, np.inf, -np.inf)  # +inf stays on top; -inf (pads) and NaN go to the bottom
     for i in range(a.shape[0]):
         v = a[i, fin[i]]
         if v.size:
@@ -70,9 +71,13 @@ def one_se_choice(per_user: dict[float, np.ndarray]) -> float:
     """
     if not per_user:
         raise ValueError("per_user is empty")
-    arrs = {float(a): np.asarray(v, np.float64) for a, v in per_user.items()}
+    arrs = {float(a): np.asarray(v, np.float64).reshape(-1) for a, v in per_user.items()}
     if len({v.shape for v in arrs.values()}) != 1:
         raise ValueError("per_user arrays differ in length")
+    if next(iter(arrs.values())).size == 0:
+        raise ValueError("per_user arrays are empty: no validation users")
+    if any(not np.isfinite(v).all() for v in arrs.values()):
+        raise ValueError("per_user contains NaN or inf")
     means = {a: float(v.mean()) for a, v in arrs.items()}
     best = max(means, key=lambda a: (means[a], -a))
     n = arrs[best].size
@@ -106,6 +111,10 @@ def tune_alpha(candidates: np.ndarray, retriever: np.ndarray, lm: np.ndarray, ta
 
     if rule not in ("one-se", "max"):
         raise ValueError(f"rule must be 'one-se' or 'max', got {rule!r}")
+    if len(grid) == 0:
+        raise ValueError("grid is empty")
+    if np.asarray(candidates).ndim != 2:
+        raise ValueError(f"candidates must be 2-D (users, candidates), got shape {np.asarray(candidates).shape}")
     k = min(10, np.asarray(candidates).shape[1])
     per = {float(a): ndcg_at_k(rank_by(candidates, blend_scores(retriever, lm, float(a))), targets, k, reduce=False)
            for a in grid}

@@ -113,8 +113,15 @@ def training_lists(split: LOOSplit, retrieve: Callable[[list[np.ndarray], int], 
     Raises:
         ValueError: ``positions`` < 1.
     """
-    if positions < 1:
-        raise ValueError(f"positions must be >= 1, got {positions}")
+    if isinstance(positions, bool) or int(positions) != positions or positions < 1:
+        raise ValueError(f"positions must be an integer >= 1, got {positions!r}")
+    if isinstance(n_candidates, bool) or int(n_candidates) != n_candidates or n_candidates < 2:
+        raise ValueError(f"n_candidates must be an integer >= 2, got {n_candidates!r}")
+    positions, n_candidates = int(positions), int(n_candidates)
+    if users is not None:
+        bad = [int(u) for u in users if not 0 <= int(u) < split.n_users]
+        if bad:
+            raise ValueError(f"users contains index {bad[0]} outside 0..{split.n_users - 1}")
     rng = np.random.default_rng(seed)
     us, hists, tgts = [], [], []
     for u in (range(split.n_users) if users is None else users):
@@ -127,7 +134,10 @@ def training_lists(split: LOOSplit, retrieve: Callable[[list[np.ndarray], int], 
             tgts.append(int(tr[-back]))
     if not us:
         return []
-    cands = retrieve(hists, n_candidates)
+    cands = np.asarray(retrieve(hists, n_candidates))
+    if cands.ndim != 2 or len(cands) != len(hists):
+        raise ValueError(f"retrieve(histories, k) must return an int array of shape ({len(hists)}, k), got shape "
+                         f"{cands.shape} (pass the ids only, e.g. lambda h, k: retriever.query(h, k)[0])")
     out = []
     for u, h, t, c in zip(us, hists, tgts, cands):
         c = [int(x) for x in c if x >= 0]
@@ -141,7 +151,12 @@ def training_lists(split: LOOSplit, retrieve: Callable[[list[np.ndarray], int], 
 def pointwise_pairs(examples: Sequence[ListExample], negatives: int = 3, seed: int = 0
                     ) -> list[tuple[np.ndarray, int, int]]:
     """TALLRec-style (history, candidate, label) triples from listwise examples: the true item (label 1)
-    and ``negatives`` hard negatives (label 0) drawn from the same retrieved list."""
+    and ``negatives`` hard negatives (label 0) drawn from the same retrieved list.
+
+    Raises:
+        ValueError: negatives < 0."""
+    if negatives < 0:
+        raise ValueError(f"negatives must be >= 0, got {negatives}")
     rng = np.random.default_rng(seed)
     out = []
     for ex in examples:

@@ -39,6 +39,8 @@ def item_features(catalog: Any, item_ids: Sequence[str], text_vecs: np.ndarray |
     Raises:
         KeyError: unknown item id. ValueError: ``text_vecs`` rows differ from ``item_ids``.
     """
+    if isinstance(item_ids, str):
+        raise ValueError(f"item_ids must be a sequence of ids, got the string {item_ids!r}")
     ids = [str(i) for i in item_ids]
     genres = sorted({g for i in ids for g in catalog.genres(i)})
     col = {g: j for j, g in enumerate(genres)}
@@ -75,8 +77,8 @@ class TextToCF:
     """
 
     def __init__(self, l2_grid: Sequence[float] = L2_GRID) -> None:
-        if len(l2_grid) == 0 or any(not a > 0 for a in l2_grid):
-            raise ValueError(f"l2_grid must be non-empty with values > 0, got {list(l2_grid)}")
+        if len(l2_grid) == 0 or any(not 0 < a < np.inf for a in l2_grid):
+            raise ValueError(f"l2_grid must be non-empty with finite values > 0, got {list(l2_grid)}")
         self.l2_grid = tuple(float(a) for a in l2_grid)
         self.model = None
 
@@ -121,12 +123,14 @@ class TextToCF:
         self._require_fitted()
         X = self._check(text_vecs, "text_vecs")
         width = self.model[-1].coef_.shape[1]
+        if X.shape[0] == 0 and X.shape[1] == width:
+            return np.zeros((0, self.model[-1].coef_.shape[0]), np.float32)
         if X.shape[1] != width:
             raise ValueError(f"text_vecs has width {X.shape[1]}, the map was fitted on {width}")
         Y = self.model.predict(X)
         if norm is not None:
-            if not norm > 0:
-                raise ValueError(f"norm must be > 0, got {norm}")
+            if not 0 < norm < np.inf:
+                raise ValueError(f"norm must be finite and > 0, got {norm}")
             Y = Y * (norm / np.maximum(np.linalg.norm(Y, axis=1, keepdims=True), 1e-12))
         return Y.astype(np.float32)
 

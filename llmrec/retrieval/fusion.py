@@ -59,10 +59,10 @@ class Fusion(Retriever):
 
     def __init__(self, sasrec: SASRec | None = None, transitions: Transitions | None = None, weight: float = 0.75,
                  eps: float = 1e-4, pool: int = 200) -> None:
-        if not weight >= 0:
-            raise ValueError(f"weight must be >= 0, got {weight}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+        if not 0 <= weight < np.inf:
+            raise ValueError(f"weight must be finite and >= 0, got {weight}")
+        if not 0 < eps < np.inf:
+            raise ValueError(f"eps must be finite and > 0, got {eps}")
         if int(pool) < 1:
             raise ValueError(f"pool must be >= 1, got {pool}")
         self.sasrec = sasrec if sasrec is not None else SASRec()
@@ -89,8 +89,8 @@ class Fusion(Retriever):
         Raises:
             ValueError: bad sequences (from the experts), negative grid values, n_items > MAX_ITEMS.
         """
-        if any(w < 0 for w in grid):
-            raise ValueError(f"grid values must be >= 0, got {list(grid)}")
+        if any(not 0 <= w < np.inf for w in grid):
+            raise ValueError(f"grid values must be finite and >= 0, got {list(grid)}")
         if n_items > MAX_ITEMS:
             raise ValueError(f"n_items={n_items}: Fusion keeps a dense items x items transition matrix "
                              f"({8 * n_items ** 2 / 2 ** 30:.1f} GiB while fitting); above {MAX_ITEMS} items use "
@@ -109,6 +109,9 @@ class Fusion(Retriever):
         Raises:
             ValueError: the experts disagree on ``n_items`` (or are not fitted).
         """
+        if not isinstance(sasrec, SASRec) or not isinstance(transitions, Transitions):
+            raise ValueError(f"from_fitted(sasrec, transitions) takes a SASRec and a Transitions, got "
+                             f"{type(sasrec).__name__} and {type(transitions).__name__}")
         if not sasrec.n_items or sasrec.n_items != transitions.n_items:
             raise ValueError(f"experts must be fitted on the same catalogue: SASRec n_items={sasrec.n_items}, "
                              f"Transitions n_items={transitions.n_items}")
@@ -126,10 +129,15 @@ class Fusion(Retriever):
         """
         from ..metrics import ndcg_at_k
 
-        if len(grid) == 0 or any(w < 0 for w in grid):
-            raise ValueError(f"grid must be non-empty with values >= 0, got {list(grid)}")
+        if len(grid) == 0 or any(not 0 <= w < np.inf for w in grid):
+            raise ValueError(f"grid must be non-empty with finite values >= 0, got {list(grid)}")
         vh = check_histories(valid_histories, self._require_fitted(), "valid_histories")
-        vt = np.asarray(valid_targets, np.int64)
+        vt = np.asarray(valid_targets, np.int64).reshape(-1)
+        if vt.size != len(vh):
+            raise ValueError(f"valid_targets has {vt.size} entries but valid_histories has {len(vh)}")
+        if vt.size and (vt.min() < 0 or vt.max() >= self.n_items):
+            raise ValueError(f"valid_targets contains unknown item index {int(vt.max() if vt.max() >= self.n_items else vt.min())} "
+                             f"(n_items={self.n_items})")
         sas, tr = self._parts(vh)
         self.weight_curve = {}
         for w in grid:
@@ -177,10 +185,16 @@ class Fusion(Retriever):
             ValueError: k out of range, empty history, unknown item index.
         """
         hs = check_histories(histories, self._require_fitted())
+        if index.ntotal < self.n_items:
+            raise ValueError(f"the index holds {index.ntotal} vectors but this retriever has {self.n_items} items: "
+                             "build it over item_vectors() (plus any cold-start rows after them)")
         total = max(self.n_items, index.ntotal)
         k = check_k(k, total)
         pool = min(max(self.pool, k), total)
         ids, sas = index.search(self.user_vectors(hs), pool, exclude=hs if exclude_seen else None)
+        if ids.size and ids.max() >= total:
+            raise ValueError(f"the index returned id {int(ids.max())} >= {total}: it must use ids 0..ntotal-1 "
+                             "(item indices), not custom ids")
         tr = self._transition_logp(hs)
         if total > self.n_items:  # cold-start rows after the trained items: no known successions
             tr = np.concatenate([tr, np.full((len(hs), total - self.n_items), np.log(self.eps))], axis=1)
