@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from llmrec._atomic import atomic_dir
 
 __all__ = ["AdapterError", "save_adapter", "read_metadata", "load_adapter"]
 
@@ -78,9 +78,7 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
         AdapterError: the saved adapter is empty or unreadable (the previous one is kept).
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         n = _check_adapter_file(tmp)
         meta = {
@@ -97,16 +95,6 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
             "versions": _versions(),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

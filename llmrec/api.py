@@ -88,13 +88,18 @@ def _cold_item_vectors(catalog: Any, warm_ids: list[str], warm_vecs: np.ndarray,
     info = {"cold_start": True, "n_cold": len(cold_ids)}
     if not cold_ids:
         return np.zeros((0, warm_vecs.shape[1]), np.float32), [], info
+    # warm items without a catalogue row (no text) cannot teach the map; they keep their trained vectors
+    known_rows = [j for j, i in enumerate(warm_ids) if i in catalog]
+    if len(known_rows) < 2:
+        raise ValueError(f"cold start: only {len(known_rows)} of the {len(warm_ids)} rated items have a catalogue "
+                         "row (title, genres); the text map needs at least 2")
     model, tok = load_base_model(base_model or DEFAULT_BASE_MODEL)
-    ids = list(warm_ids) + cold_ids
+    ids = [warm_ids[j] for j in known_rows] + cold_ids
     F = item_features(catalog, ids, embed_texts([item_text(catalog, i) for i in ids], model, tok))
-    mapper = TextToCF().fit(F[: len(warm_ids)], warm_vecs)
+    mapper = TextToCF().fit(F[: len(known_rows)], warm_vecs[known_rows])
     norm = norm_scale * float(np.median(np.linalg.norm(warm_vecs, axis=1)))
     info.update(cold_text_model=base_model or DEFAULT_BASE_MODEL, cold_ridge_l2=mapper.l2, cold_norm=norm)
-    return mapper.predict(F[len(warm_ids):], norm), cold_ids, info
+    return mapper.predict(F[len(known_rows):], norm), cold_ids, info
 
 
 def _as_catalog(catalog: Any):
@@ -397,8 +402,8 @@ class Recommender:
 
         if retriever not in ("auto", "fusion", "sasrec"):
             raise ValueError(f"retriever must be 'auto', 'fusion' or 'sasrec', got {retriever!r}")
-        if not cold_norm_scale > 0:
-            raise ValueError(f"cold_norm_scale must be > 0, got {cold_norm_scale}")
+        if not 0 < cold_norm_scale < np.inf:
+            raise ValueError(f"cold_norm_scale must be finite and > 0, got {cold_norm_scale}")
         if data is None:
             from llmrec import assets
 
@@ -426,21 +431,35 @@ class Recommender:
         return self
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``retriever/`` (Fusion or SASRec), ``index/`` (FAISS), ``histories.safetensors`` and ``manifest.json``."""
+        """Write ``retriever/`` (Fusion or SASRec), ``index/`` (FAISS), ``histories.safetensors`` and
+        ``manifest.json`` into ``directory``, atomically (an existing folder is replaced only when the new
+        one is complete).
+
+        Raises:
+            ValueError: a stored user history holds an item that is not in ``item_ids``.
+        """
         from safetensors.numpy import save_file
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        self.retriever.save(out / "retriever")
-        self.index.save(out / "index")
-        users = list(self.user_histories)
-        flat = [self.index_of[i] for u in users for i in self.user_histories[u]]
-        offsets = np.cumsum([0] + [len(self.user_histories[u]) for u in users]).astype(np.int64)
-        save_file({"flat": np.asarray(flat, np.int64), "offsets": offsets}, str(out / "histories.safetensors"))
+        from llmrec._atomic import atomic_dir
+
+        users = [str(u) for u in self.user_histories]
+        flat = []
+        for u, h in zip(users, self.user_histories.values()):
+            for i in h:
+                j = self.index_of.get(str(i))
+                if j is None:
+                    raise ValueError(f"user_histories[{u!r}] holds item {i!r}, which is not in item_ids")
+                flat.append(j)
+        offsets = np.cumsum([0] + [len(h) for h in self.user_histories.values()]).astype(np.int64)
         src = getattr(self, "_source", {})
-        (out / "manifest.json").write_text(json.dumps(
-            {"format": INDEX_FORMAT, **src, "n_items": self.n_items, "item_ids": self.item_ids.tolist(),
-             "user_ids": users, "index_kind": self.index.built_kind}, indent=1))
+        out = Path(directory)
+        with atomic_dir(out) as tmp:  # an existing index folder is replaced only once the new one is whole
+            self.retriever.save(tmp / "retriever")
+            self.index.save(tmp / "index")
+            save_file({"flat": np.asarray(flat, np.int64), "offsets": offsets}, str(tmp / "histories.safetensors"))
+            (tmp / "manifest.json").write_text(json.dumps(
+                {"format": INDEX_FORMAT, **src, "n_items": self.n_items, "item_ids": self.item_ids.tolist(),
+                 "user_ids": users, "index_kind": self.index.built_kind}, indent=1))
         return out
 
     @classmethod
@@ -468,11 +487,18 @@ class Recommender:
             reranker = Reranker.from_pretrained(adapter_dir, catalog=catalog, dtype=dtype)
         sas = load_retriever(d / "retriever")
         index = VectorIndex.load(d / "index")
-        item_ids = man["item_ids"]
+        item_ids = man.get("item_ids")
+        if not isinstance(item_ids, list) or not item_ids:
+            raise ValueError(f"index folder {d}: manifest.json has no item_ids list")
+        if len(set(map(str, item_ids))) != len(item_ids):
+            raise ValueError(f"index folder {d}: manifest.json item_ids has duplicates")
         hist = {}
         if (d / "histories.safetensors").is_file():
             a = load_file(str(d / "histories.safetensors"))
             flat, off = a["flat"], a["offsets"]
+            bad_ids = flat.size and not 0 <= flat.min() <= flat.max() < len(item_ids)
+            if len(off) != len(man.get("user_ids", [])) + 1 or bad_ids:
+                raise ValueError(f"index folder {d}: histories.safetensors does not match manifest.json")
             hist = {u: [item_ids[j] for j in flat[off[i]: off[i + 1]]] for i, u in enumerate(man.get("user_ids", []))}
         self = cls(sas, index, item_ids, catalog if reranker is None else (catalog or reranker.lookup.catalog),
                    reranker, user_histories=hist, **kw)
@@ -515,8 +541,9 @@ class Recommender:
         """:meth:`recommend` for many histories (one retrieval call, one rerank batch)."""
         from llmrec.rerank.blend import blend_scores
 
-        if int(k) != k or k < 1:
+        if isinstance(k, bool) or int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
         if k > self.n_items:
             raise ValueError(f"k={k} is larger than the catalogue ({self.n_items} items)")
         if len(histories) == 0:
@@ -546,6 +573,9 @@ class Recommender:
             idx = np.stack([row[m][:kk] for row, m in zip(idx, keep)])
             sc = np.stack([row[m][:kk] for row, m in zip(sc, keep)])
         rows = [[self.item_ids[j] for j in row if j >= 0] for row in idx]
+        if any(len(r) < k for r in rows):
+            raise ValueError(f"the index returned fewer than k={k} unseen items for a history (an approximate "
+                             f"index probing too few lists? raise its nprobe, or use kind='flat')")
         results: list[list[RankedItem]] = []
         if self.reranker is None:
             for row, s in zip(rows, sc):

@@ -217,11 +217,32 @@ def test_recommender_cold_start_items(tmp_path, tiny_model_dir, capsys):
     back = Recommender.load(tmp_path / "idx")
     assert back.n_items == N_ITEMS + 5 and back.n_warm == N_ITEMS
     assert back.recommend(h + ["31"], 4) == rec.recommend(h + ["31"], 4)
-    with pytest.raises(ValueError, match="cold_norm_scale must be > 0, got 0"):
+    with pytest.raises(ValueError, match="cold_norm_scale must be finite and > 0, got 0"):
         Recommender.build(d, cold_start=True, cold_norm_scale=0, **kw)
+    # rated items without a catalogue row keep their trained vectors; the text map learns from the others
+    (d / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{i},Film {i} ({1960 + i}),Drama\n" for i in range(5, N_ITEMS + 5)))
+    gaps = Recommender.build(d, cold_start=True, **kw)
+    assert gaps.n_warm == N_ITEMS and gaps.n_items == N_ITEMS + 5 and len(gaps.recommend(h, 5)) == 5
     code, out, err = _cli(capsys, "index", "--data", str(d), "--out", str(tmp_path / "cli"), "--kcore", "2",
                           "--epochs", "2", "--cold-start", "--base-model", str(tiny_model_dir))
     assert code == 0 and "indexed 35 items" in out and "5 cold-start items from their text" in out, err
+
+
+def test_recommender_save_is_validated_and_atomic(recommender, tmp_path):
+    from llmrec.api import Recommender
+
+    recommender.save(tmp_path / "idx")
+    before = sorted(p.name for p in (tmp_path / "idx").iterdir())
+    broken = Recommender(recommender.retriever, recommender.index, recommender.item_ids, recommender.catalog,
+                         user_histories={"u": ["nope"]})
+    with pytest.raises(ValueError, match="user_histories\\['u'\\] holds item 'nope'"):
+        broken.save(tmp_path / "idx")
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == before    # the old index is untouched
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".idx.")]  # no temporary folder left
+    h = recommender.history_of("1")
+    assert Recommender.load(tmp_path / "idx").recommend(h, 3) == recommender.recommend(h, 3)
+    assert recommender.recommend(h, 3.0) == recommender.recommend(h, 3)           # integral floats are fine
 
 
 def test_recommender_bad_input(recommender):

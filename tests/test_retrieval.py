@@ -246,6 +246,13 @@ def test_load_retriever_dispatches_on_saved_class(tmp_path):
     tr.save(tmp_path / "tr")
     got = load_retriever(tmp_path / "tr")
     assert type(got) is Transitions and np.array_equal(got.W, tr.W)
+    from safetensors.numpy import save_file
+    save_file({"W": np.zeros((5, 5), np.float32), "pop": tr.pop}, str(tmp_path / "tr" / "model.safetensors"))
+    with pytest.raises(ValueError, match="the saved Transitions is inconsistent .*do not match n_items=15"):
+        load_retriever(tmp_path / "tr")
+    (tmp_path / "tr" / "config.json").write_text('["not", "an", "object"]')
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        load_retriever(tmp_path / "tr")
     (tmp_path / "tr" / "config.json").write_text('{"class": "Pickled"}')
     with pytest.raises(ValueError, match="unknown class 'Pickled'"):
         load_retriever(tmp_path / "tr")

@@ -100,16 +100,20 @@ class Retriever:
         """Load a retriever saved by :meth:`save`.
 
         Raises:
-            ValueError: the directory holds a different retriever class.
+            ValueError: the directory holds a different retriever class, or its files disagree (names the
+                folder and the cause).
             FileNotFoundError: files missing.
         """
         from safetensors.numpy import load_file
 
         d = Path(directory)
-        cfg = json.loads((d / "config.json").read_text())
+        cfg = _read_config(d)
         if cfg.get("class") != cls.__name__:
             raise ValueError(f"{d}: saved class is {cfg.get('class')!r}, not {cls.__name__!r}")
-        return cls._from_saved(cfg, load_file(str(d / "model.safetensors")))
+        try:
+            return cls._from_saved(cfg, load_file(str(d / "model.safetensors")))
+        except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as e:
+            raise ValueError(f"{d}: the saved {cls.__name__} is inconsistent ({type(e).__name__}: {e})") from e
 
     def _require_fitted(self) -> int:
         if not self.n_items:
@@ -129,9 +133,19 @@ def load_retriever(directory: str | Path) -> Retriever:
     d = Path(directory)
     if not (d / "config.json").is_file():
         raise FileNotFoundError(f"retriever folder {d}: config.json not found")
-    name = json.loads((d / "config.json").read_text()).get("class")
+    name = _read_config(d).get("class")
     classes = {c.__name__: c for c in (baselines.Popularity, baselines.Transitions, baselines.EASE, sasrec.SASRec,
                                        fusion.Fusion)}
     if name not in classes:
         raise ValueError(f"retriever folder {d}: unknown class {name!r} (known: {', '.join(sorted(classes))})")
     return classes[name].load(d)
+
+
+def _read_config(d: Path) -> dict:
+    try:
+        cfg = json.loads((d / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{d / 'config.json'} is not valid JSON: {e}") from e
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{d / 'config.json'} must hold a JSON object, got {type(cfg).__name__}")
+    return cfg

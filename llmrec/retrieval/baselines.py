@@ -124,7 +124,12 @@ class Transitions(Retriever):
     @classmethod
     def _from_saved(cls, config, arrays):
         m = cls(**{k: config[k] for k in ("max_gap", "gap_decay", "n_last", "hist_decay", "row_norm")})
-        m.W, m.pop, m.n_items = arrays["W"], arrays["pop"], int(config["n_items"])
+        n = int(config["n_items"])
+        if arrays["W"].shape != (n, n) or arrays["pop"].shape != (n,):
+            raise ValueError(f"W {arrays['W'].shape} / pop {arrays['pop'].shape} do not match n_items={n}")
+        if not np.isfinite(arrays["W"]).all():
+            raise ValueError("W contains NaN or inf")
+        m.W, m.pop, m.n_items = arrays["W"], arrays["pop"], n
         return m
 
 
