@@ -572,7 +572,7 @@ class Recommender:
             keep = [~np.isin(row, h) for row, h in zip(idx, hist_idx)]
             idx = np.stack([row[m][:kk] for row, m in zip(idx, keep)])
             sc = np.stack([row[m][:kk] for row, m in zip(sc, keep)])
-        rows = [[self.item_ids[j] for j in row if j >= 0] for row in idx]
+        rows = [[str(self.item_ids[j]) for j in row if j >= 0] for row in idx]
         if any(len(r) < k for r in rows):
             raise ValueError(f"the index returned fewer than k={k} unseen items for a history (an approximate "
                              f"index probing too few lists? raise its nprobe, or use kind='flat')")

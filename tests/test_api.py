@@ -243,6 +243,7 @@ def test_recommender_save_is_validated_and_atomic(recommender, tmp_path):
     h = recommender.history_of("1")
     assert Recommender.load(tmp_path / "idx").recommend(h, 3) == recommender.recommend(h, 3)
     assert recommender.recommend(h, 3.0) == recommender.recommend(h, 3)           # integral floats are fine
+    assert all(type(r.item_id) is str for r in recommender.recommend(h, 3))
 
 
 def test_recommender_bad_input(recommender):
