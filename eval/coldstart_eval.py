@@ -72,9 +72,10 @@ def main(argv=None) -> int:
 
     t = time.time()
     vkeep = np.array([len(h[~is_cold[h]]) > 0 for h in vh])
-    sas = SASRec(epochs=a.sasrec_epochs, seed=a.seed).fit(
-        train, n, [h[~is_cold[h]] for h, k in zip(vh, vkeep) if k], vt[vkeep],
-        log=lambda s: print("  sasrec", s, flush=True))
+    v_warm = [h[~is_cold[h]] for h, k in zip(vh, vkeep) if k]  # what SASRec can read of each history
+    v_tgt = vt[vkeep]
+    sas = SASRec(epochs=a.sasrec_epochs, seed=a.seed).fit(train, n, v_warm, v_tgt,
+                                                           log=lambda s: print("  sasrec", s, flush=True))
     sasrec_s = time.time() - t
 
     t = time.time()
@@ -84,8 +85,7 @@ def main(argv=None) -> int:
     embed_s = time.time() - t
     V = sas.item_vectors()
     warm_norm = float(np.median(np.linalg.norm(V[~is_cold], axis=1)))
-    vkeep_h = [h[~is_cold[h]] for h, k in zip(vh, vkeep) if k]
-    v_uv, v_tgt = sas.user_vectors(vkeep_h), vt[vkeep]
+    v_uv = sas.user_vectors(v_warm)
 
     def valid_ndcg(W):
         index = VectorIndex("flat", use_gpu=False).build(W)

@@ -26,6 +26,7 @@ from llmrec.adapter import load_adapter  # noqa: E402
 from llmrec.data import load_dataset  # noqa: E402
 from llmrec.metrics import ranking_metrics  # noqa: E402
 from llmrec.rerank import ListwiseScorer, blend_scores, loo_from_recdata, rank_by, tune_alpha  # noqa: E402
+from llmrec.rerank.lm import score_shuffled  # noqa: E402
 from llmrec.retrieval import VectorIndex, load_retriever  # noqa: E402
 
 
@@ -55,12 +56,7 @@ def main(argv=None) -> int:
     users = split.eval_users()
     v_hist, v_tgt = [split.train[u] for u in users], split.valid[users]
     v_ids, v_sc = ret.query_index(v_hist, 20, index)
-    g = np.random.default_rng(a.seed)
-    perm = [g.permutation(v_ids.shape[1]) for _ in users]
-    lists = [([title(j) for j in h], [title(j) for j in row[pm]]) for h, row, pm in zip(v_hist, v_ids, perm)]
-    v_lm = np.zeros(v_ids.shape)
-    for i, (pm, s) in enumerate(zip(perm, scorer.score_lists(lists, progress=True, desc="validation lists"))):
-        v_lm[i, pm] = s
+    v_lm = score_shuffled(scorer, v_hist, v_ids, a.seed, title, progress=True, desc="validation lists")
 
     z = np.load(a.run / "scores-listwise.npz")
     t_tgt = z["targets"] if "targets" in z else split.test[z["users"]]

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llmrec import assets  # noqa: E402
 from llmrec.data import load_dataset  # noqa: E402
 from llmrec.metrics import ndcg_at_k, ranking_metrics, recall_at_k  # noqa: E402
+from llmrec.rerank.lm import score_shuffled  # noqa: E402
 from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, loo_from_recdata, pointwise_pairs,  # noqa: E402
                            rank_by, training_lists, tune_alpha, blend_scores)
 from llmrec.retrieval import Fusion, Popularity, SASRec, VectorIndex, load_retriever  # noqa: E402
@@ -160,20 +161,11 @@ def main(argv=None) -> int:
     results[ret_name] = metrics(t_ids, t_tgt, t_ret)
 
     # presentation order: a seeded random permutation per user (same for every LM row)
-    def shuffled(ids_mat, seed):
-        g = np.random.default_rng(seed)
-        return [g.permutation(ids_mat.shape[1]) for _ in range(ids_mat.shape[0])]
-
-    t_perm, v_perm = shuffled(t_ids, a.seed + 11), shuffled(v_ids, a.seed + 12)
-
-    def lm_scores(scorer, hist, ids, perm, desc):
-        lists = [([title(j) for j in h], [title(j) for j in row[pm]]) for h, row, pm in zip(hist, ids, perm)]
+    def lm_scores(scorer, hist, ids, seed, desc):
         t0 = time.time()
-        s = scorer.score_lists(lists, progress=True, desc=desc)
-        out = np.zeros(ids.shape, np.float64)
-        for i, (pm, si) in enumerate(zip(perm, s)):
-            out[i, pm] = si  # back to retriever order
-        return out, time.time() - t0
+        return score_shuffled(scorer, hist, ids, seed, title, progress=True, desc=desc), time.time() - t0
+
+    t_seed, v_seed = a.seed + 11, a.seed + 12
 
     model, tok = load_base_model(a.base_model)
     train_ex = training_lists(split, lambda h, k: retrieve(h, k)[0], C,
@@ -188,7 +180,7 @@ def main(argv=None) -> int:
         Scorer = ListwiseScorer if method == "listwise" else PointwiseRerankScorer
         scorer = Scorer(base, tok, max_history=a.history, dtype=a.dtype)
         if not a.no_zero_shot:
-            s, sec = lm_scores(scorer, t_hist, t_ids, t_perm, f"zero-shot {method}")
+            s, sec = lm_scores(scorer, t_hist, t_ids, t_seed, f"zero-shot {method}")
             results[f"zero-shot {method}"] = metrics(rank_by(t_ids, s), t_tgt, t_ret)
             timing[f"zero-shot {method}"] = round(sec, 1)
         st = TrainSettings(output_dir=str(a.out / f"train-{method}"), epochs=a.epochs, learning_rate=a.lr,
@@ -205,11 +197,11 @@ def main(argv=None) -> int:
         info[f"train {method}"] = {"examples": len(train_ex) if method == "listwise" else len(pairs),
                                    "tokens": res.train_tokens, "epochs": res.epochs_run,
                                    "loss_history": res.settings.get("loss_history")}
-        vs, sec = lm_scores(scorer, v_hist, v_ids, v_perm, f"tuned {method} (valid)")
+        vs, sec = lm_scores(scorer, v_hist, v_ids, v_seed, f"tuned {method} (valid)")
         timing[f"tuned {method} valid"] = round(sec, 1)
         alpha, curve = tune_alpha(v_ids, v_sc, vs, v_tgt)
         blends[method] = {"alpha": alpha, "valid_ndcg10_curve": curve}
-        s, sec = lm_scores(scorer, t_hist, t_ids, t_perm, f"tuned {method}")
+        s, sec = lm_scores(scorer, t_hist, t_ids, t_seed, f"tuned {method}")
         timing[f"tuned {method}"] = round(sec, 1)
         results[f"tuned {method}"] = metrics(rank_by(t_ids, s), t_tgt, t_ret)
         results[f"tuned {method} + retriever (alpha={alpha:.2f})"] = metrics(

@@ -255,3 +255,18 @@ def test_listwise_training_refuses_stale_checkpoints_of_another_run(tiny_model, 
     with pytest.raises(ValueError, match="checkpoints of a different run"):
         train_listwise(ListwiseScorer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, max_history=2),
                        [(TITLES[:2], TITLES[2:6], 3)] * 4, st, lora)
+
+
+def test_score_shuffled_maps_scores_back_to_retriever_order():
+    from llmrec.rerank.lm import score_shuffled
+
+    class EchoScorer:  # scores each shown candidate by its own title, so the mapping back is checkable
+        def score_lists(self, lists, progress=False, desc=""):
+            self.shown = [c for _, c in lists]
+            return [np.array([float(t) for t in c]) for _, c in lists]
+
+    cands = np.array([[5, 7, 9, 11], [2, 4, 6, 8]])
+    sc = EchoScorer()
+    out = score_shuffled(sc, [np.array([1]), np.array([3])], cands, seed=0, title=str)
+    np.testing.assert_array_equal(out, cands.astype(float))
+    assert any(shown != [str(x) for x in row] for shown, row in zip(sc.shown, cands))   # really shuffled

@@ -7,12 +7,15 @@ Only the verbalizer rows of the LM head are applied (``hidden @ W[ids].T``,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from llmrec.model import Verbalizer, verbalizer_for
 from llmrec.scoring import answer_logits  # re-exported: the rerankers' raw letter/word logits
 
-__all__ = ["answer_logits", "single_token_verbalizer", "add_special_tokens_for", "resolve_template"]
+__all__ = ["answer_logits", "single_token_verbalizer", "add_special_tokens_for", "resolve_template",
+           "score_shuffled"]
 
 
 def add_special_tokens_for(template: Any) -> bool:
@@ -55,3 +58,27 @@ def resolve_template(template: Any, default: str, task: str, max_history: int, w
     if max_history < 1:
         raise ValueError(f"max_history must be >= 1, got {max_history}")
     return template
+
+
+def score_shuffled(scorer: Any, histories: Sequence[Sequence[int]], candidates: np.ndarray, seed: int,
+                   title: Callable[[int], str], progress: bool = False, desc: str = "rerank") -> np.ndarray:
+    """A reranker's scores of retrieved candidates shown in a seeded random order (no position cue from
+    the retriever), mapped back to the retriever's order.
+
+    Args:
+        scorer: a :class:`~llmrec.rerank.listwise.ListwiseScorer` or pointwise scorer (``score_lists``).
+        histories: per-user item indices, oldest first.
+        candidates: int ``(n_users, C)`` item indices in retriever order.
+        seed: seeds one permutation per user (drawn in user order).
+        title: item index -> the text shown in the prompt.
+
+    Returns:
+        float64 ``(n_users, C)``: ``out[u, c]`` is the score of ``candidates[u, c]``.
+    """
+    g = np.random.default_rng(seed)
+    perms = [g.permutation(candidates.shape[1]) for _ in range(candidates.shape[0])]
+    lists = [([title(j) for j in h], [title(j) for j in row[pm]]) for h, row, pm in zip(histories, candidates, perms)]
+    out = np.zeros(candidates.shape, np.float64)
+    for i, (pm, s) in enumerate(zip(perms, scorer.score_lists(lists, progress=progress, desc=desc))):
+        out[i, pm] = s
+    return out

@@ -34,6 +34,13 @@ WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 MAX_ITEMS = 20_000  # the dense transition matrix: 20k x 20k float64 while fitting = 3.2 GB
 
 
+def _check_grid(grid: Sequence[float], allow_empty: bool) -> None:
+    if not allow_empty and len(grid) == 0:
+        raise ValueError(f"grid must be non-empty with finite values >= 0, got {list(grid)}")
+    if any(not 0 <= w < np.inf for w in grid):
+        raise ValueError(f"grid values must be finite and >= 0, got {list(grid)}")
+
+
 def _log_softmax(s: np.ndarray) -> np.ndarray:
     s = np.asarray(s, np.float64)
     m = s.max(axis=1, keepdims=True)
@@ -72,11 +79,6 @@ class Fusion(Retriever):
         self.weight_curve: dict[float, float] = {}
 
     @property
-    def config(self):
-        """The SASRec hyper-parameters (what the SASRec-only code paths report)."""
-        return self.sasrec.config
-
-    @property
     def history(self) -> list[dict]:
         return self.sasrec.history
 
@@ -89,8 +91,7 @@ class Fusion(Retriever):
         Raises:
             ValueError: bad sequences (from the experts), negative grid values, n_items > MAX_ITEMS.
         """
-        if any(not 0 <= w < np.inf for w in grid):
-            raise ValueError(f"grid values must be finite and >= 0, got {list(grid)}")
+        _check_grid(grid, allow_empty=True)
         if n_items > MAX_ITEMS:
             raise ValueError(f"n_items={n_items}: Fusion keeps a dense items x items transition matrix "
                              f"({8 * n_items ** 2 / 2 ** 30:.1f} GiB while fitting); above {MAX_ITEMS} items use "
@@ -129,8 +130,7 @@ class Fusion(Retriever):
         """
         from ..metrics import ndcg_at_k
 
-        if len(grid) == 0 or any(not 0 <= w < np.inf for w in grid):
-            raise ValueError(f"grid must be non-empty with finite values >= 0, got {list(grid)}")
+        _check_grid(grid, allow_empty=False)
         vh = check_histories(valid_histories, self._require_fitted(), "valid_histories")
         vt = np.asarray(valid_targets, np.int64).reshape(-1)
         if vt.size != len(vh):
@@ -188,7 +188,7 @@ class Fusion(Retriever):
         if index.ntotal < self.n_items:
             raise ValueError(f"the index holds {index.ntotal} vectors but this retriever has {self.n_items} items: "
                              "build it over item_vectors() (plus any cold-start rows after them)")
-        total = max(self.n_items, index.ntotal)
+        total = index.ntotal  # the retriever's items, then any cold-start rows
         k = check_k(k, total)
         pool = min(max(self.pool, k), total)
         ids, sas = index.search(self.user_vectors(hs), pool, exclude=hs if exclude_seen else None)
