@@ -7,8 +7,8 @@
 Protocol (LlamaRec, Yue et al. 2023): k-core filter (5), leave-one-out (last item = test, second-to-last
 = validation, rest = training). A SASRec retriever (Kang & McAuley 2018; early-stopped on validation
 NDCG@10, searched through a FAISS flat inner-product index, seen items excluded) gives each user its
-top-``--candidates`` (20) candidates (``--retriever fusion``, the default: SASRec x item transitions,
-:class:`llmrec.retrieval.Fusion`, weight tuned on validation); rerankers reorder them. Metrics (NDCG@5/10, Recall@5/10, MRR@10,
+top-``--candidates`` (20) candidates (``--retriever fusion``, the default: SASRec x item transitions x EASE,
+:class:`llmrec.retrieval.Fusion`, weights tuned on validation); rerankers reorder them. Metrics (NDCG@5/10, Recall@5/10, MRR@10,
 plus Recall@20 = the candidates' recall) over *all* evaluated users, a user whose true item was not
 retrieved scoring 0, and over the subset where it was retrieved.
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--base-model", default="smollm2-135m-instruct")
     p.add_argument("--dtype", default="bfloat16", help="scoring autocast dtype")
     p.add_argument("--retriever", choices=["fusion", "sasrec"], default="fusion",
-                   help="candidate retriever: SASRec x transitions (default) or SASRec alone")
+                   help="candidate retriever: SASRec x transitions x EASE (default) or SASRec alone")
     p.add_argument("--retriever-dir", type=Path, default=None, help="load the retriever from here if saved, else fit+save")
     p.add_argument("--sasrec-epochs", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     index = VectorIndex("flat").build(sas.item_vectors())
     retrieve = lambda h, k: sas.query_index(h, k, index)  # noqa: E731
     info = {"retriever_s": round(time.time() - t, 1), "index_device": index.device, "retriever": type(sas).__name__}
-    ret_desc = f"{'SASRec x transitions' if isinstance(sas, Fusion) else 'SASRec'} + FAISS"
+    ret_desc = f"{sas.experts if isinstance(sas, Fusion) else 'SASRec'} + FAISS"
     ret_name = f"retriever ({ret_desc})"
     info["retriever_row"] = ret_name
 

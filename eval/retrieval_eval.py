@@ -5,8 +5,8 @@
 
 Models: popularity, transitions (small grid tuned on validation NDCG@10), EASE (lambda tuned on
 validation NDCG@10), SASRec (early-stopped on validation NDCG@10; retrieval through a FAISS flat
-inner-product index), and the default retriever Fusion = SASRec x the tuned transitions (product of
-experts, weight tuned on validation NDCG@10; FAISS proposes 200 SASRec candidates, the fused score orders
+inner-product index), and the default retriever Fusion = SASRec x the tuned transitions x the tuned EASE
+(product of experts, both weights tuned on validation NDCG@10; FAISS proposes 200 SASRec candidates, the fused score orders
 them). All are fitted on the training part only; validation input = training history,
 test input = training history + validation item. Metrics over all evaluation users: NDCG@5/10,
 Recall@5/10/20, MRR@10. Writes ``metrics.json`` and ``metrics.md`` into ``--out`` (and the fitted
@@ -96,10 +96,15 @@ def main(argv=None) -> int:
                       "index_device": index.device}
 
     t = time.time()
-    fusion = Fusion.from_fitted(sas, tr)
+    fusion2 = Fusion.from_fitted(sas, tr)  # the two-expert fusion of earlier releases, for the record
+    fusion2.tune_weight(vh, vt, log=lambda s: print("  fusion (no EASE)", s, flush=True))
+    results["fusion (SASRec x transitions)"] = evaluate(lambda h, k: fusion2.query_index(h, k, index), split)
+    fusion = Fusion.from_fitted(sas, tr, ease)
     fusion.tune_weight(vh, vt, log=lambda s: print("  fusion", s, flush=True))
-    results["fusion (SASRec x transitions)"] = evaluate(lambda h, k: fusion.query_index(h, k, index), split)
-    info["fusion"] = {"weight": fusion.weight, "weight_curve": fusion.weight_curve, "pool": fusion.pool,
+    results["fusion (SASRec x transitions x EASE)"] = evaluate(lambda h, k: fusion.query_index(h, k, index), split)
+    curve = lambda f: [[w, we, v] for (w, we), v in f.weight_curve.items()]  # noqa: E731
+    info["fusion"] = {"weight": fusion.weight, "ease_weight": fusion.ease_weight, "weight_curve": curve(fusion),
+                      "pool": fusion.pool, "without_ease": {"weight": fusion2.weight, "weight_curve": curve(fusion2)},
                       "tune_s": round(time.time() - t, 1)}
 
     a.out.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """Public Python API: rerank candidates with a (LoRA-tuned) LM, or recommend end to end
-(SASRec x transitions retrieval through FAISS, then LM reranking).
+(SASRec x transitions x EASE retrieval through FAISS, then LM reranking).
 
 * :class:`Reranker` - ``Reranker.from_pretrained(adapter_dir).rerank(history, candidates, top_k)``
   (listwise letters, LlamaRec: Yue et al. 2023; or pointwise Yes/No, TALLRec: Bao et al. 2023).
 * :class:`Recommender` - ``Recommender.load(index_dir, adapter_dir).recommend(history, k)``: SASRec
-  (Kang & McAuley 2018) user vector -> FAISS pool of unseen items -> ordered by SASRec x item transitions
+  (Kang & McAuley 2018) user vector -> FAISS pool of unseen items -> ordered by SASRec x item transitions x EASE
   (:class:`llmrec.retrieval.Fusion`) -> top-``n_candidates`` reranked by the LM (optionally blended with
   the retriever score) -> top ``k``.
 * :class:`RankedItem` - one result: ``item_id``, ``title``, ``score``, ``rank`` (1-based).
@@ -319,7 +319,7 @@ class Reranker:
 
 
 class Recommender:
-    """Retrieve with SASRec (x transitions) + FAISS, then rerank with an LM (optional).
+    """Retrieve with SASRec (x transitions x EASE) + FAISS, then rerank with an LM (optional).
 
     Args:
         retriever: fitted :class:`llmrec.retrieval.Fusion` or :class:`llmrec.retrieval.SASRec` (anything
@@ -381,9 +381,9 @@ class Recommender:
         """Fit the retriever on a dataset's leave-one-out training part and build the FAISS index.
 
         ``retriever="fusion"``: :class:`llmrec.retrieval.Fusion`, SASRec (early stopping on validation
-        NDCG@10) times item transitions, weight tuned on validation NDCG@10; ``"sasrec"``: SASRec alone;
-        ``"auto"`` (default): fusion up to ``llmrec.retrieval.fusion.MAX_ITEMS`` (20k) items, beyond that
-        SASRec alone (the dense transition matrix would not fit). ``data``: path or
+        NDCG@10) times item transitions times EASE, weights tuned on validation NDCG@10; ``"sasrec"``:
+        SASRec alone; ``"auto"`` (default): fusion up to ``llmrec.retrieval.fusion.MAX_ITEMS`` (20k) items,
+        beyond that SASRec alone (the dense item x item matrices would not fit). ``data``: path or
         RecData (default embedded ML-100K). No reranker.
 
         ``cold_start=True``: catalogue items left out of the training data (no interactions, or dropped by

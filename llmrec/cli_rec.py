@@ -41,7 +41,7 @@ def index(
     kcore: int = typer.Option(5, help="Drop users and items with fewer interactions (k-core)."),
     epochs: int = typer.Option(200, help="Maximum SASRec epochs (early stopping on validation NDCG@10)."),
     kind: str = typer.Option("auto", help="FAISS index: auto (flat up to 50k items, else IVF), flat, ivf, hnsw."),
-    retriever: str = typer.Option("auto", help="fusion: SASRec x item transitions (weight tuned on validation; "
+    retriever: str = typer.Option("auto", help="fusion: SASRec x item transitions x EASE (weights tuned on validation; "
                                                "dense item x item matrix, up to 20k items); sasrec: SASRec alone; "
                                                "auto: fusion up to 20k items, else sasrec."),
     cold_start: bool = typer.Option(False, "--cold-start", help="Also index catalogue items without interactions, "
@@ -50,7 +50,7 @@ def index(
                                              "(default: the embedded SmolLM2-135M-Instruct)."),
     seed: int = typer.Option(0, help="Seed of SASRec's initialisation and data order."),
 ):
-    """Fit the retriever (SASRec x transitions by default) on the leave-one-out training part and save it
+    """Fit the retriever (SASRec x transitions x EASE by default) on the leave-one-out training part and save it
     with a FAISS item index."""
     from llmrec.api import Recommender
 
@@ -71,8 +71,10 @@ def index(
     curve = getattr(rec.retriever, "weight_curve", {})
     msg = f"; SASRec validation NDCG@10 {best:.4f}" if best >= 0 else ""
     if curve:
-        w = rec.retriever.weight
-        msg += f"; x transitions (weight {w}) {curve[w]:.4f}"
+        r = rec.retriever
+        msg += (f"; fused with transitions (weight {r.weight})"
+                + (f" and EASE (weight {r.ease_weight})" if r.ease is not None else "")
+                + f" {curve[(r.weight, r.ease_weight)]:.4f}")
     if rec.n_items > rec.n_warm:
         msg += f"; {rec.n_items - rec.n_warm} cold-start items from their text"
     typer.echo(f"indexed {rec.n_items} items ({rec.index.built_kind}, {rec.index.device}) for "

@@ -177,7 +177,7 @@ def test_rerank_eval_script_on_toy_data(tiny_model_dir, tmp_path):
             assert res["results"][name]["all"]["NDCG@10"] == pytest.approx(ndcg, abs=1e-9)
             assert res["results"][name]["all"]["Recall@5"] == pytest.approx(rec5, abs=1e-9)
         assert 0.0 <= res["blend"][method]["alpha"] <= 1.0
-    assert "| retriever (SASRec x transitions + FAISS) |" in r.stdout
+    assert "| retriever (SASRec x transitions x EASE + FAISS) |" in r.stdout
     # eval/rerank_blend.py re-tunes the blend weight of that run on all validation users
     r = subprocess.run([sys.executable, str(REPO / "eval" / "rerank_blend.py"), "--run", str(out), "--retriever-dir",
                         str(tmp_path / "retriever"), "--data", str(d), "--kcore", "2", "--dtype", "float32"],

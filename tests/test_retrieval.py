@@ -194,22 +194,31 @@ def _two_step_sequences(n=80, n_items=15, seed=0):
     return out
 
 
-def _tiny_fusion(weight=0.5):
+def _tiny_fusion(weight=0.5, ease=True, ease_weight=0.7):
     return Fusion(SASRec(hidden=16, n_blocks=1, max_len=8, dropout=0.0, lr=5e-3, epochs=4, batch_size=32, seed=0),
-                  Transitions(max_gap=2, gap_decay=0.5, n_last=2, hist_decay=0.5, row_norm=1.0), weight=weight,
-                  eps=1e-3, pool=6)
+                  Transitions(max_gap=2, gap_decay=0.5, n_last=2, hist_decay=0.5, row_norm=1.0),
+                  EASE(20.0) if ease else False, weight=weight, ease_weight=ease_weight, eps=1e-3, pool=6)
 
 
 def test_fusion_score_matches_hand_computed_product_of_experts():
     seqs = _two_step_sequences()
     f = _tiny_fusion().fit(seqs, 15, log=None)
     hist = [np.array([3, 4, 5]), np.array([14]), np.array([0, 2, 3, 4])]
-    # reference in float64 from the two experts' own scores
+    # reference in float64 from the three experts' own scores; EASE's row is x_h B, x_h the 0/1 history
     s = f.sasrec.score(hist).astype(np.float64)
     logp_sas = s - np.log(np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True)) - s.max(1, keepdims=True)
     t = f.transitions.score(hist).astype(np.float64)
-    ref = logp_sas + 0.5 * np.log(t / t.sum(1, keepdims=True) + 1e-3)
+    x = np.zeros((3, 15))
+    for u, h in enumerate(hist):
+        x[u, h] = 1.0
+    ease = x @ f.ease.B.astype(np.float64)
+    ref = logp_sas + 0.5 * np.log(t / t.sum(1, keepdims=True) + 1e-3) + 0.7 * ease
     np.testing.assert_allclose(f.score(hist), ref, rtol=1e-5, atol=1e-5)
+    assert np.abs(0.7 * ease).max() > 0.01  # the EASE term is not negligible here
+    # without EASE: the two-expert product
+    g = Fusion.from_fitted(f.sasrec, f.transitions, weight=0.5, eps=1e-3)
+    assert g.ease is None and g.ease_weight == 0.0
+    np.testing.assert_allclose(g.score(hist), ref - 0.7 * ease, rtol=1e-5, atol=1e-5)
     # the FAISS path (pool of SASRec candidates re-scored) gives the dense top-k when the pool is the catalogue
     ix = VectorIndex("flat", use_gpu=False).build(f.item_vectors())
     f.pool = 15
@@ -219,25 +228,59 @@ def test_fusion_score_matches_hand_computed_product_of_experts():
     # its scores differ from score() only by SASRec's per-user softmax constant
     diff = sc - np.take_along_axis(f.score(hist), ids, 1)
     np.testing.assert_allclose(diff - diff[:, :1], 0, atol=1e-4)
+    # cold-start rows after the trained items: SASRec inner product + weight * log(eps), EASE term 0
+    u = f.user_vectors(hist).astype(np.float64)
+    direction = u.sum(0) / np.linalg.norm(u.sum(0))  # cold rows the users like: they make every top-k
+    cold = np.stack([10 * direction, 8 * direction]).astype(np.float32)
+    ixc = VectorIndex("flat", use_gpu=False).build(np.concatenate([f.item_vectors(), cold]))
+    f.pool = 17
+    ids, sc = f.query_index(hist, 5, ixc)
+    for r in range(len(hist)):
+        for c in (15, 16):
+            (pos,) = np.flatnonzero(ids[r] == c)
+            assert sc[r, pos] == pytest.approx(u[r] @ cold[c - 15] + 0.5 * np.log(1e-3), abs=1e-4)
 
 
 def test_fusion_weight_tuned_on_validation_and_saved(tmp_path):
     seqs = _two_step_sequences()
     vh = [s[:-1] for s in _two_step_sequences(40, seed=1)]
     vt = np.array([s[-1] for s in _two_step_sequences(40, seed=1)])
-    f = _tiny_fusion().fit(seqs, 15, vh, vt, log=None, grid=(0.0, 0.5, 2.0))
-    assert set(f.weight_curve) == {0.0, 0.5, 2.0}
-    assert f.weight_curve[f.weight] == max(f.weight_curve.values())
+    f = _tiny_fusion().fit(seqs, 15, vh, vt, log=None, grid=(0.0, 0.5, 2.0), ease_grid=(0.0, 1.0))
+    assert set(f.weight_curve) == {(w, we) for w in (0.0, 0.5, 2.0) for we in (0.0, 1.0)}
+    assert f.weight_curve[(f.weight, f.ease_weight)] == max(f.weight_curve.values())
     from llmrec.metrics import ndcg_at_k
-    f0 = Fusion(f.sasrec, f.transitions, weight=0.0, eps=1e-3)
+    f0 = Fusion(f.sasrec, f.transitions, False, weight=0.0, eps=1e-3)
     f0.n_items = 15
-    assert f.weight_curve[0.0] == pytest.approx(ndcg_at_k(f0.query(vh, 10)[0], vt, 10))  # weight 0 = SASRec alone
+    assert f.weight_curve[(0.0, 0.0)] == pytest.approx(ndcg_at_k(f0.query(vh, 10)[0], vt, 10))  # SASRec alone
+    f1 = Fusion(f.sasrec, f.transitions, f.ease, weight=0.5, ease_weight=1.0, eps=1e-3)
+    f1.n_items = 15
+    assert f.weight_curve[(0.5, 1.0)] == pytest.approx(ndcg_at_k(f1.query(vh, 10)[0], vt, 10))
     f.save(tmp_path / "fusion")
     g = Fusion.load(tmp_path / "fusion")
-    assert (g.weight, g.eps, g.pool, g.weight_curve) == (f.weight, f.eps, f.pool, f.weight_curve)
+    assert (g.weight, g.ease_weight, g.eps, g.pool, g.weight_curve) == (
+        f.weight, f.ease_weight, f.eps, f.pool, f.weight_curve)
+    np.testing.assert_array_equal(g.ease.B, f.ease.B)
     np.testing.assert_allclose(g.score(vh[:5]), f.score(vh[:5]), atol=1e-6)
     with pytest.raises(ValueError, match="not 'SASRec'"):
         SASRec.load(tmp_path / "fusion")
+
+
+def test_fusion_saved_without_ease_still_loads(tmp_path):
+    """A folder written before the EASE expert existed (no ease keys, weight_curve {weight: ndcg})."""
+    import json
+
+    seqs = _two_step_sequences()
+    f = _tiny_fusion(ease=False).fit(seqs, 15, log=None)
+    f.save(tmp_path / "old")
+    cfg_path = tmp_path / "old" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("ease", "ease_weight"):
+        cfg.pop(key)
+    cfg["weight_curve"] = {"0.0": 0.1, "0.5": 0.2}
+    cfg_path.write_text(json.dumps(cfg))
+    g = load_retriever(tmp_path / "old")
+    assert g.ease is None and g.ease_weight == 0.0 and g.weight_curve == {(0.0, 0.0): 0.1, (0.5, 0.0): 0.2}
+    np.testing.assert_allclose(g.score(seqs[:3]), f.score(seqs[:3]), atol=1e-6)
 
 
 def test_load_retriever_dispatches_on_saved_class(tmp_path):
@@ -264,12 +307,14 @@ def test_fusion_bad_arguments():
     for kw, msg in ((dict(weight=-1), "weight must be finite and >= 0, got -1"),
                     (dict(weight=float("nan")), "weight must be finite and >= 0, got nan"),
                     (dict(eps=0), "eps must be finite and > 0, got 0"), (dict(eps=float("inf")), "got inf"),
-                    (dict(pool=0), "pool must be >= 1, got 0")):
+                    (dict(pool=0), "pool must be >= 1, got 0"),
+                    (dict(ease_weight=-2), "ease_weight must be finite and >= 0, got -2"),
+                    (dict(ease="yes"), "ease must be an EASE, True or False, got str")):
         with pytest.raises(ValueError, match=msg):
             Fusion(**kw)
     with pytest.raises(RuntimeError, match="not fitted"):
         Fusion().score([np.array([1])])
-    with pytest.raises(ValueError, match="n_items=20001: Fusion keeps a dense"):
+    with pytest.raises(ValueError, match="n_items=20001: Fusion keeps dense items x items"):
         Fusion().fit([np.array([0, 1])], 20_001)
     seqs = _two_step_sequences()
     with pytest.raises(ValueError, match="grid values must be finite and >= 0, got \\[nan\\]"):
@@ -277,8 +322,13 @@ def test_fusion_bad_arguments():
     f = _tiny_fusion().fit(seqs, 15, log=None)
     with pytest.raises(ValueError, match="valid_targets contains unknown item index 22"):
         f.tune_weight([seqs[0]], [22], log=None)
-    with pytest.raises(ValueError, match="takes a SASRec and a Transitions, got Transitions and SASRec"):
+    with pytest.raises(ValueError, match="takes a SASRec, a Transitions and an EASE \\(or None\\), got Transitions, "
+                                         "SASRec and NoneType"):
         Fusion.from_fitted(f.transitions, f.sasrec)
+    with pytest.raises(ValueError, match="same catalogue: SASRec n_items=15, Transitions n_items=15, EASE n_items=9"):
+        Fusion.from_fitted(f.sasrec, f.transitions, EASE(5.0).fit([s % 9 for s in seqs], 9))
+    with pytest.raises(ValueError, match="n_items must be an integer, got 20.5"):
+        Fusion().fit(seqs, 20.5)
     with pytest.raises(ValueError, match="the index holds 5 vectors but this retriever has 15 items"):
         f.query_index([seqs[0]], 3, VectorIndex("flat", use_gpu=False).build(f.item_vectors()[:5]))
     custom = VectorIndex("flat", use_gpu=False).build(f.item_vectors(), ids=np.arange(15) + 100)

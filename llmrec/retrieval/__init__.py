@@ -6,7 +6,7 @@ Modules, one job each:
 * :mod:`.base`      - the ``Retriever`` contract: fit / score / query / save / load (safetensors + json)
 * :mod:`.baselines` - ``Popularity``, ``Transitions``, ``EASE``
 * :mod:`.sasrec`    - ``SASRec`` sequential retriever (plain torch)
-* :mod:`.fusion`    - ``Fusion``: SASRec x transitions product of experts (the default retriever)
+* :mod:`.fusion`    - ``Fusion``: SASRec x transitions x EASE product of experts (the default retriever)
 * :mod:`.index`     - ``VectorIndex``: FAISS flat / IVF / HNSW, GPU probe, seen-item exclusion
 * :mod:`.text`      - ``embed_texts``: LM mean-pooled item text embeddings (cold start)
 * :mod:`.coldstart` - ``TextToCF``: item text/metadata -> collaborative vectors for items without interactions

@@ -156,16 +156,21 @@ class EASE(Retriever):
         self.B = np.zeros((0, 0), np.float32)
 
     @staticmethod
-    def _binary(seqs: Sequence[np.ndarray], n_items: int) -> np.ndarray:
-        X = np.zeros((len(seqs), n_items), np.float64)
+    def _binary(seqs: Sequence[np.ndarray], n_items: int, dtype=np.float64):
+        """Sparse CSR ``(len(seqs), n_items)`` 0/1 matrix (repeated items count once)."""
+        from scipy import sparse
+
         rows = np.repeat(np.arange(len(seqs)), [len(s) for s in seqs])
-        X[rows, np.concatenate(seqs)] = 1.0
+        cols = np.concatenate([np.asarray(s, np.int64) for s in seqs] or [np.zeros(0, np.int64)])
+        X = sparse.csr_matrix((np.ones(rows.size, dtype), (rows, cols)), shape=(len(seqs), n_items))
+        X.sum_duplicates()
+        X.data[:] = 1
         return X
 
     def fit(self, train_sequences, n_items: int) -> "EASE":
         seqs = check_train_sequences(train_sequences, n_items)
         X = self._binary(seqs, n_items)
-        G = X.T @ X
+        G = (X.T @ X).toarray()
         G[np.diag_indices(n_items)] += self.l2
         P = np.linalg.inv(G)
         B = P / (-np.diag(P))[None, :]
@@ -175,7 +180,7 @@ class EASE(Retriever):
 
     def score(self, histories) -> np.ndarray:
         hs = check_histories(histories, self._require_fitted())
-        return (self._binary(hs, self.n_items).astype(np.float32) @ self.B).astype(np.float32)
+        return np.asarray(self._binary(hs, self.n_items, np.float32) @ self.B, np.float32)
 
     def _arrays(self):
         return {"B": self.B}
@@ -186,5 +191,10 @@ class EASE(Retriever):
     @classmethod
     def _from_saved(cls, config, arrays):
         m = cls(config["l2"])
-        m.B, m.n_items = arrays["B"], int(config["n_items"])
+        n = int(config["n_items"])
+        if arrays["B"].shape != (n, n):
+            raise ValueError(f"B {arrays['B'].shape} does not match n_items={n}")
+        if not np.isfinite(arrays["B"]).all():
+            raise ValueError("B contains NaN or inf")
+        m.B, m.n_items = arrays["B"], n
         return m
