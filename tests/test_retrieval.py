@@ -255,6 +255,9 @@ def test_fusion_weight_tuned_on_validation_and_saved(tmp_path):
     f1 = Fusion(f.sasrec, f.transitions, f.ease, weight=0.5, ease_weight=1.0, eps=1e-3)
     f1.n_items = 15
     assert f.weight_curve[(0.5, 1.0)] == pytest.approx(ndcg_at_k(f1.query(vh, 10)[0], vt, 10))
+    f1.TUNE_CHUNK = 7  # scored in chunks of 7 users (40 = 5 x 7 + 5): the same curve
+    f1.tune_weight(vh, vt, grid=(0.0, 0.5, 2.0), ease_grid=(0.0, 1.0), log=None)
+    assert f1.weight_curve == pytest.approx(f.weight_curve, abs=1e-12)
     f.save(tmp_path / "fusion")
     g = Fusion.load(tmp_path / "fusion")
     assert (g.weight, g.ease_weight, g.eps, g.pool, g.weight_curve) == (

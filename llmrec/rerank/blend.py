@@ -34,7 +34,9 @@ def zscore(x: np.ndarray) -> np.ndarray:
 
 
 def blend_scores(retriever: np.ndarray, lm: np.ndarray, alpha: float) -> np.ndarray:
-    """``(1-alpha) z(retriever) + alpha z(lm)`` (same shape as the inputs).
+    """``(1-alpha) z(retriever) + alpha z(lm)`` (same shape as the inputs). A ``-inf`` retriever score
+    marks a padding slot (fewer candidates than the list width): it stays ``-inf`` for every alpha, so a
+    finite LM score on a pad never lifts it above a real candidate.
 
     Raises:
         ValueError: alpha outside [0, 1] or shapes differ.
@@ -46,15 +48,20 @@ def blend_scores(retriever: np.ndarray, lm: np.ndarray, alpha: float) -> np.ndar
         raise ValueError(f"retriever scores {r.shape} and LM scores {l.shape} differ in shape")
     if alpha == 0.0:
         return zscore(r)
+    pad = r == -np.inf
+    l = np.where(pad, -np.inf, l)
     if alpha == 1.0:
         return zscore(l)
-    return (1 - alpha) * zscore(r) + alpha * zscore(l)
+    return np.where(pad, -np.inf, (1 - alpha) * zscore(r) + alpha * zscore(l))
 
 
 def rank_by(candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Candidates ``(n, C)`` reordered by descending score per row (stable: ties keep input order)."""
-    order = np.argsort(-np.asarray(scores, np.float64), axis=1, kind="stable")
-    return np.take_along_axis(np.asarray(candidates), order, 1)
+    """Candidates ``(n, C)`` int64 reordered by descending score per row (stable: ties keep input order);
+    padding ids (< 0) go last whatever their score."""
+    c = np.asarray(candidates)
+    s = np.where(c < 0, -np.inf, np.asarray(scores, np.float64))
+    order = np.lexsort((-s, c < 0), axis=1) if c.ndim == 2 else np.argsort(-s, kind="stable")
+    return np.take_along_axis(c, order, -1)
 
 
 def one_se_choice(per_user: dict[float, np.ndarray]) -> float:

@@ -74,6 +74,7 @@ class Fusion(Retriever):
     """
 
     name = "fusion"
+    TUNE_CHUNK = 2048  # validation users scored at a time in tune_weight
 
     def __init__(self, sasrec: SASRec | None = None, transitions: Transitions | None = None,
                  ease: EASE | bool | None = True, weight: float = 0.75, ease_weight: float = 4.0,
@@ -180,18 +181,20 @@ class Fusion(Retriever):
         if vt.size and (vt.min() < 0 or vt.max() >= self.n_items):
             raise ValueError(f"valid_targets contains unknown item index {int(vt.max() if vt.max() >= self.n_items else vt.min())} "
                              f"(n_items={self.n_items})")
-        sas, tr, ea = self._parts(vh)
-        egrid = ease_grid if ea is not None else (0.0,)
-        self.weight_curve = {}
-        for w in grid:
-            for we in egrid:
-                s = sas + w * tr + (we * ea if ea is not None else 0.0)
-                ids, _ = topk_excluding_seen(s, 10, vh)
-                self.weight_curve[(float(w), float(we))] = float(ndcg_at_k(ids, vt, 10))
+        egrid = ease_grid if self.ease is not None else (0.0,)
+        pairs = [(float(w), float(we)) for w in grid for we in egrid]
+        total = dict.fromkeys(pairs, 0.0)
+        for lo in range(0, len(vh), self.TUNE_CHUNK):  # bounded memory: a few (chunk, n_items) float64 arrays
+            hs, tg = vh[lo:lo + self.TUNE_CHUNK], vt[lo:lo + self.TUNE_CHUNK]
+            sas, tr, ea = self._parts(hs)
+            for w, we in pairs:
+                ids, _ = topk_excluding_seen(sas + w * tr + (we * ea if ea is not None else 0.0), 10, hs)
+                total[(w, we)] += float(ndcg_at_k(ids, tg, 10, reduce=False).sum())
+        self.weight_curve = {p: v / max(len(vh), 1) for p, v in total.items()}
         best = max(self.weight_curve, key=lambda p: (self.weight_curve[p], -p[0] - p[1]))
         self.weight, self.ease_weight = best
         if log:
-            log(f"fusion weights: transitions {self.weight}, EASE {self.ease_weight if ea is not None else 'off'} "
+            log(f"fusion weights: transitions {self.weight}, EASE {self.ease_weight if self.ease is not None else 'off'} "
                 f"(validation NDCG@10 {self.weight_curve[best]:.4f}; SASRec alone "
                 f"{self.weight_curve.get((0.0, 0.0), float('nan')):.4f})")
         return best
