@@ -67,8 +67,8 @@ def main(argv=None) -> int:
         seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     except ValueError:
         p.error(f"--seeds {a.seeds!r}: expected a comma list of integers, e.g. 0,1,2")
-    if not seeds or len(set(seeds)) != len(seeds):
-        p.error(f"--seeds {a.seeds!r}: expected distinct integers, e.g. 0,1,2")
+    if not seeds or len(set(seeds)) != len(seeds) or not all(0 <= s < 2 ** 63 for s in seeds):
+        p.error(f"--seeds {a.seeds!r}: expected distinct integers in [0, 2**63), e.g. 0,1,2")
 
     split, _, _ = load_loo(a.data, kcore=a.kcore)
     n_inter = sum(len(t) for t in split.train) + 2 * len(split.eval_users())

@@ -198,6 +198,9 @@ def test_blend_extremes_and_tuning():
         assert b[0, 2] == -np.inf and np.isfinite(b[0, :2]).all()
         assert rank_by(pc, b)[0, 2] == -1
     assert rank_by(pc, pl).tolist() == [[8, 7, -1]]  # rank_by puts pads last even on raw LM scores
+    assert rank_by(np.array([-1, 7, 8]), np.array([5.0, -np.inf, 1.0])).tolist() == [8, 7, -1]  # 1-D too
+    with pytest.raises(ValueError, match=r"candidates \(2, 4\) and scores \(4,\) differ in shape"):
+        rank_by(cands, ret[0])
 
 
 def test_one_se_choice_hand_worked():

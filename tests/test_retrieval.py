@@ -197,7 +197,7 @@ def _two_step_sequences(n=80, n_items=15, seed=0):
 def _tiny_fusion(weight=0.5, ease=True, ease_weight=0.7):
     return Fusion(SASRec(hidden=16, n_blocks=1, max_len=8, dropout=0.0, lr=5e-3, epochs=4, batch_size=32, seed=0),
                   Transitions(max_gap=2, gap_decay=0.5, n_last=2, hist_decay=0.5, row_norm=1.0),
-                  EASE(20.0) if ease else False, weight=weight, ease_weight=ease_weight, eps=1e-3, pool=6)
+                  weight=weight, eps=1e-3, pool=6, ease=EASE(20.0) if ease else False, ease_weight=ease_weight)
 
 
 def test_fusion_score_matches_hand_computed_product_of_experts():
@@ -249,14 +249,17 @@ def test_fusion_weight_tuned_on_validation_and_saved(tmp_path):
     assert set(f.weight_curve) == {(w, we) for w in (0.0, 0.5, 2.0) for we in (0.0, 1.0)}
     assert f.weight_curve[(f.weight, f.ease_weight)] == max(f.weight_curve.values())
     from llmrec.metrics import ndcg_at_k
-    f0 = Fusion(f.sasrec, f.transitions, False, weight=0.0, eps=1e-3)
+    f0 = Fusion(f.sasrec, f.transitions, 0.0, 1e-3, ease=False)  # positional as before EASE
     f0.n_items = 15
     assert f.weight_curve[(0.0, 0.0)] == pytest.approx(ndcg_at_k(f0.query(vh, 10)[0], vt, 10))  # SASRec alone
-    f1 = Fusion(f.sasrec, f.transitions, f.ease, weight=0.5, ease_weight=1.0, eps=1e-3)
+    f1 = Fusion(f.sasrec, f.transitions, weight=0.5, eps=1e-3, ease=f.ease, ease_weight=1.0)
     f1.n_items = 15
     assert f.weight_curve[(0.5, 1.0)] == pytest.approx(ndcg_at_k(f1.query(vh, 10)[0], vt, 10))
     f1.TUNE_CHUNK = 7  # scored in chunks of 7 users (40 = 5 x 7 + 5): the same curve
     f1.tune_weight(vh, vt, grid=(0.0, 0.5, 2.0), ease_grid=(0.0, 1.0), log=None)
+    assert f1.weight_curve == pytest.approx(f.weight_curve, abs=1e-12)
+    # repeated grid values (also 0 vs -0.0) are searched once: the same curve, not doubled sums
+    f1.tune_weight(vh, vt, grid=(0.0, 0.5, 2.0, 2.0, -0.0), ease_grid=(0.0, 1.0, 1.0), log=None)
     assert f1.weight_curve == pytest.approx(f.weight_curve, abs=1e-12)
     f.save(tmp_path / "fusion")
     g = Fusion.load(tmp_path / "fusion")
@@ -284,6 +287,15 @@ def test_fusion_saved_without_ease_still_loads(tmp_path):
     g = load_retriever(tmp_path / "old")
     assert g.ease is None and g.ease_weight == 0.0 and g.weight_curve == {(0.0, 0.0): 0.1, (0.5, 0.0): 0.2}
     np.testing.assert_allclose(g.score(seqs[:3]), f.score(seqs[:3]), atol=1e-6)
+    # EASE arrays without their config entry, or an EASE config without its weight: refused, not dropped
+    h = _tiny_fusion().fit(seqs, 15, log=None)
+    h.save(tmp_path / "new")
+    cfg = json.loads((tmp_path / "new" / "config.json").read_text())
+    for edit in ({"ease": None}, {"ease_weight": None}):
+        bad = {k: v for k, v in {**cfg, **edit}.items() if v is not None}
+        (tmp_path / "new" / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="inconsistent"):
+            load_retriever(tmp_path / "new")
 
 
 def test_load_retriever_dispatches_on_saved_class(tmp_path):
@@ -307,11 +319,12 @@ def test_load_retriever_dispatches_on_saved_class(tmp_path):
 
 
 def test_fusion_bad_arguments():
-    for kw, msg in ((dict(weight=-1), "weight must be finite and >= 0, got -1"),
-                    (dict(weight=float("nan")), "weight must be finite and >= 0, got nan"),
+    for kw, msg in ((dict(weight=-1), "weight must be a finite number >= 0, got -1"),
+                    (dict(weight=float("nan")), "weight must be a finite number >= 0, got nan"),
                     (dict(eps=0), "eps must be finite and > 0, got 0"), (dict(eps=float("inf")), "got inf"),
                     (dict(pool=0), "pool must be >= 1, got 0"),
-                    (dict(ease_weight=-2), "ease_weight must be finite and >= 0, got -2"),
+                    (dict(ease_weight=-2), "ease_weight must be a finite number >= 0, got -2"),
+                    (dict(weight="1"), "weight must be a finite number >= 0, got '1'"),
                     (dict(ease="yes"), "ease must be an EASE, True or False, got str")):
         with pytest.raises(ValueError, match=msg):
             Fusion(**kw)
@@ -330,8 +343,14 @@ def test_fusion_bad_arguments():
         Fusion.from_fitted(f.transitions, f.sasrec)
     with pytest.raises(ValueError, match="same catalogue: SASRec n_items=15, Transitions n_items=15, EASE n_items=9"):
         Fusion.from_fitted(f.sasrec, f.transitions, EASE(5.0).fit([s % 9 for s in seqs], 9))
-    with pytest.raises(ValueError, match="n_items must be an integer, got 20.5"):
-        Fusion().fit(seqs, 20.5)
+    for bad in (20.5, float("nan"), float("inf"), "15"):
+        with pytest.raises(ValueError, match="n_items must be an integer, got"):
+            Fusion().fit(seqs, bad)
+    with pytest.raises(ValueError, match="ease_grid must be non-empty"):
+        _tiny_fusion().fit(seqs, 15, seqs[:3], [1, 2, 3], log=None, ease_grid=())
+    assert _tiny_fusion(ease=False).fit(seqs, 15, [s[:-1] for s in seqs[:3]], [s[-1] for s in seqs[:3]], log=None,
+                                        ease_grid=()).ease_weight == 0.0  # no EASE: ease_grid unused
+    assert _tiny_fusion().fit(seqs, 15.0, log=None).n_items == 15  # an integral float is fine
     with pytest.raises(ValueError, match="the index holds 5 vectors but this retriever has 15 items"):
         f.query_index([seqs[0]], 3, VectorIndex("flat", use_gpu=False).build(f.item_vectors()[:5]))
     custom = VectorIndex("flat", use_gpu=False).build(f.item_vectors(), ids=np.arange(15) + 100)

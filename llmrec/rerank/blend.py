@@ -58,9 +58,11 @@ def blend_scores(retriever: np.ndarray, lm: np.ndarray, alpha: float) -> np.ndar
 def rank_by(candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Candidates ``(n, C)`` int64 reordered by descending score per row (stable: ties keep input order);
     padding ids (< 0) go last whatever their score."""
-    c = np.asarray(candidates)
-    s = np.where(c < 0, -np.inf, np.asarray(scores, np.float64))
-    order = np.lexsort((-s, c < 0), axis=1) if c.ndim == 2 else np.argsort(-s, kind="stable")
+    c, s = np.asarray(candidates), np.asarray(scores, np.float64)
+    if c.shape != s.shape:
+        raise ValueError(f"candidates {c.shape} and scores {s.shape} differ in shape")
+    s = np.where((c < 0) | np.isnan(s), -np.inf, s)
+    order = np.lexsort((-s, c < 0), axis=-1)
     return np.take_along_axis(c, order, -1)
 
 

@@ -42,11 +42,21 @@ EASE_L2 = 100.0  # EASE's own best lambda on ML-100K validation (eval/retrieval_
 MAX_ITEMS = 20_000  # the dense transition matrix: 20k x 20k float64 while fitting = 3.2 GB
 
 
-def _check_grid(grid: Sequence[float], allow_empty: bool) -> None:
-    if not allow_empty and len(grid) == 0:
-        raise ValueError(f"grid must be non-empty with finite values >= 0, got {list(grid)}")
-    if any(not 0 <= w < np.inf for w in grid):
-        raise ValueError(f"grid values must be finite and >= 0, got {list(grid)}")
+def _check_grid(grid: Sequence[float], allow_empty: bool, name: str = "grid") -> list[float]:
+    """The grid as a list of distinct floats (first occurrence kept; -0.0 -> 0.0).
+
+    Raises:
+        ValueError: empty (unless allowed), not a sequence of numbers, or values not finite and >= 0.
+    """
+    try:
+        vals = [float(w) for w in grid]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of numbers, got {grid!r}") from None
+    if not allow_empty and not vals:
+        raise ValueError(f"{name} must be non-empty with finite values >= 0, got {vals}")
+    if any(not 0 <= w < np.inf for w in vals):
+        raise ValueError(f"{name} values must be finite and >= 0, got {vals}")
+    return list(dict.fromkeys(w + 0.0 for w in vals))
 
 
 def _log_softmax(s: np.ndarray) -> np.ndarray:
@@ -76,12 +86,12 @@ class Fusion(Retriever):
     name = "fusion"
     TUNE_CHUNK = 2048  # validation users scored at a time in tune_weight
 
-    def __init__(self, sasrec: SASRec | None = None, transitions: Transitions | None = None,
-                 ease: EASE | bool | None = True, weight: float = 0.75, ease_weight: float = 4.0,
-                 eps: float = 1e-4, pool: int = 200) -> None:
+    def __init__(self, sasrec: SASRec | None = None, transitions: Transitions | None = None, weight: float = 0.75,
+                 eps: float = 1e-4, pool: int = 200, *, ease: EASE | bool | None = True,
+                 ease_weight: float = 4.0) -> None:
         for nm, v in (("weight", weight), ("ease_weight", ease_weight)):
-            if not 0 <= v < np.inf:
-                raise ValueError(f"{nm} must be finite and >= 0, got {v}")
+            if isinstance(v, (bool, str)) or not isinstance(v, (int, float, np.number)) or not 0 <= v < np.inf:
+                raise ValueError(f"{nm} must be a finite number >= 0, got {v!r}")
         if ease is True:
             ease = EASE(EASE_L2)
         elif ease is False:
@@ -95,8 +105,8 @@ class Fusion(Retriever):
         self.sasrec = sasrec if sasrec is not None else SASRec()
         self.transitions = transitions if transitions is not None else Transitions()
         self.ease = ease
-        self.weight, self.eps, self.pool = float(weight), float(eps), int(pool)
-        self.ease_weight = float(ease_weight) if ease is not None else 0.0
+        self.weight, self.eps, self.pool = float(weight) + 0.0, float(eps), int(pool)
+        self.ease_weight = float(ease_weight) + 0.0 if ease is not None else 0.0
         self.n_items = 0
         self.weight_curve: dict[tuple[float, float], float] = {}
 
@@ -120,10 +130,15 @@ class Fusion(Retriever):
         Raises:
             ValueError: bad sequences (from the experts), negative grid values, n_items > MAX_ITEMS.
         """
-        _check_grid(grid, allow_empty=True)
-        _check_grid(ease_grid, allow_empty=True)
-        if n_items != int(n_items):
-            raise ValueError(f"n_items must be an integer, got {n_items}")
+        grid = _check_grid(grid, allow_empty=True)
+        ease_grid = _check_grid(ease_grid, allow_empty=self.ease is None or not grid, name="ease_grid")
+        try:
+            integral = not isinstance(n_items, (bool, str)) and float(n_items).is_integer()
+        except (TypeError, ValueError, OverflowError):
+            integral = False
+        if not integral:
+            raise ValueError(f"n_items must be an integer, got {n_items!r}")
+        n_items = int(n_items)
         if n_items > MAX_ITEMS:
             raise ValueError(f"n_items={n_items}: Fusion keeps dense items x items transition and EASE matrices "
                              f"({8 * n_items ** 2 / 2 ** 30:.1f} GiB while fitting); above {MAX_ITEMS} items use "
@@ -156,7 +171,7 @@ class Fusion(Retriever):
         if not sasrec.n_items or len(set(sizes.values())) > 1:
             raise ValueError("experts must be fitted on the same catalogue: "
                              + ", ".join(f"{k} n_items={v}" for k, v in sizes.items()))
-        m = cls(sasrec, transitions, ease if ease is not None else False, **kw)
+        m = cls(sasrec, transitions, ease=ease if ease is not None else False, **kw)
         m.n_items = int(sasrec.n_items)
         return m
 
@@ -164,25 +179,30 @@ class Fusion(Retriever):
                     log: Callable[[str], None] | None = print,
                     ease_grid: Sequence[float] = EASE_WEIGHT_GRID) -> tuple[float, float]:
         """Set ``(weight, ease_weight)`` to the grid pair with the best validation NDCG@10 (full
-        catalogue, seen items excluded; ties -> the smaller weights); all pairs' NDCG@10 are kept in
-        ``weight_curve`` (keyed by the pair). Without EASE only ``weight`` is searched. Returns the pair.
+        catalogue, seen items excluded; ties -> the smaller ``weight + ease_weight``); all pairs' NDCG@10
+        are kept in ``weight_curve`` (keyed by the pair). Without EASE only ``weight`` is searched
+        (``ease_grid`` unused). Returns the pair.
 
         Raises:
             ValueError: negative or empty grid, bad histories, unknown targets.
         """
         from ..metrics import ndcg_at_k
 
-        _check_grid(grid, allow_empty=False)
-        _check_grid(ease_grid, allow_empty=False)
+        grid = _check_grid(grid, allow_empty=False)
+        ease_grid = _check_grid(ease_grid, allow_empty=self.ease is None, name="ease_grid")
         vh = check_histories(valid_histories, self._require_fitted(), "valid_histories")
-        vt = np.asarray(valid_targets, np.int64).reshape(-1)
+        vt = np.asarray(valid_targets).reshape(-1)
+        if vt.size and not np.issubdtype(vt.dtype, np.integer):
+            if not (np.issubdtype(vt.dtype, np.floating) and np.isfinite(vt).all() and (vt == np.round(vt)).all()):
+                raise ValueError(f"valid_targets must be integer item indices, got {vt[:5].tolist()}...")
+        vt = vt.astype(np.int64)
         if vt.size != len(vh):
             raise ValueError(f"valid_targets has {vt.size} entries but valid_histories has {len(vh)}")
         if vt.size and (vt.min() < 0 or vt.max() >= self.n_items):
             raise ValueError(f"valid_targets contains unknown item index {int(vt.max() if vt.max() >= self.n_items else vt.min())} "
                              f"(n_items={self.n_items})")
         egrid = ease_grid if self.ease is not None else (0.0,)
-        pairs = [(float(w), float(we)) for w in grid for we in egrid]
+        pairs = [(w, we) for w in grid for we in egrid]  # grids are de-duplicated by _check_grid
         total = dict.fromkeys(pairs, 0.0)
         for lo in range(0, len(vh), self.TUNE_CHUNK):  # bounded memory: a few (chunk, n_items) float64 arrays
             hs, tg = vh[lo:lo + self.TUNE_CHUNK], vt[lo:lo + self.TUNE_CHUNK]
@@ -285,8 +305,13 @@ class Fusion(Retriever):
         part = lambda p: {k[len(p) + 1:]: v for k, v in arrays.items() if k.startswith(p + ".")}  # noqa: E731
         sas = SASRec._from_saved({**config["sasrec"], "n_items": n}, part("sasrec"))
         tr = Transitions._from_saved({**config["transitions"], "n_items": n}, part("transitions"))
-        ea = EASE._from_saved({**config["ease"], "n_items": n}, part("ease")) if config.get("ease") else False
-        m = cls(sas, tr, ea, config["weight"], config.get("ease_weight", 0.0), config["eps"], config["pool"])
+        has_ease = config.get("ease") is not None
+        if not has_ease and part("ease"):
+            raise ValueError("EASE arrays are saved but config.json has no 'ease' entry")
+        ea = EASE._from_saved({**config["ease"], "n_items": n}, part("ease")) if has_ease else False
+        # folders saved before the EASE expert existed have neither 'ease' nor 'ease_weight'
+        m = cls(sas, tr, config["weight"], config["eps"], config["pool"], ease=ea,
+                ease_weight=config["ease_weight"] if has_ease else 0.0)
         m.n_items = n
         curve = config.get("weight_curve", [])
         if isinstance(curve, dict):  # saved by releases without EASE: {weight: ndcg}
