@@ -71,13 +71,14 @@ class Fusion(Retriever):
     Args:
         sasrec: a :class:`SASRec` (fitted or not; default ``SASRec()``, the tuned defaults).
         transitions: a :class:`Transitions` (default ``Transitions()``).
-        ease: an :class:`EASE`, ``True`` (default: ``EASE(EASE_L2)``) or ``False`` / ``None`` (no EASE
-            expert: SASRec x transitions only, the retriever of earlier releases).
         weight: weight of the transitions term (>= 0; re-tuned by :meth:`fit` when validation data is
             given).
-        ease_weight: weight of the EASE term (>= 0; re-tuned with ``weight``; ignored without EASE).
         eps: smoothing inside the transitions log (> 0), so unseen successions are not -inf.
         pool: SASRec candidates re-scored per user in :meth:`query_index` (>= 1; raised to k if smaller).
+        ease: (keyword) an :class:`EASE`, ``True`` (default: ``EASE(EASE_L2)``) or ``False`` / ``None``
+            (no EASE expert: SASRec x transitions only, the retriever of earlier releases).
+        ease_weight: (keyword) weight of the EASE term (>= 0; re-tuned with ``weight``; ignored without
+            EASE).
 
     Raises:
         ValueError: weight or ease_weight < 0 or not finite, eps <= 0, pool < 1, ease of another type.
