@@ -1,7 +1,7 @@
 """Retrieval stage evaluation on MovieLens-100K (5-core, leave-one-out, full catalogue, seen excluded).
 
-    python eval/retrieval_eval.py --data /tmp/wheels/x/recbole/dataset_example/ml-100k/ml-100k.inter \
-        --out runs/retrieval --seeds 0,1,2
+    python eval/retrieval_eval.py --out runs/retrieval --seeds 0,1,2      # embedded ML-100K
+    python eval/retrieval_eval.py --data ~/ml-latest-small --out runs/retrieval-latest
 
 Models: popularity, transitions (small grid tuned on validation NDCG@10), EASE (lambda tuned on
 validation NDCG@10), SASRec (early-stopped on validation NDCG@10; retrieval through a FAISS flat
@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llmrec.metrics import ranking_metrics  # noqa: E402
-from llmrec.retrieval import EASE, Fusion, SASRec, SASRecConfig, Popularity, Transitions, VectorIndex, load_loo  # noqa: E402
+from llmrec.retrieval import EASE, Fusion, SASRec, SASRecConfig, Popularity, Transitions, VectorIndex  # noqa: E402
 
 KEYS = ["NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "Recall@20", "MRR@10"]
 
@@ -52,7 +52,8 @@ def valid_ndcg10(model, split) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path("/tmp/wheels/x/recbole/dataset_example/ml-100k/ml-100k.inter"))
+    p.add_argument("--data", type=Path, default=None,
+                   help="dataset folder: GroupLens raw, RecBole atomic or MovieLens CSV (default: embedded ML-100K)")
     p.add_argument("--out", type=Path, default=Path("runs/retrieval"))
     p.add_argument("--seeds", default="0", help="comma list of SASRec seeds, e.g. 0,1,2")
     p.add_argument("--kcore", type=int, default=5)
@@ -70,7 +71,17 @@ def main(argv=None) -> int:
     if not seeds or len(set(seeds)) != len(seeds) or not all(0 <= s < 2 ** 63 for s in seeds):
         p.error(f"--seeds {a.seeds!r}: expected distinct integers in [0, 2**63), e.g. 0,1,2")
 
-    split, _, _ = load_loo(a.data, kcore=a.kcore)
+    if a.kcore < 1:
+        p.error(f"--kcore {a.kcore}: must be >= 1 (1 = no filter)")
+    from llmrec import assets
+    from llmrec.data import load_dataset
+    from llmrec.rerank.data import loo_from_recdata
+
+    if a.data is None:
+        a.data = assets.ml100k_dir()
+    if not a.data.exists():
+        p.error(f"--data {a.data}: no such file or folder")
+    split = loo_from_recdata(load_dataset(a.data), a.kcore).split
     n_inter = sum(len(t) for t in split.train) + 2 * len(split.eval_users())
     print(f"data: {a.data} {a.kcore}-core users={split.n_users} items={split.n_items} interactions={n_inter}")
     results, info = {}, {}

@@ -13,19 +13,48 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_dir"]
+__all__ = ["atomic_dir", "check_replaceable"]
+
+
+def check_replaceable(out: str | os.PathLike, marker: str, what: str) -> None:
+    """Refuse to overwrite anything but an earlier output of the same kind.
+
+    ``out`` may be missing, an empty folder, or a folder holding ``marker`` (the file every output of
+    this kind has, e.g. ``manifest.json`` for an index): those are replaced. Anything else is a user's
+    folder that a save would wipe.
+
+    Raises:
+        FileExistsError: ``out`` is a file, or a non-empty folder without ``marker``.
+    """
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a {what} folder: choose another output folder")
+    if any(out.iterdir()) and not (out / marker).is_file():
+        raise FileExistsError(f"{out} is not empty and holds no {marker}, so it is not a {what} written by "
+                              f"llmrec: refusing to replace it (choose a new or empty folder)")
 
 
 @contextmanager
-def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(out: str | os.PathLike, marker: str | None = None, what: str = "output") -> Iterator[Path]:
     """Yield an empty temporary folder beside ``out``; on a clean exit it replaces ``out`` (an existing
     folder is moved aside first and removed after the swap); on an exception it is deleted and ``out`` is
-    left as it was."""
+    left as it was. With ``marker``, :func:`check_replaceable` guards ``out`` first (and again just before
+    the swap).
+
+    Raises:
+        FileExistsError: from :func:`check_replaceable`.
+    """
     out = Path(out)
+    if marker is not None:
+        check_replaceable(out, marker, what)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         yield tmp
+        if marker is not None:
+            check_replaceable(out, marker, what)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)

@@ -76,9 +76,11 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
 
     Raises:
         AdapterError: the saved adapter is empty or unreadable (the previous one is kept).
+        FileExistsError: ``out_dir`` is a file or a non-empty folder that is not an llmrec adapter (it
+            would be wiped).
     """
     out = Path(out_dir)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, META, "LoRA adapter") as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         n = _check_adapter_file(tmp)
         meta = {

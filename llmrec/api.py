@@ -437,6 +437,8 @@ class Recommender:
 
         Raises:
             ValueError: a stored user history holds an item that is not in ``item_ids``.
+            FileExistsError: ``directory`` is a file or a non-empty folder that is not an llmrec index (it
+                would be wiped).
         """
         from safetensors.numpy import save_file
 
@@ -453,7 +455,7 @@ class Recommender:
         offsets = np.cumsum([0] + [len(h) for h in self.user_histories.values()]).astype(np.int64)
         src = getattr(self, "_source", {})
         out = Path(directory)
-        with atomic_dir(out) as tmp:  # an existing index folder is replaced only once the new one is whole
+        with atomic_dir(out, "manifest.json", "recommender index") as tmp:  # replaced only once whole
             self.retriever.save(tmp / "retriever")
             self.index.save(tmp / "index")
             save_file({"flat": np.asarray(flat, np.int64), "offsets": offsets}, str(tmp / "histories.safetensors"))

@@ -188,6 +188,10 @@ def train(
         lora = LoraSettings(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules)
     except ValueError as e:
         raise flag_error(e, TRAIN_FLAGS) from None
+    from llmrec._atomic import check_replaceable
+    from llmrec.adapter import META
+
+    check_replaceable(out, META, "LoRA adapter")  # before tuning, not after
     rec, splits = load_tallrec(data)
     if train_json is None and shots > len(splits.train):
         raise CliError(f"--shots {shots}: larger than the train split ({len(splits.train)} samples)")

@@ -60,6 +60,11 @@ def index(
         raise ValueError(f"--kind {kind!r}: expected auto, flat, ivf or hnsw")
     if retriever not in ("auto", "fusion", "sasrec"):
         raise ValueError(f"--retriever {retriever!r}: expected auto, fusion or sasrec")
+    if kcore < 1:
+        raise ValueError(f"--kcore {kcore}: must be >= 1 (1 = no filter)")
+    from llmrec._atomic import check_replaceable
+
+    check_replaceable(out, "manifest.json", "recommender index")  # before minutes of fitting, not after
     bar, log = _progress_log(epochs)
     try:
         rec = Recommender.build(data, kcore=kcore, epochs=epochs, seed=seed, index_kind=kind, retriever=retriever,

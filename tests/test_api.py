@@ -244,6 +244,30 @@ def test_recommender_save_is_validated_and_atomic(recommender, tmp_path):
     assert Recommender.load(tmp_path / "idx").recommend(h, 3) == recommender.recommend(h, 3)
     assert recommender.recommend(h, 3.0) == recommender.recommend(h, 3)           # integral floats are fine
     assert all(type(r.item_id) is str for r in recommender.recommend(h, 3))
+    # a user's own folder (non-empty, no manifest.json) or a file is never replaced by a save
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="holds no manifest.json.*refusing to replace it"):
+        recommender.save(mine)
+    assert (mine / "notes.txt").read_text() == "keep me" and len(list(mine.iterdir())) == 1
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        recommender.save(tmp_path / "afile")
+    (tmp_path / "empty").mkdir()
+    recommender.save(tmp_path / "empty")                                          # an empty folder is fine
+    assert (tmp_path / "empty" / "manifest.json").is_file()
+
+
+def test_cli_index_refuses_a_user_folder_before_fitting(capsys, tmp_path):
+    mine = tmp_path / "runs"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    # --data points nowhere: the folder check must come first (no data read, no minutes of fitting)
+    code, out, err = _cli(capsys, "index", "--data", str(tmp_path / "nowhere"), "--out", str(mine))
+    assert code == 2 and "holds no manifest.json" in err and (mine / "notes.txt").read_text() == "keep me"
+    code, out, err = _cli(capsys, "index", "--out", str(tmp_path / "x"), "--kcore", "0")
+    assert code == 2 and "--kcore 0: must be >= 1" in err
 
 
 def test_recommender_bad_input(recommender):

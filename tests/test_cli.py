@@ -93,6 +93,14 @@ def test_usage_errors_are_one_message_not_a_traceback(args, code):
     assert "Traceback" not in r.stderr
 
 
+def test_train_refuses_a_user_folder_before_tuning(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as e:  # the model does not exist: the folder check comes first
+        main(["train", "--out", str(tmp_path), "--base-model", str(tmp_path / "no-model")])
+    assert e.value.code == 2 and "holds no llmrec.json" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
 def test_negative_limit_refused(capsys):
     with pytest.raises(SystemExit) as e:
         main(["eval", "--limit", "-1"])

@@ -140,12 +140,9 @@ def test_ceilings_features_and_like_rate_row(capsys):
     assert f"| like-rate (no labels) | - | {like:.4f} |" in out and "| 16 |" in out and "oracle item prior" in out
 
 
-@pytest.mark.integration
-def test_rerank_eval_script_on_toy_data(tiny_model_dir, tmp_path):
-    """eval/rerank_eval.py end to end (retriever fit, listwise + pointwise tuning, blend) on a toy MovieLens
-    CSV folder; the reported metrics are recomputed here from the saved scores."""
+def _toy_movielens(d):
+    """30 users walking through 40 films in order (a MovieLens "latest" CSV folder)."""
     g = np.random.default_rng(1)
-    d = tmp_path / "toy"
     d.mkdir()
     lines = ["userId,movieId,rating,timestamp"]
     for u in range(1, 31):
@@ -154,6 +151,47 @@ def test_rerank_eval_script_on_toy_data(tiny_model_dir, tmp_path):
     (d / "ratings.csv").write_text("\n".join(lines) + "\n")
     (d / "movies.csv").write_text("movieId,title,genres\n" + "".join(f"{i},Film {i} ({1960 + i}),Drama\n"
                                                                      for i in range(40)))
+    return d
+
+
+def test_retrieval_eval_script_seeds_on_toy_data(tmp_path):
+    """eval/retrieval_eval.py with two SASRec seeds: the table's mean +- sd are those of the per-seed rows,
+    and the popularity row matches a hand computation from the training counts."""
+    from llmrec.data import load_dataset
+    from llmrec.rerank.data import loo_from_recdata
+
+    d = _toy_movielens(tmp_path / "toy")
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, str(REPO / "eval" / "retrieval_eval.py"), "--data", str(d), "--kcore", "2",
+                        "--epochs", "2", "--seeds", "0,1", "--out", str(out)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "metrics.json").read_text())
+    name = "fusion (SASRec x transitions x EASE)"
+    per = [s["results"][name]["test"]["NDCG@10"] for s in res["per_seed"]]
+    assert res["results"][name]["test"]["NDCG@10"] == pytest.approx(np.mean(per), abs=1e-12)
+    assert res["sd_over_seeds"][name]["test"]["NDCG@10"] == pytest.approx(np.std(per, ddof=1), abs=1e-12)
+    assert f"{np.mean(per):.4f} +- {np.std(per, ddof=1):.4f}" in r.stdout
+    # popularity, by hand: training counts, seen items excluded, ties -> lower item index
+    split = loo_from_recdata(load_dataset(d), 2).split
+    counts = np.bincount(np.concatenate(split.train), minlength=split.n_items)
+    _, hist, tgt = split.test_inputs()
+    ndcg = []
+    for h, t in zip(hist, tgt):
+        order = [j for j in sorted(range(split.n_items), key=lambda j: (-counts[j], j)) if j not in set(h)]
+        k = order.index(t)
+        ndcg.append(1 / np.log2(k + 2) if k < 10 else 0.0)
+    assert res["results"]["popularity"]["test"]["NDCG@10"] == pytest.approx(np.mean(ndcg), abs=1e-9)
+    r = subprocess.run([sys.executable, str(REPO / "eval" / "retrieval_eval.py"), "--seeds", "0,0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--seeds '0,0': expected distinct integers" in r.stderr
+
+
+@pytest.mark.integration
+def test_rerank_eval_script_on_toy_data(tiny_model_dir, tmp_path):
+    """eval/rerank_eval.py end to end (retriever fit, listwise + pointwise tuning, blend) on a toy MovieLens
+    CSV folder; the reported metrics are recomputed here from the saved scores."""
+    d = _toy_movielens(tmp_path / "toy")
     out = tmp_path / "run"
     cmd = [sys.executable, str(REPO / "eval" / "rerank_eval.py"), "--data", str(d), "--kcore", "2",
            "--candidates", "10", "--val-users", "10", "--train-users", "0", "--positions", "2",

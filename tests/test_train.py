@@ -106,6 +106,12 @@ def test_empty_or_corrupt_adapter_is_refused(tiny_model, tiny_tokenizer, tiny_mo
     with pytest.raises(AdapterError):
         save_adapter(peft, d, base_model=str(tiny_model_dir), template=tpl, verbalizer=verb)
     assert (d / "adapter_model.safetensors").read_bytes() == before
+    # a user's folder that is not an adapter is never wiped by a save
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="holds no llmrec.json"):
+        save_adapter(good, tmp_path / "mine", base_model=str(tiny_model_dir), template=tpl, verbalizer=verb)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     (d / "adapter_model.safetensors").write_bytes(b"garbage")
     with pytest.raises(AdapterError, match="corrupt"):
         load_adapter(d)
