@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Zero-shot vs 64-shot AUC on the TALLRec movie test set (about 7 minutes on 2 CPU cores after the install).
+# Zero-shot vs 64-shot AUC on the TALLRec movie test set (about 6 minutes on 2 CPU cores after the install).
 # Scores in bf16 autocast for speed (AUC within ~0.003 of fp32); drop --dtype for strict fp32 numbers.
 demo: install
 	$(PY) eval/tallrec_auc.py --shots 64 --seeds 0 --dtype bfloat16 --out results/demo.json

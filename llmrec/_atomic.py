@@ -51,6 +51,9 @@ def atomic_dir(out: str | os.PathLike, marker: str | None = None, what: str = "o
         check_replaceable(out, marker, what)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the result should be an ordinary folder
     try:
         yield tmp
         if marker is not None:

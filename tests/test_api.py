@@ -257,6 +257,11 @@ def test_recommender_save_is_validated_and_atomic(recommender, tmp_path):
     (tmp_path / "empty").mkdir()
     recommender.save(tmp_path / "empty")                                          # an empty folder is fine
     assert (tmp_path / "empty" / "manifest.json").is_file()
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "empty").stat().st_mode & 0o777 == 0o777 & ~umask          # not mkdtemp's 0700
 
 
 def test_cli_index_refuses_a_user_folder_before_fitting(capsys, tmp_path):
