@@ -8,9 +8,9 @@ Protocol (LlamaRec, Yue et al. 2023): k-core filter (5), leave-one-out (last ite
 = validation, rest = training). A SASRec retriever (Kang & McAuley 2018; early-stopped on validation
 NDCG@10, searched through a FAISS flat inner-product index, seen items excluded) gives each user its
 top-``--candidates`` (20) candidates (``--retriever fusion``, the default: SASRec x item transitions x EASE,
-:class:`llmrec.retrieval.Fusion`, weights tuned on validation); rerankers reorder them. Metrics (NDCG@5/10, Recall@5/10, MRR@10,
-plus Recall@20 = the candidates' recall) over *all* evaluated users, a user whose true item was not
-retrieved scoring 0, and over the subset where it was retrieved.
+:class:`llmrec.retrieval.Fusion`, weights tuned on validation); rerankers reorder them. Metrics (NDCG@5/10,
+Recall@5/10, MRR@10, plus Recall@20 = the candidates' recall) over *all* evaluated users, a user whose
+true item was not retrieved scoring 0, and over the subset where it was retrieved.
 
 Rows, same run, same users: popularity (top-20 of the full catalogue), retriever only, zero-shot LM
 rerank (listwise and/or pointwise), tuned rerank (LoRA), tuned rerank blended with the retriever score

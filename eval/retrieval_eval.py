@@ -5,9 +5,9 @@
 
 Models: popularity, transitions (small grid tuned on validation NDCG@10), EASE (lambda tuned on
 validation NDCG@10), SASRec (early-stopped on validation NDCG@10; retrieval through a FAISS flat
-inner-product index), and the default retriever Fusion = SASRec x the tuned transitions x the tuned EASE
-(product of experts, both weights tuned on validation NDCG@10; FAISS proposes 200 SASRec candidates, the fused score orders
-them). All are fitted on the training part only; validation input = training history,
+inner-product index), the previous default SASRec x transitions, and the default retriever Fusion =
+SASRec x the tuned transitions x the tuned EASE (product of experts, both weights tuned on validation
+NDCG@10; FAISS proposes 200 SASRec candidates, the fused score orders them). All are fitted on the training part only; validation input = training history,
 test input = training history + validation item. Metrics over all evaluation users: NDCG@5/10,
 Recall@5/10/20, MRR@10. With several ``--seeds`` the SASRec-based rows are fitted once per seed and the
 table gives mean +- standard deviation over seeds (seed-to-seed spread is of the order of the

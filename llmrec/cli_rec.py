@@ -41,9 +41,9 @@ def index(
     kcore: int = typer.Option(5, help="Drop users and items with fewer interactions (k-core)."),
     epochs: int = typer.Option(200, help="Maximum SASRec epochs (early stopping on validation NDCG@10)."),
     kind: str = typer.Option("auto", help="FAISS index: auto (flat up to 50k items, else IVF), flat, ivf, hnsw."),
-    retriever: str = typer.Option("auto", help="fusion: SASRec x item transitions x EASE (weights tuned on validation; "
-                                               "dense item x item matrix, up to 20k items); sasrec: SASRec alone; "
-                                               "auto: fusion up to 20k items, else sasrec."),
+    retriever: str = typer.Option("auto", help="fusion: SASRec x item transitions x EASE (weights tuned on "
+                                               "validation; dense item x item matrices, up to 20k items); sasrec: "
+                                               "SASRec alone; auto: fusion up to 20k items, else sasrec."),
     cold_start: bool = typer.Option(False, "--cold-start", help="Also index catalogue items without interactions, "
                                     "with vectors predicted from their text (title, year, genres) by the base LM."),
     base_model: Optional[str] = typer.Option(None, "--base-model", help="LM for --cold-start text embeddings "

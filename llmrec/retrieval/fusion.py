@@ -39,7 +39,7 @@ __all__ = ["Fusion", "WEIGHT_GRID", "EASE_WEIGHT_GRID", "EASE_L2", "MAX_ITEMS"]
 WEIGHT_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 EASE_WEIGHT_GRID = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 EASE_L2 = 100.0  # EASE's own best lambda on ML-100K validation (eval/retrieval_eval.py grid 25..1000)
-MAX_ITEMS = 20_000  # the dense transition matrix: 20k x 20k float64 while fitting = 3.2 GB
+MAX_ITEMS = 20_000  # dense 20k x 20k float64 while fitting: 3.2 GB (transitions), ~10 GB peak (EASE's inverse)
 
 
 def _check_grid(grid: Sequence[float], allow_empty: bool, name: str = "grid") -> list[float]:
@@ -141,9 +141,10 @@ class Fusion(Retriever):
             raise ValueError(f"n_items must be an integer, got {n_items!r}")
         n_items = int(n_items)
         if n_items > MAX_ITEMS:
+            gib = (3 if self.ease is not None else 1) * 8 * n_items ** 2 / 2 ** 30
             raise ValueError(f"n_items={n_items}: Fusion keeps dense items x items transition and EASE matrices "
-                             f"({8 * n_items ** 2 / 2 ** 30:.1f} GiB while fitting); above {MAX_ITEMS} items use "
-                             "SASRec alone (retriever='sasrec', llmrec index --retriever sasrec)")
+                             f"({gib:.1f} GiB while fitting); above {MAX_ITEMS} items use SASRec alone "
+                             "(retriever='sasrec', llmrec index --retriever sasrec)")
         self.sasrec.fit(train_sequences, n_items, valid_histories, valid_targets, log=log)
         self.transitions.fit(train_sequences, n_items)
         if self.ease is not None:
@@ -215,7 +216,8 @@ class Fusion(Retriever):
         best = max(self.weight_curve, key=lambda p: (self.weight_curve[p], -p[0] - p[1]))
         self.weight, self.ease_weight = best
         if log:
-            log(f"fusion weights: transitions {self.weight}, EASE {self.ease_weight if self.ease is not None else 'off'} "
+            ease = self.ease_weight if self.ease is not None else "off"
+            log(f"fusion weights: transitions {self.weight}, EASE {ease} "
                 f"(validation NDCG@10 {self.weight_curve[best]:.4f}; SASRec alone "
                 f"{self.weight_curve.get((0.0, 0.0), float('nan')):.4f})")
         return best
