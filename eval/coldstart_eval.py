@@ -31,10 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmrec import assets  # noqa: E402
-from llmrec.data import load_dataset  # noqa: E402
 from llmrec.metrics import ranking_metrics  # noqa: E402
-from llmrec.rerank.data import loo_from_recdata  # noqa: E402
+from llmrec.rerank.data import load_loo_data  # noqa: E402
 from llmrec.retrieval import SASRec, VectorIndex, embed_texts  # noqa: E402
 from llmrec.retrieval.coldstart import TextToCF, item_features, item_text  # noqa: E402
 
@@ -57,8 +55,7 @@ def main(argv=None) -> int:
     from llmrec.model import load_base_model
 
     t_all = time.time()
-    rec = load_dataset(a.data if a.data is not None else assets.ml100k_dir())
-    d = loo_from_recdata(rec, a.kcore)
+    rec, d = load_loo_data(a.data, a.kcore)
     split, n = d.split, d.split.n_items
     rng = np.random.default_rng(a.seed)
     cold = np.sort(rng.choice(n, max(1, int(round(a.cold_fraction * n))), replace=False))

@@ -21,11 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmrec import assets  # noqa: E402
 from llmrec.adapter import load_adapter  # noqa: E402
-from llmrec.data import load_dataset  # noqa: E402
 from llmrec.metrics import ranking_metrics  # noqa: E402
-from llmrec.rerank import ListwiseScorer, blend_scores, loo_from_recdata, rank_by, tune_alpha  # noqa: E402
+from llmrec.rerank import ListwiseScorer, blend_scores, rank_by, tune_alpha  # noqa: E402
+from llmrec.rerank.data import load_loo_data  # noqa: E402
 from llmrec.rerank.lm import score_shuffled  # noqa: E402
 from llmrec.retrieval import VectorIndex, load_retriever  # noqa: E402
 
@@ -44,8 +43,7 @@ def main(argv=None) -> int:
         if not f.exists():
             p.error(f"{f} not found (run eval/rerank_eval.py --methods listwise --retriever-dir ... first)")
 
-    rec = load_dataset(a.data if a.data is not None else assets.ml100k_dir())
-    d = loo_from_recdata(rec, a.kcore)
+    rec, d = load_loo_data(a.data, a.kcore)
     split = d.split
     ret = load_retriever(a.retriever_dir)
     index = VectorIndex("flat").build(ret.item_vectors())

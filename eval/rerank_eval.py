@@ -40,11 +40,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmrec import assets  # noqa: E402
-from llmrec.data import load_dataset  # noqa: E402
 from llmrec.metrics import ndcg_at_k, ranking_metrics, recall_at_k  # noqa: E402
+from llmrec.rerank.data import load_loo_data  # noqa: E402
 from llmrec.rerank.lm import score_shuffled  # noqa: E402
-from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, loo_from_recdata, pointwise_pairs,  # noqa: E402
+from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, pointwise_pairs,  # noqa: E402
                            rank_by, training_lists, tune_alpha, blend_scores)
 from llmrec.retrieval import Fusion, Popularity, SASRec, VectorIndex, load_retriever  # noqa: E402
 
@@ -108,10 +107,8 @@ def main(argv=None) -> int:
             p.error(f"--methods: unknown method {m!r}")
     a.out.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
-    data_path = a.data if a.data is not None else assets.ml100k_dir()
-    rec = load_dataset(data_path)
-    d = loo_from_recdata(rec, a.kcore)
-    split = d.split
+    rec, d = load_loo_data(a.data, a.kcore)
+    split, data_path = d.split, getattr(rec, "path", None) or a.data
     print(f"data: {data_path} ({rec.format}) {a.kcore}-core users={split.n_users} items={split.n_items}", flush=True)
     C = a.candidates
     if C > split.n_items:

@@ -73,15 +73,13 @@ def main(argv=None) -> int:
 
     if a.kcore < 1:
         p.error(f"--kcore {a.kcore}: must be >= 1 (1 = no filter)")
-    from llmrec import assets
-    from llmrec.data import load_dataset
-    from llmrec.rerank.data import loo_from_recdata
+    from llmrec.rerank.data import load_loo_data
 
-    if a.data is None:
-        a.data = assets.ml100k_dir()
-    if not a.data.exists():
+    if a.data is not None and not a.data.exists():
         p.error(f"--data {a.data}: no such file or folder")
-    split = loo_from_recdata(load_dataset(a.data), a.kcore).split
+    rec, d = load_loo_data(a.data, a.kcore)
+    split = d.split
+    a.data = getattr(rec, "path", None) or a.data
     n_inter = sum(len(t) for t in split.train) + 2 * len(split.eval_users())
     print(f"data: {a.data} {a.kcore}-core users={split.n_users} items={split.n_items} interactions={n_inter}")
     results, info = {}, {}

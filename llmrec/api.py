@@ -396,20 +396,14 @@ class Recommender:
         Raises:
             ValueError: unknown ``retriever``, cold_norm_scale <= 0; data errors from the readers.
         """
-        from llmrec.data import load_dataset
-        from llmrec.rerank.data import loo_from_recdata
+        from llmrec.rerank.data import load_loo_data
         from llmrec.retrieval import Fusion, SASRec, VectorIndex
 
         if retriever not in ("auto", "fusion", "sasrec"):
             raise ValueError(f"retriever must be 'auto', 'fusion' or 'sasrec', got {retriever!r}")
         if not 0 < cold_norm_scale < np.inf:
             raise ValueError(f"cold_norm_scale must be finite and > 0, got {cold_norm_scale}")
-        if data is None:
-            from llmrec import assets
-
-            data = assets.ml100k_dir()
-        rec = data if hasattr(data, "interactions") else load_dataset(data)
-        d = loo_from_recdata(rec, kcore)
+        rec, d = load_loo_data(data, kcore)
         _, vh, vt = d.split.valid_inputs()
         sas = SASRec(**{"epochs": epochs, "seed": seed, **sasrec_overrides})
         if retriever == "auto":

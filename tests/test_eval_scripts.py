@@ -154,6 +154,18 @@ def _toy_movielens(d):
     return d
 
 
+def test_load_loo_data_reads_folders_and_takes_loaded_data(tmp_path):
+    from llmrec.data import load_dataset
+    from llmrec.rerank.data import load_loo_data, loo_from_recdata
+
+    d = _toy_movielens(tmp_path / "toy")
+    rec, got = load_loo_data(d, 2)
+    ref = loo_from_recdata(load_dataset(d), 2)
+    assert rec.format == load_dataset(d).format and got.split.n_items == ref.split.n_items == 40
+    assert all(np.array_equal(x, y) for x, y in zip(got.full, ref.full))
+    assert load_loo_data(rec, 2)[0] is rec                              # a loaded RecData is used as is
+
+
 def test_retrieval_eval_script_seeds_on_toy_data(tmp_path):
     """eval/retrieval_eval.py with two SASRec seeds: the table's mean +- sd are those of the per-seed rows,
     and the popularity row matches a hand computation from the training counts."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from llmrec.retrieval.split import LOOSplit, encode_ids, kcore_filter, leave_one_out
 
-__all__ = ["LOOData", "loo_from_recdata", "ListExample", "training_lists", "pointwise_pairs"]
+__all__ = ["LOOData", "loo_from_recdata", "load_loo_data", "ListExample", "training_lists", "pointwise_pairs"]
 
 
 @dataclass
@@ -45,9 +45,35 @@ class LOOData:
         return {str(r): j for j, r in enumerate(self.item_ids)}
 
 
+def load_loo_data(data=None, kcore: int = 5):
+    """Read a dataset and split it leave-one-out: what every eval script and ``Recommender.build`` start
+    with.
+
+    Args:
+        data: a dataset folder (GroupLens raw, RecBole atomic, MovieLens CSV; see
+            :func:`llmrec.data.load_dataset`), an already loaded :class:`llmrec.data.RecData`, or ``None``
+            for the embedded ML-100K.
+        kcore: as in :func:`loo_from_recdata`.
+
+    Returns:
+        ``(RecData, LOOData)``.
+
+    Raises:
+        the readers' errors (FileNotFoundError, ValueError), and those of :func:`loo_from_recdata`.
+    """
+    if data is None:
+        from llmrec import assets
+
+        data = assets.ml100k_dir()
+    if not hasattr(data, "interactions"):
+        from llmrec.data import load_dataset
+
+        data = load_dataset(data)
+    return data, loo_from_recdata(data, kcore)
+
+
 def loo_from_recdata(rec, kcore: int = 5) -> LOOData:
-    """k-core filter, encode ids (sorted raw ids) and split leave-one-out, as
-    :func:`llmrec.retrieval.split.load_loo` does for an atomic file but from any ``llmrec.data`` source.
+    """k-core filter, encode ids (sorted raw ids) and split leave-one-out from any ``llmrec.data`` source.
 
     Args:
         rec: :class:`llmrec.data.RecData` (``interactions.frame`` with user_id, item_id, timestamp).

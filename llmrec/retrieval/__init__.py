@@ -18,11 +18,11 @@ from .baselines import EASE, Popularity, Transitions
 from .fusion import Fusion
 from .index import VectorIndex, gpu_available
 from .sasrec import SASRec, SASRecConfig
-from .split import LOOSplit, encode_ids, kcore_filter, leave_one_out, load_loo, read_atomic_inter
+from .split import LOOSplit, encode_ids, kcore_filter, leave_one_out
 from .text import embed_texts
 
 __all__ = [
     "Retriever", "load_retriever", "Popularity", "Transitions", "EASE", "SASRec", "SASRecConfig", "Fusion", "VectorIndex", "gpu_available",
-    "LOOSplit", "leave_one_out", "kcore_filter", "encode_ids", "load_loo", "read_atomic_inter", "embed_texts",
+    "LOOSplit", "leave_one_out", "kcore_filter", "encode_ids", "embed_texts",
     "check_histories", "topk_excluding_seen",
 ]

@@ -13,11 +13,10 @@ the iteration converges after one round at 943 users, 1,349 items, 99,287 intera
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-__all__ = ["kcore_filter", "encode_ids", "leave_one_out", "LOOSplit", "read_atomic_inter", "load_loo"]
+__all__ = ["kcore_filter", "encode_ids", "leave_one_out", "LOOSplit"]
 
 
 def kcore_filter(users, items, k: int = 5, max_rounds: int = 100) -> np.ndarray:
@@ -146,37 +145,3 @@ def leave_one_out(users, items, timestamps, n_users: int | None = None, n_items:
         else:
             train.append(seq.copy())
     return LOOSplit(train=train, valid=valid, test=test, n_items=n_items)
-
-
-def read_atomic_inter(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read a RecBole atomic ``.inter`` file (tab-separated, ``name:type`` header).
-
-    Temporary private reader until ``llmrec.data`` provides the official one.
-
-    Returns:
-        raw ``(user_ids, item_ids, timestamps)`` arrays (ids as strings, timestamps float64).
-
-    Raises:
-        ValueError: the file lacks a user_id, item_id or timestamp column.
-    """
-    import pandas as pd
-
-    df = pd.read_csv(path, sep="\t", dtype=str)
-    df.columns = [c.split(":")[0] for c in df.columns]
-    for col in ("user_id", "item_id", "timestamp"):
-        if col not in df.columns:
-            raise ValueError(f"{path}: missing column {col!r} (found {list(df.columns)})")
-    return df["user_id"].to_numpy(), df["item_id"].to_numpy(), df["timestamp"].astype(np.float64).to_numpy()
-
-
-def load_loo(path: str | Path, kcore: int = 5) -> tuple[LOOSplit, np.ndarray, np.ndarray]:
-    """Read an atomic ``.inter`` file, k-core filter, encode ids and split leave-one-out.
-
-    Returns:
-        ``(split, user_raw_ids, item_raw_ids)``; ``item_raw_ids[j]`` is the raw id of item index j.
-    """
-    ru, ri, ts = read_atomic_inter(path)
-    keep = kcore_filter(ru, ri, kcore) if kcore > 1 else np.ones(ru.shape[0], bool)
-    uc, uraw = encode_ids(ru[keep])
-    ic, iraw = encode_ids(ri[keep])
-    return leave_one_out(uc, ic, ts[keep], len(uraw), len(iraw)), uraw, iraw
