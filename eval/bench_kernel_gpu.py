@@ -65,20 +65,9 @@ NAIVE_FP64_MAX = 1024 * 64  # Lp * B up to which the float64 naive check runs
 
 
 def import_kernels():
-    """(prefix_attention_ref, prefix_attention): installed llmrec.kernels, else the source tree's kernels/."""
-    try:
-        return (importlib.import_module("llmrec.kernels.prefix_attention_ref"),
-                importlib.import_module("llmrec.kernels.prefix_attention"))
-    except ModuleNotFoundError:
-        name = "_llmrec_kernels_src"
-        if name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(
-                name, ROOT / "kernels" / "__init__.py", submodule_search_locations=[str(ROOT / "kernels")])
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[name] = mod
-            spec.loader.exec_module(mod)
-        return (importlib.import_module(f"{name}.prefix_attention_ref"),
-                importlib.import_module(f"{name}.prefix_attention"))
+    """(prefix_attention_ref, prefix_attention) modules of the installed llmrec.kernels."""
+    return (importlib.import_module("llmrec.kernels.prefix_attention_ref"),
+            importlib.import_module("llmrec.kernels.prefix_attention"))
 
 
 def make_inputs(Lp, B, Ls, dtype, device, seed=0, pad=True):

@@ -29,18 +29,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from naive_reference import naive_scores  # noqa: E402
+from naive_reference import naive_scores
 
 
 def _trim() -> None:

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmrec.retrieval.index import VectorIndex  # noqa: E402
+from llmrec.retrieval.index import VectorIndex
 
 
 def clustered(n: int, dim: int, n_clusters: int, sigma: float, rng: np.random.Generator) -> np.ndarray:

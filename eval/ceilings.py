@@ -26,6 +26,8 @@ import sys
 
 import numpy as np
 
+from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
+
 
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 0.05, 0.95)
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--probe", nargs="*", default=[], metavar="BASE_MODEL",
                    help="also score the item-prior probe zero-shot with these base models")
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="probe scoring precision")
+    p.add_argument("--dtype", default="auto", choices=PRECISIONS, help=DTYPE_HELP)
     a = p.parse_args(argv)
     from collections import defaultdict
 

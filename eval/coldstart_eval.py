@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmrec.metrics import ranking_metrics  # noqa: E402
-from llmrec.rerank.data import load_loo_data  # noqa: E402
-from llmrec.retrieval import SASRec, VectorIndex, embed_texts  # noqa: E402
-from llmrec.retrieval.coldstart import TextToCF, item_features, item_text  # noqa: E402
+from llmrec.metrics import ranking_metrics
+from llmrec.rerank.data import load_loo_data
+from llmrec.retrieval import SASRec, VectorIndex, embed_texts
+from llmrec.retrieval.coldstart import TextToCF, item_features, item_text
 
 KEYS = ["NDCG@10", "Recall@10", "Recall@20"]
 

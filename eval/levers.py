@@ -29,10 +29,21 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+
+
+def _tallrec_auc():
+    """eval/tallrec_auc.py as a module (a sibling script, loaded by path: nothing is added to sys.path)."""
+    import importlib.util
+
+    if "tallrec_auc" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("tallrec_auc", HERE / "tallrec_auc.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["tallrec_auc"] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules["tallrec_auc"]
 
 # the TALLRec-style baseline, spelled out so that rows stay comparable whatever the shipped defaults are
-BASE = ["--dtype", "bfloat16", "--no-zero-shot", "--save-scores", "--template", "tallrec", "--augment", "none",
+BASE = ["--dtype", "auto", "--no-zero-shot", "--save-scores", "--template", "tallrec", "--augment", "none",
         "--epochs", "10", "--lr", "1e-3", "--lora-rank", "8", "--lora-alpha", "16", "--target-modules",
         "q_proj,v_proj", "--loss-on", "answer", "--val-size", "128", "--patience", "3", "--batch-size", "8"]
 
@@ -167,7 +178,7 @@ def ensemble(root: Path, rows: list[str], shots: int, with_like_rate: bool = Fal
 
 def table(root: Path) -> str:
     """Markdown table of every measured row (see the module docstring)."""
-    from tallrec_auc import TALLREC_PUBLISHED
+    TALLREC_PUBLISHED = _tallrec_auc().TALLREC_PUBLISHED
 
     c = collect(root)
     lines = ["| row | lever | k | test AUC (mean ± std) | seeds | like-rate blend (fit on val) "
@@ -230,7 +241,7 @@ def main(argv=None) -> int:
         else:
             print(table(a.root))
         return 0
-    import tallrec_auc
+    tallrec_auc = _tallrec_auc()
 
     for k in a.shots:
         for seed in a.seeds:

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
 
-from llmrec.adapter import load_adapter  # noqa: E402
-from llmrec.metrics import ranking_metrics  # noqa: E402
-from llmrec.rerank import ListwiseScorer, blend_scores, rank_by, tune_alpha  # noqa: E402
-from llmrec.rerank.data import load_loo_data  # noqa: E402
-from llmrec.rerank.lm import score_shuffled  # noqa: E402
-from llmrec.retrieval import VectorIndex, load_retriever  # noqa: E402
+
+from llmrec.adapter import load_adapter
+from llmrec.metrics import ranking_metrics
+from llmrec.rerank import ListwiseScorer, blend_scores, rank_by, tune_alpha
+from llmrec.rerank.data import load_loo_data
+from llmrec.rerank.lm import score_shuffled
+from llmrec.retrieval import VectorIndex, load_retriever
 
 
 def main(argv=None) -> int:
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=None, help="dataset folder (default: embedded ML-100K)")
     p.add_argument("--kcore", type=int, default=5)
     p.add_argument("--history", type=int, default=10, help="history titles in the prompt (as in the run)")
-    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--dtype", default="auto", choices=PRECISIONS, help=DTYPE_HELP)
     p.add_argument("--seed", type=int, default=12, help="seeds the presentation order of the validation lists")
     a = p.parse_args(argv)
     for f in (a.run / "adapter-listwise", a.run / "scores-listwise.npz", a.retriever_dir / "config.json"):

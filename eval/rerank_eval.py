@@ -32,20 +32,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
 
-from llmrec.metrics import ndcg_at_k, ranking_metrics, recall_at_k  # noqa: E402
-from llmrec.rerank.data import load_loo_data  # noqa: E402
-from llmrec.rerank.lm import score_shuffled  # noqa: E402
-from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, pointwise_pairs,  # noqa: E402
+
+from llmrec.metrics import ndcg_at_k, ranking_metrics, recall_at_k
+from llmrec.rerank.data import load_loo_data
+from llmrec.rerank.lm import score_shuffled
+from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, pointwise_pairs,
                            rank_by, training_lists, tune_alpha, blend_scores)
-from llmrec.retrieval import Fusion, Popularity, SASRec, VectorIndex, load_retriever  # noqa: E402
+from llmrec.retrieval import Fusion, Popularity, SASRec, VectorIndex, load_retriever
 
 KEYS = ["NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "MRR@10", "Recall@20"]
 
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--base-model", default="smollm2-135m-instruct")
-    p.add_argument("--dtype", default="bfloat16", help="scoring autocast dtype")
+    p.add_argument("--dtype", default="auto", choices=PRECISIONS, help=DTYPE_HELP)
     p.add_argument("--retriever", choices=["fusion", "sasrec"], default="fusion",
                    help="candidate retriever: SASRec x transitions x EASE (default) or SASRec alone")
     p.add_argument("--retriever-dir", type=Path, default=None, help="load the retriever from here if saved, else fit+save")

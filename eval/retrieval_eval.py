@@ -21,17 +21,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmrec.metrics import ranking_metrics  # noqa: E402
-from llmrec.retrieval import EASE, Fusion, SASRec, SASRecConfig, Popularity, Transitions, VectorIndex  # noqa: E402
+from llmrec.metrics import ranking_metrics
+from llmrec.retrieval import EASE, Fusion, SASRec, SASRecConfig, Popularity, Transitions, VectorIndex
 
 KEYS = ["NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "Recall@20", "MRR@10"]
 

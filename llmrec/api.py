@@ -178,7 +178,7 @@ class Reranker:
             (P(Yes) per candidate, history prefix shared). Default: the template's task, else listwise.
         template: template name/path/object (default ``rerank-<method>``).
         max_history: most recent history titles shown to the LM.
-        dtype: ``"float32"`` or ``"bfloat16"`` autocast for scoring.
+        dtype: scoring precision (:mod:`llmrec.precision`; ``"auto"``: bf16 autocast where native).
         shuffle: present listwise candidates in a fixed seeded random order (the order tuned adapters
             were trained on) instead of the caller's order.
         seed: seed of that order.
@@ -188,7 +188,7 @@ class Reranker:
     """
 
     def __init__(self, model: Any, tokenizer: Any, catalog: Any = None, *, method: str | None = None,
-                 template: Any = None, max_history: int = 10, dtype: str = "float32", shuffle: bool = True,
+                 template: Any = None, max_history: int = 10, dtype: str = "auto", shuffle: bool = True,
                  seed: int = 0, metadata: dict | None = None) -> None:
         from llmrec.prompts import Template, load_template
         from llmrec.rerank import ListwiseScorer, PointwiseRerankScorer
@@ -208,7 +208,7 @@ class Reranker:
     # --- construction ---------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, adapter_dir: str | Path, *, catalog: Any = None, base_model: str | None = None,
-                        dtype: str = "float32", merge: bool = True, **kw) -> "Reranker":
+                        dtype: str = "auto", merge: bool = True, **kw) -> "Reranker":
         """Load base model + LoRA adapter saved by ``eval/rerank_eval.py`` (or :func:`llmrec.adapter.save_adapter`).
 
         ``catalog`` defaults to the dataset recorded in the adapter (``protocol.data``), else the embedded
@@ -228,7 +228,7 @@ class Reranker:
 
     @classmethod
     def zero_shot(cls, base_model: str = "smollm2-135m-instruct", *, catalog: Any = None,
-                  method: str = "listwise", dtype: str = "float32", **kw) -> "Reranker":
+                  method: str = "listwise", dtype: str = "auto", **kw) -> "Reranker":
         """An untuned reranker on a base model (embedded name, folder or HF id)."""
         from llmrec.model import load_base_model
 
@@ -460,7 +460,7 @@ class Recommender:
 
     @classmethod
     def load(cls, index_dir: str | Path, adapter_dir: str | Path | None = None, *, catalog: Any = None,
-             reranker: Reranker | None = None, dtype: str = "float32", **kw) -> "Recommender":
+             reranker: Reranker | None = None, dtype: str = "auto", **kw) -> "Recommender":
         """Load what ``llmrec index`` wrote, plus an optional reranker adapter.
 
         Raises:

@@ -16,6 +16,7 @@ import numpy as np
 import typer
 
 from llmrec.model import DEFAULT_BASE_MODEL
+from llmrec.precision import HELP as DTYPE_HELP
 from llmrec.pipeline import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -45,7 +46,6 @@ TRAIN_FLAGS = {
     "lora alpha ": "--lora-alpha ", "lora dropout ": "--lora-dropout ", "lora target_modules": "--target-modules",
 }
 KSHOT_FLAGS = {"k=": "--shots ", "seed=": "--seed "}
-SCORING_DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
 def flag_error(e: ValueError, flags: dict[str, str]) -> CliError:
@@ -64,8 +64,10 @@ def flag_error(e: ValueError, flags: dict[str, str]) -> CliError:
 
 def check_dtype(dtype: str) -> None:
     """Fail fast (before a model loads) on a ``--dtype`` the scorer would refuse after loading it."""
-    if dtype not in SCORING_DTYPES:
-        raise CliError(f"--dtype {dtype!r}: expected float32, bfloat16 or float16")
+    from llmrec.precision import NAMES
+
+    if dtype not in NAMES:
+        raise CliError(f"--dtype {dtype!r}: expected one of {', '.join(NAMES)}")
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -145,7 +147,7 @@ def train(
     loss_on: str = typer.Option("answer", help="answer (answer tokens only) or prompt (whole sequence)."),
     val_size: int = typer.Option(128, help="Validation samples for early stopping (0 = none)."),
     patience: int = typer.Option(3, help="Epochs without better validation AUC before stopping."),
-    precision: str = typer.Option("auto", help="auto, bf16, fp16 or fp32."),
+    precision: str = typer.Option("auto", help="auto (bf16 where the CPU/GPU runs it natively, else fp32), bf16, fp16 or fp32."),
     augment: str = typer.Option(DEFAULT_AUGMENT, help="Few-shot augmentation from the k samples only: comma list "
                                                       "of rotate, permute, drop, mirror, or none."),
     augment_copies: int = typer.Option(1, help="New samples per k-shot sample and augmentation."),
@@ -249,7 +251,7 @@ def score(
     template: Optional[str] = ScoreTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
-    dtype: str = typer.Option("float32", help="float32 or bfloat16 (autocast)."),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     allow_template_mismatch: bool = typer.Option(False, help="Score with another template than the adapter's."),
 ):
     """Score alpaca JSON records, or one (user, target) pair: P(Yes) per prompt."""
@@ -306,7 +308,7 @@ def evaluate(
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
     limit: int = typer.Option(0, help="Evaluate only the first N samples (0 = all)."),
-    dtype: str = typer.Option("float32", help="float32 or bfloat16 (autocast)."),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics JSON here."),
     allow_template_mismatch: bool = typer.Option(False),
 ):

@@ -15,6 +15,8 @@ from typing import List, Optional
 
 import typer
 
+from llmrec.precision import HELP as DTYPE_HELP
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="List, show, render, lint, diff and A/B-evaluate prompt templates.")
 
@@ -200,7 +202,7 @@ def eval_cmd(a: str = typer.Argument(..., help="Template A (reference)."),
              lr: float = typer.Option(1e-3, "--lr", help="k-shot: peak learning rate."),
              resamples: int = typer.Option(1000, help="Paired bootstrap resamples."),
              base_model: str = typer.Option("smollm2-135m-instruct", "--base-model", help="Base model."),
-             dtype: str = typer.Option("float32", help="Scoring precision: float32 or bfloat16 (autocast)."),
+             dtype: str = typer.Option("auto", help=DTYPE_HELP),
              data: Optional[Path] = _DATA, prompts: Optional[List[Path]] = _PROMPTS,
              out: Optional[Path] = typer.Option(None, "--out", help="Write the full result (with scores) as JSON.")):
     """AUC of A and B on the same validation subset, B - A, and a paired bootstrap 95% CI of the difference."""

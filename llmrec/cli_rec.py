@@ -14,6 +14,8 @@ from typing import Optional
 
 import typer
 
+from llmrec.precision import HELP as DTYPE_HELP
+
 __all__ = ["register"]
 
 
@@ -97,7 +99,7 @@ def recommend(
     candidates: int = typer.Option(20, "--candidates", help="Retrieved items the reranker reorders."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="LM weight in the blend with the retriever score "
                                                                 "(default: the adapter's tuned value)."),
-    dtype: str = typer.Option("float32", help="Scoring precision: float32 or bfloat16 (autocast)."),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ):
     """Recommend K items for a user (--user) or a history (--history): retrieve, then rerank."""

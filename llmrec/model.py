@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from llmrec import assets
+from llmrec import assets, precision
 
 __all__ = ["DEFAULT_BASE_MODEL", "LoraSettings", "load_base_model", "add_lora", "Verbalizer", "verbalizer_for"]
 
@@ -26,8 +26,8 @@ def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dty
 
     Args:
         base_model: embedded model name, local folder or Hugging Face id.
-        dtype: weight dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); scoring can still use
-            bf16 autocast on float32 weights.
+        dtype: weight dtype (:mod:`llmrec.precision`; ``"auto"`` = bf16 where native); scoring
+            can still use bf16 autocast on float32 weights.
         device: torch device; default CUDA if available else CPU.
 
     Returns:
@@ -45,7 +45,7 @@ def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dty
     path = assets.resolve_model(base_model)
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=precision.torch_dtype(dtype, device))
     except (OSError, ValueError) as e:
         raise OSError(f"--base-model {base_model!r}: cannot load it with transformers: {e}") from e
     if tok.pad_token_id is None:
@@ -56,14 +56,6 @@ def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dty
     return model, tok
 
 
-def _dtype(d: str | torch.dtype) -> torch.dtype:
-    if isinstance(d, torch.dtype):
-        return d
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if d not in table:
-        raise ValueError(f"dtype {d!r}: expected one of {sorted(table)}")
-    return table[d]
 
 
 @dataclass

@@ -118,12 +118,12 @@ class PointwiseScorer:
         model: ``*ForCausalLM`` or peft model.
         tokenizer: its tokenizer.
         template: a pointwise :class:`~llmrec.prompts.Template`.
-        dtype: scoring precision (``float32`` or ``bfloat16`` autocast).
+        dtype: scoring precision (:mod:`llmrec.precision`; ``"auto"``: bf16 autocast where native).
         batch_tokens: padded tokens per forward pass.
         shared_head: compute the prompts' common token prefix once (see :meth:`_score_ids`).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, template: Template, dtype: str = "float32",
+    def __init__(self, model: Any, tokenizer: Any, template: Template, dtype: str = "auto",
                  batch_tokens: int = 8192, verbalizer: Verbalizer | None = None, shared_head: bool = True):
         if template.task != "pointwise":
             raise ValueError(f"template {template.name}: task {template.task!r}, PointwiseScorer needs 'pointwise'")
@@ -258,7 +258,7 @@ class KShotRun:
 
 def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecSplits, catalog, *, shots: int,
                 seed: int, settings, lora=None, val_size: int = 128, val_seed: int = 1234,
-                dtype: str = "float32", augment: str | Sequence[str] = (), augment_copies: int = 1) -> KShotRun:
+                dtype: str = "auto", augment: str | Sequence[str] = (), augment_copies: int = 1) -> KShotRun:
     """LoRA-tune on ``shots`` samples drawn from the train split with ``seed`` (TALLRec's k-shot protocol).
 
     The validation subset for early stopping is ``val_size`` samples of the valid split, drawn with

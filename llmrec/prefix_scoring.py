@@ -120,7 +120,7 @@ def _capture_attention(module, query, key, value, attention_mask, dropout: float
 def _prefix_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """Suffix pass: queries (B, Hq, Ls, D) attend to the shared prefix K/V of this layer and causally to
     their own suffix K/V (B, Hkv, Ls, D). Returns ``(out (B, Ls, Hq, D), None)`` (transformers' layout)."""
-    from llmrec.kernels import attention
+    from llmrec.kernels.prefix_attention import attention
 
     st = _state(module)
     idx = int(module.layer_idx)
@@ -350,7 +350,7 @@ def _score_suffixes(decoder: Any, head: torch.Tensor, cap: float | None, st: _Pr
 
 
 def score_candidates(model: Any, prefix_ids: Sequence[int], suffix_ids: Sequence[Sequence[int]],
-                     token_ids: Sequence[int], *, dtype: str = "float32", max_batch: int = 64,
+                     token_ids: Sequence[int], *, dtype: str = "auto", max_batch: int = 64,
                      batch_tokens: int = 4096, pad_id: int = 0, backend: str = "auto") -> np.ndarray:
     """Verbalizer probabilities of ``N`` prompts ``prefix_ids + suffix_ids[i]`` with the prefix run once.
 
@@ -362,7 +362,7 @@ def score_candidates(model: Any, prefix_ids: Sequence[int], suffix_ids: Sequence
         suffix_ids: N candidate suffixes, each a non-empty list of int ending right before the answer;
             ragged lengths are right-padded within length-sorted batches.
         token_ids: W >= 2 verbalizer token ids (``token_ids[0]`` = positive answer).
-        dtype: ``"float32"`` or ``"bfloat16"``/``"float16"`` autocast (both passes).
+        dtype: scoring precision (:mod:`llmrec.precision`; ``"auto"``: bf16 autocast where native) (both passes).
         max_batch: at most this many suffixes per forward pass.
         batch_tokens: padded suffix tokens per forward pass (batch x longest suffix), a memory bound.
         pad_id: id used for suffix right padding (masked; its value does not matter).
@@ -423,7 +423,7 @@ def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
 
 
 def score_shared_head(model: Any, prompts: Sequence[Sequence[int]], token_ids: Sequence[int], *,
-                      dtype: str = "float32", max_batch: int = 64, batch_tokens: int = 8192, pad_id: int = 0,
+                      dtype: str = "auto", max_batch: int = 64, batch_tokens: int = 8192, pad_id: int = 0,
                       min_prefix: int = 8, backend: str = "auto") -> np.ndarray:
     """Score independent prompts that share a common head (e.g. a template's instruction text).
 

@@ -581,7 +581,7 @@ def eval_indices(n_valid: int, n: int, seed: int, val_size: int) -> list[int]:
 
 def compare_templates(templates: Sequence[Template], splits, catalog, load_model: Callable[[], tuple[Any, Any]], *,
                       n: int = 200, seed: int = 0, shots: int = 0, val_size: int = 32, epochs: int = 3,
-                      train_overrides: dict | None = None, lora=None, dtype: str = "float32",
+                      train_overrides: dict | None = None, lora=None, dtype: str = "auto",
                       n_resamples: int = 1000, log: Callable[[str], None] | None = None) -> dict:
     """A/B-evaluate two (or more) templates on the same validation subset.
 

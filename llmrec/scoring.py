@@ -14,17 +14,22 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from llmrec import precision
+
 __all__ = ["verbalizer_logits", "answer_logits", "score_encoded", "score_texts", "encode_prompts", "autocast_for"]
 
 
 def autocast_for(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
-    """An autocast context for ``dtype`` (``"float32"`` -> no autocast; ``"bfloat16"``/``"float16"``)."""
-    if dtype in ("float32", "fp32", None):
+    """An autocast context for ``dtype`` on ``device``: ``"auto"`` (bf16 where it is native, see
+    :mod:`llmrec.precision`), ``"float32"`` (no autocast), ``"bfloat16"`` or ``"float16"``.
+
+    Raises:
+        ValueError: ``dtype`` is not a precision name.
+    """
+    name = precision.scoring_dtype("float32" if dtype is None else dtype, device)
+    if name == "float32":
         return contextlib.nullcontext()
-    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise ValueError(f"scoring dtype {dtype!r}: expected float32, bfloat16 or float16")
-    return torch.autocast(device_type=device.type, dtype=table[dtype])
+    return torch.autocast(device_type=device.type, dtype=precision.DTYPES[name])
 
 
 def _backbone_and_head(model: Any) -> tuple[Any, torch.Tensor, float | None]:
@@ -58,7 +63,7 @@ def verbalizer_logits(hidden: torch.Tensor, head_weight: torch.Tensor, token_ids
 
 @torch.no_grad()
 def answer_logits(model: Any, input_ids: Sequence[Sequence[int]], token_ids: Sequence[int], *, pad_id: int = 0,
-                  dtype: str = "float32", batch_tokens: int = 8192, max_batch: int = 64,
+                  dtype: str = "auto", batch_tokens: int = 8192, max_batch: int = 64,
                   progress: bool = False, desc: str = "scoring") -> np.ndarray:
     """Raw logits of ``token_ids`` at the last token of every prompt (verbalizer rows of the LM head only).
 
@@ -70,7 +75,7 @@ def answer_logits(model: Any, input_ids: Sequence[Sequence[int]], token_ids: Seq
         pad_id: id used for right padding (masked out; its value does not matter).
         batch_tokens: padded tokens per forward pass (batch size x longest prompt), a memory bound.
         max_batch: at most this many prompts per forward pass.
-        dtype: ``"float32"`` or ``"bfloat16"``/``"float16"`` autocast.
+        dtype: scoring precision (:mod:`llmrec.precision`; ``"auto"``: bf16 autocast where native).
         progress: show a tqdm bar.
 
     Returns:
@@ -128,7 +133,7 @@ def answer_logits(model: Any, input_ids: Sequence[Sequence[int]], token_ids: Seq
 
 
 def score_encoded(model: Any, input_ids: Sequence[Sequence[int]], token_ids: Sequence[int], *,
-                  pad_id: int = 0, batch_tokens: int = 8192, max_batch: int = 64, dtype: str = "float32",
+                  pad_id: int = 0, batch_tokens: int = 8192, max_batch: int = 64, dtype: str = "auto",
                   progress: bool = False, desc: str = "scoring") -> np.ndarray:
     """Probabilities over the verbalizer words for tokenised prompts: softmax of :func:`answer_logits`.
 

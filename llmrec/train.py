@@ -18,19 +18,11 @@ import numpy as np
 import torch
 
 from llmrec.model import LoraSettings, Verbalizer, add_lora
+from llmrec.precision import NAMES, training_precision
 from llmrec.scoring import score_encoded
 
 __all__ = ["TrainSettings", "TrainResult", "AnswerCollator", "build_training_example", "make_trainer_class",
-           "train_lora", "cpu_has_bf16"]
-
-
-def cpu_has_bf16() -> bool:
-    """True if this CPU has native bf16 matrix instructions (AVX512_BF16 or AMX-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+           "train_lora"]
 
 
 @dataclass
@@ -49,7 +41,8 @@ class TrainSettings:
         seed: seeds LoRA init, data order and dropout.
         loss_on: ``"answer"`` (loss on the answer tokens only) or ``"prompt"`` (whole sequence).
         patience: epochs without a better validation AUC before stopping (0 = never stop early).
-        precision: ``"bf16"``, ``"fp16"``, ``"fp32"`` or ``"auto"`` (bf16 when the CPU/GPU supports it).
+        precision: ``"auto"`` (bf16 where the CUDA device or CPU runs it natively, see
+            :mod:`llmrec.precision`), ``"bf16"``, ``"fp16"`` or ``"fp32"``.
         max_length: longest training sequence in tokens; longer prompts raise instead of losing the answer.
     """
 
@@ -72,8 +65,8 @@ class TrainSettings:
     def __post_init__(self):
         if self.loss_on not in ("answer", "prompt"):
             raise ValueError(f"loss_on {self.loss_on!r}: expected 'answer' or 'prompt'")
-        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise ValueError(f"precision {self.precision!r}: expected auto, bf16, fp16 or fp32")
+        if self.precision not in NAMES:
+            raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(NAMES)}")
         if self.patience < 0:
             raise ValueError(f"patience {self.patience!r}: must be >= 0 (0 = no early stopping)")
         for name in ("epochs", "batch_size", "grad_accum"):
@@ -291,9 +284,7 @@ def train_lora(model: Any, tokenizer: Any, verbalizer: Verbalizer, train_ids: Se
     ds = Dataset.from_list(examples)
 
     cuda = torch.cuda.is_available()
-    precision = settings.precision
-    if precision == "auto":
-        precision = "bf16" if (cuda and torch.cuda.is_bf16_supported()) or (not cuda and cpu_has_bf16()) else "fp32"
+    precision = training_precision(settings.precision, "cuda" if cuda else "cpu")
     ckpt_dir = Path(settings.output_dir) / "checkpoints"
     steps_per_epoch = math.ceil(len(examples) / (settings.batch_size * settings.grad_accum))
     args = TrainingArguments(

@@ -96,3 +96,13 @@ def ml100k_path() -> Path:
         return ml100k_dir()
     except Exception as e:  # no cache and no package index
         pytest.skip(f"MovieLens-100K not available: {type(e).__name__}: {e}")
+
+
+@pytest.fixture(autouse=True)
+def _fp32_default_precision(monkeypatch, request):
+    """Tests state their tolerances for fp32: make ``"auto"`` precision resolve to fp32 on any test CPU (on a
+    CPU with native bf16 it would pick bf16). ``tests/test_precision.py`` mocks the CPU flags itself."""
+    if request.node.get_closest_marker("real_cpu_flags") is None:
+        import llmrec.precision
+
+        monkeypatch.setattr(llmrec.precision, "cpu_flags", lambda: frozenset({"avx2"}))

@@ -160,7 +160,7 @@ def _error_line(args, capsys) -> str:
     (["--lora-rank", "0"], "--lora-rank 0: must be a positive integer"),
     (["--lora-dropout", "1"], "--lora-dropout 1.0: must be in [0, 1)"),
     (["--patience", "-1"], "--patience -1: must be >= 0"),
-    (["--precision", "fp8"], "--precision 'fp8': expected auto, bf16, fp16 or fp32"),
+    (["--precision", "fp8"], "--precision 'fp8': expected one of auto, float32, fp32, bfloat16, bf16, float16, fp16"),
     (["--seed", "-1"], "--seed -1: must be >= 0"),
     (["--lr-scheduler", "cosin"], "--lr-scheduler 'cosin': expected one of linear, cosine"),
     (["--warmup-ratio", "1"], "--warmup-ratio 1.0: must be in [0, 1)"),
@@ -184,13 +184,13 @@ def test_data_bad_shots_name_the_flag(args, message, capsys, cached_splits, tmp_
 @pytest.mark.parametrize("command", [["score", "--input", "/nonexistent.json"], ["eval"]])
 def test_bad_dtype_refused_before_the_model_loads(command, capsys):
     assert _error_line([*command, *NO_MODEL, "--dtype", "fp8"], capsys) == \
-        "llmrec: error: --dtype 'fp8': expected float32, bfloat16 or float16"
+        "llmrec: error: --dtype 'fp8': expected one of auto, float32, fp32, bfloat16, bf16, float16, fp16"
 
 
 @pytest.mark.parametrize("args, message", [
     (["--candidates", "0"], "--candidates 0: must be >= 1"),
     (["--alpha", "1.5"], "--alpha 1.5: must be in [0, 1]"),
-    (["--dtype", "fp8"], "--dtype 'fp8': expected float32, bfloat16 or float16"),
+    (["--dtype", "fp8"], "--dtype 'fp8': expected one of auto, float32, fp32, bfloat16, bf16, float16, fp16"),
 ])
 def test_recommend_bad_options_refused_before_loading(args, message, capsys):
     line = _error_line(["recommend", "--index", "/nonexistent/index", "--user", "1", *args], capsys)
@@ -222,7 +222,7 @@ def test_recommend_k_error_names_the_flag(monkeypatch, capsys):
     (["--shots", "4", "--epochs", "0"], "--epochs 0: must be >= 1"),
     (["--shots", "99999"], "--shots 99999: larger than the train split ("),
     (["--seed", "-1"], "--seed -1: must be >= 0"),
-    (["--dtype", "fp8"], "--dtype 'fp8': expected float32, bfloat16 or float16"),
+    (["--dtype", "fp8"], "--dtype 'fp8': expected one of auto, float32, fp32, bfloat16, bf16, float16, fp16"),
 ])
 def test_prompts_eval_bad_options_name_the_flag(args, message, capsys, cached_splits):
     line = _error_line(["prompts", "eval", "tallrec", "tallrec-short", "--n", "30", *NO_MODEL, *args], capsys)

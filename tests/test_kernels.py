@@ -37,22 +37,9 @@ ATOL_FP64 = 1e-12
 
 
 def _import_kernels():
-    """(prefix_attention_ref, prefix_attention) modules: the installed package, else the source tree."""
-    try:
-        ref = importlib.import_module("llmrec.kernels.prefix_attention_ref")
-        tri = importlib.import_module("llmrec.kernels.prefix_attention")
-        return ref, tri
-    except ModuleNotFoundError:
-        name = "_llmrec_kernels_src"
-        if name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(
-                name, ROOT / "kernels" / "__init__.py", submodule_search_locations=[str(ROOT / "kernels")]
-            )
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[name] = mod
-            spec.loader.exec_module(mod)
-        return (importlib.import_module(f"{name}.prefix_attention_ref"),
-                importlib.import_module(f"{name}.prefix_attention"))
+    """(prefix_attention_ref, prefix_attention) modules of the installed package (`pip install -e .`)."""
+    return (importlib.import_module("llmrec.kernels.prefix_attention_ref"),
+            importlib.import_module("llmrec.kernels.prefix_attention"))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -92,5 +92,5 @@ def test_bad_inputs(tiny_model):
         score_encoded(tiny_model, [[1, 2], []], [3, 4])
     with pytest.raises(ValueError, match="at least two"):
         score_encoded(tiny_model, [[1, 2]], [3])
-    with pytest.raises(ValueError, match="scoring dtype"):
+    with pytest.raises(ValueError, match="^dtype .int8.: expected one of auto"):
         score_encoded(tiny_model, [[1, 2]], [3, 4], dtype="int8")

@@ -49,14 +49,14 @@ class ListwiseScorer:
         template: a ``task: listwise`` template (default ``rerank-listwise``) with variables
             ``history`` (list of titles, oldest first) and ``candidates`` (list of ``{letter, title}``).
         max_history: only the most recent titles go into the prompt (LlamaRec: 20).
-        dtype: ``"float32"`` or ``"bfloat16"`` autocast.
+        dtype: scoring precision (:mod:`llmrec.precision`; ``"auto"``: bf16 autocast where native).
 
     Raises:
         ValueError: the template is not listwise, or its letters are not distinct single tokens.
     """
 
     def __init__(self, model: Any, tokenizer: Any, template: Template | str | None = None, *, max_history: int = 10,
-                 dtype: str = "float32", batch_tokens: int = 8192) -> None:
+                 dtype: str = "auto", batch_tokens: int = 8192) -> None:
         template = resolve_template(template, DEFAULT_LISTWISE_TEMPLATE, "listwise", max_history, "ListwiseScorer")
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.max_history, self.dtype, self.batch_tokens = int(max_history), dtype, int(batch_tokens)

@@ -45,7 +45,7 @@ class PointwiseRerankScorer:
         template: ``task: pointwise`` template with variables ``history`` (titles) and ``target``
             (default ``rerank-pointwise``).
         max_history: most recent titles kept in the prompt.
-        dtype: ``"float32"`` or ``"bfloat16"`` autocast.
+        dtype: scoring precision (:mod:`llmrec.precision`; ``"auto"``: bf16 autocast where native).
         use_prefix: use shared-prefix scoring when available (False: full prompts).
 
     Raises:
@@ -53,7 +53,7 @@ class PointwiseRerankScorer:
     """
 
     def __init__(self, model: Any, tokenizer: Any, template: Template | str | None = None, *, max_history: int = 10,
-                 dtype: str = "float32", use_prefix: bool = True, batch_tokens: int = 8192) -> None:
+                 dtype: str = "auto", use_prefix: bool = True, batch_tokens: int = 8192) -> None:
         template = resolve_template(template, DEFAULT_POINTWISE_TEMPLATE, "pointwise", max_history,
                                     "pointwise reranking")
         self.model, self.tokenizer, self.template = model, tokenizer, template

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import torch
 
 from llmrec.model import LoraSettings, add_lora
-from llmrec.train import (AnswerCollator, TrainResult, TrainSettings, _check_run_identity, cpu_has_bf16,
+from llmrec.precision import training_precision
+from llmrec.train import (AnswerCollator, TrainResult, TrainSettings, _check_run_identity,
                           make_trainer_class, train_lora)
 
 __all__ = ["train_examples", "train_listwise", "train_pointwise"]
@@ -47,9 +48,7 @@ def train_examples(model: Any, tokenizer: Any, examples: Sequence[dict], setting
         model = add_lora(model, lora or LoraSettings())
     ds = Dataset.from_list([dict(e) for e in examples])
     cuda = torch.cuda.is_available()
-    precision = settings.precision
-    if precision == "auto":
-        precision = "bf16" if (cuda and torch.cuda.is_bf16_supported()) or (not cuda and cpu_has_bf16()) else "fp32"
+    precision = training_precision(settings.precision, "cuda" if cuda else "cpu")
     ckpt = Path(settings.output_dir) / "checkpoints"
     steps = math.ceil(len(examples) / (settings.batch_size * settings.grad_accum)) * settings.epochs
     args = TrainingArguments(
