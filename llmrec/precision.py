@@ -2,9 +2,10 @@
 
 A bf16 matrix product is fast only where the hardware runs it natively: CUDA devices that report bf16
 support, and CPUs with AVX512-BF16 or AMX-BF16. On other CPUs (AVX2-only x86, for example) PyTorch emulates
-it, measured on an AVX2 AMD EPYC at 0.8 GFLOP/s against 44 GFLOP/s in fp32 (about 50x slower). So the
-default, ``"auto"``, is bf16 where it is native and fp32 everywhere else; an explicit bf16 request on a CPU
-without native bf16 is honoured but warned about once per process.
+it, several times slower than fp32 (``eval/bench_precision.py`` measures it side by side; the README's
+"Precision" section has the numbers and the machine). So the default, ``"auto"``, is bf16 where it is
+native and fp32 everywhere else; an explicit bf16 request on a CPU without native bf16 is honoured but
+warned about once per process.
 
 Names accepted everywhere (scoring ``dtype=`` and training ``precision=``): ``"auto"``, ``"float32"`` /
 ``"fp32"``, ``"bfloat16"`` / ``"bf16"``, ``"float16"`` / ``"fp16"``.
@@ -88,7 +89,7 @@ def resolve(name: str = "auto", device: torch.device | str | None = None, *, arg
     if short == "bf16" and dev.type == "cpu" and not cpu_has_native_bf16() and "bf16-cpu" not in _warned:
         _warned.add("bf16-cpu")
         warnings.warn("bf16 requested on a CPU without native bf16 (no AVX512-BF16 / AMX-BF16): matrix products "
-                      "are emulated, expect about 50x slower than fp32; use 'auto' or 'fp32'",
+                      "are emulated, expect 3x to 50x slower than fp32; use 'auto' or 'fp32'",
                       RuntimeWarning, stacklevel=3)
     return short
 
