@@ -1,7 +1,8 @@
-"""Atomic folder writes: build a folder next to its destination, then swap it in.
+"""Atomic writes: build a folder (or file) next to its destination, then swap it in.
 
 A crash or an error while writing leaves the previous folder untouched (nothing half-written is ever
-at the destination); used by :func:`llmrec.adapter.save_adapter` and :meth:`llmrec.api.Recommender.save`.
+at the destination); used by :func:`llmrec.adapter.save_adapter` and :meth:`llmrec.recommender.Recommender.save`;
+:func:`write_json_atomic` is the one atomic JSON file writer (CLI outputs, eval results, run fingerprints).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-__all__ = ["atomic_dir", "check_replaceable"]
+__all__ = ["atomic_dir", "check_replaceable", "write_json_atomic"]
 
 
 def check_replaceable(out: str | os.PathLike, marker: str, what: str) -> None:
@@ -68,3 +69,19 @@ def atomic_dir(out: str | os.PathLike, marker: str | None = None, what: str = "o
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON to ``path`` through a sibling temporary file and :func:`os.replace`, so a reader
+    never sees a half-written file (numpy scalars and other numbers are written with ``float``)."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=indent, default=float))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

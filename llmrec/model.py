@@ -47,7 +47,7 @@ def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dty
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=precision.torch_dtype(dtype, device))
     except (OSError, ValueError) as e:
-        raise OSError(f"--base-model {base_model!r}: cannot load it with transformers: {e}") from e
+        raise OSError(f"base_model {base_model!r}: cannot load it with transformers: {e}") from e
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -76,7 +76,7 @@ class PlaygroundContext:
         if start_template not in templates:
             p = Path(start_template)
             if not p.is_file():
-                raise FileNotFoundError(f"--template {start_template!r}: unknown; known: {sorted(templates)}")
+                raise FileNotFoundError(f"start_template {start_template!r}: unknown; known: {sorted(templates)}")
             templates[p.stem] = p.read_text(encoding="utf-8")
             start_template = p.stem
         return cls(rec, splits, tok, model, base_model, max_pos, templates, start_template)
@@ -100,7 +100,8 @@ def preview(template_text: str, sample_indices: Sequence[int] = (0, 1, 2), split
         ``samples`` (per sample: ``index, user_id, target_id, label, text, chars, tokens, p_yes, error``).
         Never raises for a bad template or index; those come back as ``error`` entries.
     """
-    from llmrec.prompt_tools import describe, lint_template, render_one, split_samples, token_lengths
+    from llmrec.prompt_tools import describe, lint_template, render_one, token_lengths
+    from llmrec.samples.tallrec import split_samples
     from llmrec.prompts import Template, TemplateError, TemplateRenderError
 
     out: dict = {"ok": False, "error": None, "template": None, "lint": [], "stats": {}, "samples": []}

@@ -27,8 +27,6 @@ __all__ = [
     "describe",
     "load_tokenizer",
     "model_max_positions",
-    "split_samples",
-    "sample_for_user",
     "prompt_variables",
     "render_one",
     "token_lengths",
@@ -52,7 +50,6 @@ LEAK_VARIABLES = frozenset({"label", "target_rating", "answer", "output", "respo
 #: Variables of listwise (rerank) templates (:class:`llmrec.rerank.listwise.ListwiseScorer`).
 LISTWISE_VARIABLES = frozenset({"history", "candidates"})
 
-SPLITS = ("train", "valid", "test", "all")
 _REPR = re.compile(r"[\[{]\{?'[a-z_]+': ")
 
 
@@ -90,7 +87,7 @@ def load_tokenizer(base_model: str) -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(assets.resolve_model(base_model))
     except (OSError, ValueError) as e:
-        raise OSError(f"--base-model {base_model!r}: cannot load its tokenizer: {e}") from e
+        raise OSError(f"base_model {base_model!r}: cannot load its tokenizer: {e}") from e
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -109,50 +106,12 @@ def model_max_positions(base_model: str) -> int | None:
     try:
         cfg = AutoConfig.from_pretrained(assets.resolve_model(base_model))
     except (OSError, ValueError) as e:
-        raise OSError(f"--base-model {base_model!r}: cannot load its config: {e}") from e
+        raise OSError(f"base_model {base_model!r}: cannot load its config: {e}") from e
     for k in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
         v = getattr(cfg, k, None)
         if isinstance(v, int) and v > 0:
             return v
     return None
-
-
-def split_samples(splits, name: str) -> list:
-    """``splits.train/valid/test`` or all three concatenated (``"all"``), as a list of Sample.
-
-    Raises:
-        ValueError: unknown split name.
-    """
-    if name not in SPLITS:
-        raise ValueError(f"--split {name!r}: expected one of {', '.join(SPLITS)}")
-    if name == "all":
-        return list(splits.train) + list(splits.valid) + list(splits.test)
-    return list(getattr(splits, name))
-
-
-def sample_for_user(rec, user: str, target: str, history_len: int = 10):
-    """A :class:`~llmrec.samples.tallrec.Sample` for one (user, target) pair, as ``llmrec score`` builds it.
-
-    The history is the user's last ``history_len`` ratings by time, without the target item itself. If the
-    user rated the target, ``target_rating``/``label`` are that rating (> 3 = liked); else 0.0 / 0.
-
-    Raises:
-        ValueError: unknown user (no ratings) or unknown target item id.
-    """
-    from llmrec.samples.tallrec import LIKE_THRESHOLD, Sample
-
-    inter = rec.interactions.frame
-    hist = inter[inter["user_id"] == str(user)]
-    if hist.empty:
-        raise ValueError(f"--user {user!r}: unknown user (no ratings in the data)")
-    if str(target) not in rec.catalog:
-        raise ValueError(f"--target {target!r}: unknown item id")
-    hist = hist.sort_values("timestamp", kind="stable")
-    own = hist[hist["item_id"] == str(target)]
-    rating = float(own["rating"].iloc[-1]) if not own.empty else 0.0
-    hist = hist[hist["item_id"] != str(target)].tail(history_len)
-    return Sample(str(user), hist["item_id"].tolist(), hist["rating"].astype(float).tolist(), str(target), rating,
-                  int(rating > LIKE_THRESHOLD))
 
 
 def prompt_variables(sample, catalog) -> dict:
@@ -573,7 +532,7 @@ def eval_indices(n_valid: int, n: int, seed: int, val_size: int) -> list[int]:
     held = set(k_shot_indices(n_valid, min(val_size, n_valid), ES_VAL_SEED)) if val_size > 0 else set()
     pool = [i for i in range(n_valid) if i not in held]
     if n < 2 or n > len(pool):
-        raise ValueError(f"--n {n}: must be in [2, {len(pool)}] (valid split {n_valid} minus {len(held)} "
+        raise ValueError(f"n {n}: must be in [2, {len(pool)}] (valid split {n_valid} minus {len(held)} "
                          f"early-stopping samples)")
     pick = np.random.default_rng(seed).permutation(len(pool))[:n]
     return sorted(pool[i] for i in pick)
@@ -614,7 +573,7 @@ def compare_templates(templates: Sequence[Template], splits, catalog, load_model
         if t.task != "pointwise":
             raise ValueError(f"template {t.name}: task {t.task!r}; A/B evaluation scores pointwise templates")
     if shots < 0:
-        raise ValueError(f"--shots {shots}: must be >= 0")
+        raise ValueError(f"shots {shots}: must be >= 0")
     if n_resamples < 1:
         raise ValueError(f"n_resamples {n_resamples!r}: must be >= 1 (no resamples, no interval)")
     log = log or (lambda _m: None)

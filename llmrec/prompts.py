@@ -84,10 +84,10 @@ def _search_dirs(extra: Iterable[str | os.PathLike] | None) -> list[Path]:
     dirs = [Path(d) for d in (extra or [])]
     for d in dirs:
         if not d.exists():
-            raise FileNotFoundError(f"--prompts {d}: template folder not found")
+            raise FileNotFoundError(f"prompts {d}: template folder not found")
         if not d.is_dir():
-            raise NotADirectoryError(f"--prompts {d}: not a folder (--prompts takes folders of *.jinja "
-                                     f"templates; pass a single template file as --template PATH)")
+            raise NotADirectoryError(f"prompts {d}: not a folder (prompts takes folders of *.jinja "
+                                     f"templates; load a single template file by its path instead)")
     env = os.environ.get("LLMREC_PROMPTS")
     if env:
         dirs += [Path(d) for d in env.split(os.pathsep) if d]

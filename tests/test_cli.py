@@ -252,7 +252,8 @@ def test_eval_and_score_report_lm_times_like_rate(tiny_model_dir, tmp_path, caps
     (row,) = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     rec, _ = load_tallrec()
     f = rec.interactions.frame
-    last = f[f["user_id"] == "1"].sort_values("timestamp", kind="stable").tail(10)["rating"]
+    own = f[(f["user_id"] == "1") & (f["item_id"] != "50")]  # the history never holds the target itself
+    last = own.sort_values("timestamp", kind="stable").tail(10)["rating"]
     r = (sum(last > 3) + 1) / 12
     want = 1 / (1 + (1 - row["p_yes"]) / row["p_yes"] * (1 - r) / r)
     assert row["p_yes_x_like_rate"] == pytest.approx(want, rel=1e-9)
@@ -264,3 +265,27 @@ def _test_json(tmp_path, n):
 
     rec, splits = load_tallrec()
     return write_alpaca(splits.test[:n], rec.catalog, tmp_path / "test.json")
+
+
+def test_score_user_target_uses_sample_for_user(tiny_model_dir, capsys):
+    """`score --user U --target I` for an item U rated recently: the prompt is the one `sample_for_user` builds
+    (history without the target, label from U's own rating), as `prompts render --user --target` shows it; the
+    command used to keep the target in its own history and report label 0 (issue 14)."""
+    from llmrec.model import load_base_model
+    from llmrec.pipeline import DEFAULT_TEMPLATE, PointwiseScorer, load_tallrec
+    from llmrec.prompts import load_template
+    from llmrec.samples.tallrec import sample_for_user
+
+    rec, _ = load_tallrec()
+    f = rec.interactions.frame
+    recent = f[f["user_id"] == "1"].sort_values("timestamp", kind="stable").tail(10)
+    target = str(recent["item_id"].iloc[-1])  # in the last 10 ratings: the old inline sample kept it there
+    s = sample_for_user(rec, "1", target)
+    assert target not in s.history and len(s.history) == 10
+    main(["score", "--base-model", str(tiny_model_dir), "--user", "1", "--target", target])
+    (row,) = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    model, tok = load_base_model(str(tiny_model_dir))
+    sc = PointwiseScorer(model, tok, load_template(DEFAULT_TEMPLATE))
+    want = sc.score(sc.encode_samples([s], rec.catalog))[0]
+    assert row["p_yes"] == pytest.approx(float(want), rel=1e-6)
+    assert row["label"] == s.label == int(float(recent["rating"].iloc[-1]) > 3)

@@ -21,10 +21,9 @@ from llmrec.prompt_tools import (
     lint_template,
     paired_bootstrap_auc,
     render_one,
-    sample_for_user,
 )
 from llmrec.prompts import Template, load_template
-from llmrec.samples import Sample, template_variables
+from llmrec.samples import Sample, sample_for_user, template_variables
 
 from tests.conftest import make_tiny_llama
 
@@ -71,9 +70,9 @@ def test_sample_for_user(ml100k):
     s = sample_for_user(rec, "1", "1")
     assert s.user_id == "1" and s.target == "1" and len(s.history) == 10 and "1" not in s.history
     assert s.label == int(s.target_rating > 3)
-    with pytest.raises(ValueError, match="--user 'nobody'"):
+    with pytest.raises(ValueError, match="^user 'nobody'"):
         sample_for_user(rec, "nobody", "1")
-    with pytest.raises(ValueError, match="--target 'zz'"):
+    with pytest.raises(ValueError, match="^target 'zz'"):
         sample_for_user(rec, "1", "zz")
 
 
@@ -204,7 +203,7 @@ def test_eval_indices_exclude_early_stopping_samples():
     assert len(idx) == len(set(idx)) == 200 and idx == sorted(idx)
     assert not set(idx) & set(k_shot_indices(1000, 32, 1234))
     assert idx == eval_indices(1000, 200, 0, 32) != eval_indices(1000, 200, 1, 32)
-    with pytest.raises(ValueError, match="--n 999"):
+    with pytest.raises(ValueError, match="^n 999"):
         eval_indices(1000, 999, 0, 32)
 
 

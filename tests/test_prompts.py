@@ -102,11 +102,11 @@ def test_user_dir_shadows_builtin(tmp_path):
 def test_prompts_path_that_is_not_a_folder_is_an_error(tmp_path, capsys):
     f = tmp_path / "mine.jinja"
     f.write_text(HEAD + "{% block instruction %}mine{% endblock %}{% block input %}{{ target }}{% endblock %}")
-    with pytest.raises(NotADirectoryError, match=rf"--prompts {re.escape(str(f))}: not a folder"):
+    with pytest.raises(NotADirectoryError, match=rf"^prompts {re.escape(str(f))}: not a folder"):
         load_template("tallrec", [f])
-    with pytest.raises(NotADirectoryError, match=rf"--prompts {re.escape(str(f))}: not a folder"):
+    with pytest.raises(NotADirectoryError, match=rf"^prompts {re.escape(str(f))}: not a folder"):
         load_template(f, [f])  # also when the template itself is given as a path
-    with pytest.raises(FileNotFoundError, match=rf"--prompts {re.escape(str(tmp_path / 'nope'))}: template folder "
+    with pytest.raises(FileNotFoundError, match=rf"^prompts {re.escape(str(tmp_path / 'nope'))}: template folder "
                                                  rf"not found"):
         list_templates([tmp_path, tmp_path / "nope"])
     assert list_templates([tmp_path])["mine"] == f  # a real folder still works

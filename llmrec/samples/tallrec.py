@@ -28,6 +28,9 @@ from ..data.alpaca import write_alpaca_json
 from ..data.core import Catalog, Interactions
 
 __all__ = [
+    "SPLITS",
+    "sample_for_user",
+    "split_samples",
     "HISTORY_LEN",
     "LIKE_THRESHOLD",
     "N_KEEP",
@@ -310,3 +313,42 @@ def samples_from_hf_dataset(ds) -> list[Sample]:
         for r in ds
     ]
 
+
+SPLITS = ("train", "valid", "test", "all")
+
+
+def split_samples(splits, name: str) -> list:
+    """``splits.train/valid/test`` or all three concatenated (``"all"``), as a list of Sample.
+
+    Raises:
+        ValueError: unknown split name.
+    """
+    if name not in SPLITS:
+        raise ValueError(f"split {name!r}: expected one of {', '.join(SPLITS)}")
+    if name == "all":
+        return list(splits.train) + list(splits.valid) + list(splits.test)
+    return list(getattr(splits, name))
+
+
+def sample_for_user(rec, user: str, target: str, history_len: int = HISTORY_LEN):
+    """A :class:`~llmrec.samples.tallrec.Sample` for one (user, target) pair, as ``llmrec score --user --target``
+    and ``llmrec prompts render --user --target`` build it (the one implementation).
+
+    The history is the user's last ``history_len`` ratings by time, without the target item itself. If the
+    user rated the target, ``target_rating``/``label`` are that rating (> 3 = liked); else 0.0 / 0.
+
+    Raises:
+        ValueError: unknown user (no ratings) or unknown target item id.
+    """
+    inter = rec.interactions.frame
+    hist = inter[inter["user_id"] == str(user)]
+    if hist.empty:
+        raise ValueError(f"user {user!r}: unknown user (no ratings in the data)")
+    if str(target) not in rec.catalog:
+        raise ValueError(f"target {target!r}: unknown item id")
+    hist = hist.sort_values("timestamp", kind="stable")
+    own = hist[hist["item_id"] == str(target)]
+    rating = float(own["rating"].iloc[-1]) if not own.empty else 0.0
+    hist = hist[hist["item_id"] != str(target)].tail(history_len)
+    return Sample(str(user), hist["item_id"].tolist(), hist["rating"].astype(float).tolist(), str(target), rating,
+                  int(rating > LIKE_THRESHOLD))

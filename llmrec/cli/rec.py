@@ -1,8 +1,8 @@
 """``llmrec index`` and ``llmrec recommend``: the retrieve-then-rerank commands.
 
-Registered on the main app by :func:`register` (called from ``llmrec.cli``). Errors are ``ValueError`` /
+Registered on the main app by :func:`register` (called from :mod:`llmrec.cli.main`). Errors are ``ValueError`` /
 ``FileNotFoundError`` (or ``CliError``, for a library error re-worded to name the flag) with one-line
-messages; ``llmrec.cli.main`` prints them as ``llmrec: error: ...`` and exits with code 2.
+messages; ``llmrec.cli.main.main`` prints them as ``llmrec: error: ...`` and exits with code 2.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 
+from llmrec.cli.common import check_dtype, flag_error
 from llmrec.precision import HELP as DTYPE_HELP
 
 __all__ = ["register"]
@@ -121,8 +122,6 @@ def recommend(
         raise ValueError(f"--candidates {candidates}: must be >= 1")
     if alpha is not None and not 0 <= alpha <= 1:
         raise ValueError(f"--alpha {alpha}: must be in [0, 1]")
-    from llmrec.cli import check_dtype, flag_error
-
     check_dtype(dtype)
     steps = tqdm(total=3 if adapter else 2, desc="recommend", unit="step", leave=False, disable=None)
     try:
@@ -142,7 +141,7 @@ def recommend(
         try:
             items = rec.recommend(hist, k)
         except ValueError as e:  # "k=12 is larger than the 9 items this user has not seen"
-            raise flag_error(e, {"k=": "--k "}) from None
+            raise flag_error(e, {"k": "--k"}) from None
         steps.update()
     finally:
         steps.close()

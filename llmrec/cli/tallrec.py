@@ -1,80 +1,29 @@
-"""The ``llmrec`` command (also ``python -m llmrec``): a thin layer over the library modules.
+"""``llmrec data``, ``train``, ``score`` and ``eval``: the TALLRec protocol commands (Yes/No verbalizer).
 
-Every subcommand has ``--help``. Bad input ends with a one-line ``llmrec: error: ...`` naming the field
-and value, and exit code 2; nothing saved before is touched.
+Registered on the main app by :func:`register` (called from :mod:`llmrec.cli.main`). Bad input ends with a
+one-line ``llmrec: error: ...`` naming the flag and value, and exit code 2; nothing saved before is touched.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 import typer
 
-from llmrec.model import DEFAULT_BASE_MODEL
-from llmrec.precision import HELP as DTYPE_HELP
+from llmrec._atomic import write_json_atomic
+from llmrec.cli.common import (BaseOpt, CliError, DataOpt, PromptsOpt, TemplateOpt, check_dtype, flag_error)
 from llmrec.pipeline import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
+from llmrec.precision import HELP as DTYPE_HELP
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Few-shot LLM recommender: LoRA-tuned verbalizer scoring (TALLRec protocol).")
-
-DataOpt = typer.Option(None, "--data", help="Dataset folder (GroupLens raw, RecBole atomic or MovieLens CSV); "
-                                            "default: the embedded MovieLens-100K.")
-TemplateOpt = typer.Option(DEFAULT_TEMPLATE, "--template", help="Template name (see prompts/) or path to a .jinja "
-                                                              "file.")
 DataTemplateOpt = typer.Option("tallrec", "--template", help="Template name or .jinja path (the default renders "
                                                              "TALLRec's published JSON exactly).")
 ScoreTemplateOpt = typer.Option(None, "--template", help="Template name or .jinja path; default: the adapter's own "
                                                          f"template, or {DEFAULT_TEMPLATE} without an adapter.")
-PromptsOpt = typer.Option(None, "--prompts", help="Extra template folder(s), searched before the built-ins.")
-BaseOpt = typer.Option(DEFAULT_BASE_MODEL, "--base-model", help="Embedded model name, local folder or HF id.")
-
-
-class CliError(Exception):
-    """A user error reported as one line."""
-
-
-#: Library ValueError messages start with the Python name of the bad value; the CLI flag that sets it.
-TRAIN_FLAGS = {
-    "epochs ": "--epochs ", "learning_rate ": "--lr ", "batch_size ": "--batch-size ", "loss_on ": "--loss-on ",
-    "patience ": "--patience ", "precision ": "--precision ", "lr_scheduler ": "--lr-scheduler ",
-    "warmup_ratio ": "--warmup-ratio ", "lora rank ": "--lora-rank ",
-    "lora alpha ": "--lora-alpha ", "lora dropout ": "--lora-dropout ", "lora target_modules": "--target-modules",
-}
-KSHOT_FLAGS = {"k=": "--shots ", "seed=": "--seed "}
-
-
-def flag_error(e: ValueError, flags: dict[str, str]) -> CliError:
-    """``e`` as a :class:`CliError` that names the CLI flag instead of the library's argument name.
-
-    ``flags`` maps a message prefix (the Python name as the library writes it, with its separator:
-    ``"learning_rate "``, ``"k="``) to the flag (``"--lr "``, ``"--shots "``). A message with no known
-    prefix is kept as it is.
-    """
-    msg = str(e)
-    for name, flag in flags.items():
-        if msg.startswith(name):
-            return CliError(flag + msg[len(name):])
-    return CliError(msg)
-
-
-def check_dtype(dtype: str) -> None:
-    """Fail fast (before a model loads) on a ``--dtype`` the scorer would refuse after loading it."""
-    from llmrec.precision import NAMES
-
-    if dtype not in NAMES:
-        raise CliError(f"--dtype {dtype!r}: expected one of {', '.join(NAMES)}")
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
+#: ``sample_k_shot`` names its arguments ``k=`` and ``seed=``; ``llmrec data`` sets k with --shots.
+KSHOT_FLAGS = {"k": "--shots"}
 
 
 def _split(splits, name: str):
@@ -83,7 +32,6 @@ def _split(splits, name: str):
     return getattr(splits, name)
 
 
-@app.command()
 def data(
     split: str = typer.Option("test", help="Which TALLRec split: train, valid or test."),
     out: Path = typer.Option(..., "--out", help="Output file: .json (alpaca records) or a folder (datasets.Dataset)."),
@@ -116,13 +64,12 @@ def data(
             return parts["instruction"], parts["input"]
 
         records = to_alpaca(samples, rec.catalog, render=render, answers=tuple(tpl.targets[:2]))
-        _write_json_atomic(out, records)
+        write_json_atomic(out, records)
     else:
         to_hf_dataset(samples, rec.catalog).save_to_disk(str(out))
     typer.echo(f"wrote {len(samples)} {split} samples to {out}")
 
 
-@app.command()
 def train(
     out: Path = typer.Option(..., "--out", help="Adapter folder to write (peft files + llmrec.json)."),
     shots: int = typer.Option(64, help="k: training samples drawn from the TALLRec train split."),
@@ -189,7 +136,7 @@ def train(
                                  precision=precision, lr_scheduler=lr_scheduler, warmup_ratio=warmup_ratio)
         lora = LoraSettings(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules)
     except ValueError as e:
-        raise flag_error(e, TRAIN_FLAGS) from None
+        raise flag_error(e) from None
     from llmrec._atomic import check_replaceable
     from llmrec.adapter import META
 
@@ -239,7 +186,6 @@ def _scorer(adapter: Optional[Path], base_model: str, template: str, prompts, al
     return PointwiseScorer(model, tok, tpl, dtype=dtype)
 
 
-@app.command()
 def score(
     adapter: Optional[Path] = typer.Option(None, help="Tuned adapter folder; without it, the base model zero-shot."),
     input: Optional[Path] = typer.Option(None, "--input", help="Alpaca JSON records to score."),
@@ -267,19 +213,12 @@ def score(
         records = read_alpaca_json(input, answers=None)
         P = sc.encode_alpaca(records)
     else:
-        from llmrec.data import load_dataset
         from llmrec import assets
-        from llmrec.samples.tallrec import Sample
+        from llmrec.data import load_dataset
+        from llmrec.samples.tallrec import sample_for_user
 
         rec = load_dataset(data if data is not None else assets.ml100k_dir())
-        inter = rec.interactions.frame
-        hist = inter[inter["user_id"] == str(user)]
-        if hist.empty:
-            raise CliError(f"--user {user!r}: unknown user (no ratings in the data)")
-        if str(target) not in rec.catalog:
-            raise CliError(f"--target {target!r}: unknown item id")
-        hist = hist.sort_values("timestamp", kind="stable").tail(10)
-        s = Sample(str(user), hist["item_id"].tolist(), hist["rating"].astype(float).tolist(), str(target), 0.0, 0)
+        s = sample_for_user(rec, user, target)  # history without the target (as `prompts render` shows it)
         from llmrec.pipeline import render_samples
 
         P = sc.encode(render_samples(sc.template, [s], rec.catalog, sc.tokenizer))
@@ -289,16 +228,17 @@ def score(
     if user is not None:  # LM x the user's like-rate (product of experts; see llmrec.pipeline.like_rate_product)
         from llmrec.pipeline import like_rate_product
 
+        if s.target_rating > 0:  # the user rated the target: its label is known
+            rows[0]["label"] = s.label
         rows[0]["p_yes_x_like_rate"] = float(1 / (1 + np.exp(-like_rate_product(scores, [s])[0])))
     if out:
-        _write_json_atomic(out, rows)
+        write_json_atomic(out, rows)
         typer.echo(f"wrote {len(rows)} scores to {out}")
     else:
         for r in rows:
             typer.echo(json.dumps(r))
 
 
-@app.command("eval")
 def evaluate(
     adapter: Optional[Path] = typer.Option(None, help="Tuned adapter folder; without it, zero-shot."),
     split: str = typer.Option("test", help="TALLRec split to evaluate: valid or test."),
@@ -341,44 +281,12 @@ def evaluate(
         result["like_product_auc"] = auc(P.labels, like_rate_product(scores, samples))
     typer.echo(json.dumps(result, indent=2))
     if out:
-        _write_json_atomic(out, result)
+        write_json_atomic(out, result)
 
 
-def _register_optional_commands() -> None:
-    """Sub-command groups that live in their own modules."""
-    __import__("llmrec.cli_rec", fromlist=["register"]).register(app)
-    try:
-        from llmrec.cli_prompts import app as prompts_app
-    except ImportError:
-        return
-    app.add_typer(prompts_app, name="prompts", help="List, show, render, lint, diff and A/B-evaluate templates.")
-
-
-_register_optional_commands()
-
-
-def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point: run the CLI; known user errors become one line on stderr and exit code 2."""
-    from llmrec.adapter import AdapterError
-    from llmrec.assets import AssetError
-    from llmrec.prompts import TemplateError, TemplateRenderError
-
-    try:
-        rc = app(args=argv, standalone_mode=False)
-        if isinstance(rc, int) and rc:
-            sys.exit(rc)
-    except (CliError, AdapterError, AssetError, TemplateError, TemplateRenderError, FileNotFoundError,
-            KeyError, ValueError, OSError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"llmrec: error: {msg}", file=sys.stderr)
-        sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        print("llmrec: aborted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as e:  # click usage errors (typer may bundle its own click: match by shape, not class)
-        if hasattr(e, "show") and hasattr(e, "exit_code"):
-            e.show()
-            sys.exit(e.exit_code)
-        if type(e).__name__ == "Exit" and hasattr(e, "exit_code"):
-            sys.exit(e.exit_code)
-        raise
+def register(app: typer.Typer) -> None:
+    """Add the ``data``, ``train``, ``score`` and ``eval`` commands to the ``llmrec`` app."""
+    app.command("data")(data)
+    app.command("train")(train)
+    app.command("score")(score)
+    app.command("eval")(evaluate)

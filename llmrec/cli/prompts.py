@@ -1,26 +1,27 @@
 """``llmrec prompts ...``: list, show, render, lint, diff, A/B-evaluate templates and a local playground.
 
-A typer sub-app registered by :mod:`llmrec.cli`; the logic lives in :mod:`llmrec.prompt_tools` and
+A typer sub-app registered by :mod:`llmrec.cli.main`; the logic lives in :mod:`llmrec.prompt_tools` and
 :mod:`llmrec.playground`. User errors raise ``ValueError``/``FileNotFoundError``/``TemplateError``, which
-``llmrec.cli.main`` prints as one ``llmrec: error: ...`` line with exit code 2; ``lint`` exits 1 when it
+``llmrec.cli.main.main`` prints (flags named by :mod:`llmrec.cli.common`) as one ``llmrec: error: ...`` line with exit code 2; ``lint`` exits 1 when it
 finds errors (0 with warnings only).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from llmrec._atomic import write_json_atomic
+from llmrec.cli.common import PromptsOpt, check_dtype, flag_error
 from llmrec.precision import HELP as DTYPE_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="List, show, render, lint, diff and A/B-evaluate prompt templates.")
 
-_PROMPTS = typer.Option(None, "--prompts", help="Extra template folder(s), searched before the built-ins.")
+_PROMPTS = PromptsOpt
 _DATA = typer.Option(None, "--data", help="Dataset folder; default: the embedded MovieLens-100K.")
 _BASE_OPT = typer.Option(None, "--base-model", help="Embedded model name, local folder or HF id (for the "
                                                      "tokenizer; chat templates default to the embedded model).")
@@ -43,7 +44,7 @@ def _tokenizer_for(templates, base_model: Optional[str]):
 
 
 def _pick_sample(rec, splits, user, target, index, split):
-    from llmrec.prompt_tools import sample_for_user, split_samples
+    from llmrec.samples.tallrec import sample_for_user, split_samples
 
     if user is not None or target is not None:
         if user is None or target is None:
@@ -144,7 +145,8 @@ def lint(name: str = typer.Argument(..., help="Template name or path."),
          no_data: bool = typer.Option(False, "--no-data", help="Static checks only (no rendering)."),
          as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Check variables, answer leaks, verbalizer tokens and prompt lengths. Exit 1 on errors, 0 on warnings."""
-    from llmrec.prompt_tools import lint_template, load_tokenizer, model_max_positions, split_samples
+    from llmrec.prompt_tools import lint_template, load_tokenizer, model_max_positions
+    from llmrec.samples.tallrec import split_samples
 
     t = _load(name, prompts)
     tok = load_tokenizer(base_model) if base_model else None
@@ -206,7 +208,6 @@ def eval_cmd(a: str = typer.Argument(..., help="Template A (reference)."),
              data: Optional[Path] = _DATA, prompts: Optional[List[Path]] = _PROMPTS,
              out: Optional[Path] = typer.Option(None, "--out", help="Write the full result (with scores) as JSON.")):
     """AUC of A and B on the same validation subset, B - A, and a paired bootstrap 95% CI of the difference."""
-    from llmrec.cli import TRAIN_FLAGS, check_dtype, flag_error
     from llmrec.model import load_base_model
     from llmrec.pipeline import load_tallrec
     from llmrec.prompt_tools import compare_templates
@@ -224,7 +225,7 @@ def eval_cmd(a: str = typer.Argument(..., help="Template A (reference)."),
         try:
             TrainSettings(output_dir="unused", epochs=epochs, learning_rate=lr)
         except ValueError as e:
-            raise flag_error(e, TRAIN_FLAGS) from None
+            raise flag_error(e) from None
     ta, tb = _load(a, prompts), _load(b, prompts)
     rec, splits = load_tallrec(data)
     if shots > len(splits.train):
@@ -242,9 +243,7 @@ def eval_cmd(a: str = typer.Argument(..., help="Template A (reference)."),
     typer.echo(f"  {c['b']} - {c['a']}: {c['diff']:+.4f}  95% CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]  "
                f"(paired bootstrap, {c['n_resamples']} resamples, p = {c['p_value']:.3f})")
     if out:
-        from llmrec.cli import _write_json_atomic
-
-        _write_json_atomic(out, res)
+        write_json_atomic(out, res)
         typer.echo(f"wrote {out}", err=True)
 
 
@@ -266,5 +265,4 @@ def playground(host: str = typer.Option("127.0.0.1", help="Address to bind (keep
     serve(ctx, host=host, port=port, log=lambda m: typer.echo(m, err=True))
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+
