@@ -7,14 +7,14 @@
 For one user (a MovieLens-100K user's first H rated items as history, TALLRec prompt) and N candidate
 movies, every prompt is ``shared prefix + candidate suffix``: the prefix is the Alpaca header,
 instruction, liked/disliked history titles and the question up to ``... the target movie``; the suffix
-is `` "<candidate title>"?`` plus the response header (split with :func:`llmrec.prefix_scoring.split_prompts`,
+is `` "<candidate title>"?`` plus the response header (split with :func:`llmrec.scoring.prefix.split_prompts`,
 which checks the token boundary).
 
 Methods, same batch size (``--batch``), same process, same thread count:
 
 * ``naive``: transformers' ``model(input_ids, attention_mask).logits`` over the full vocabulary for the
   right-padded full prompts, P(Yes) from the two verbalizer logits at the last real token;
-* ``prefix``: :func:`llmrec.prefix_scoring.score_candidates` (prefix once, suffixes as one batch).
+* ``prefix``: :func:`llmrec.scoring.prefix.score_candidates` (prefix once, suffixes as one batch).
 
 Candidates/s are wall-clock over the whole call (prefix pass included), best of ``--repeats``.  For
 large N the naive path is timed on the first ``--naive-limit`` candidates only and its rate
@@ -89,7 +89,7 @@ def shared_prefix_split(texts: list[str]) -> tuple[str, list[str]]:
 
 def build_case(tok, tpl, rec, hist_len: int, n_cand: int, seed: int = 0):
     """Prompt texts for one user and ``n_cand`` candidate movies; returns (prefix_ids, suffix_ids, texts)."""
-    from llmrec.prefix_scoring import split_prompts
+    from llmrec.scoring.prefix import split_prompts
     from llmrec.samples.tallrec import build_windows, template_variables
 
     samples = build_windows(rec.interactions, history_len=hist_len)
@@ -137,8 +137,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from llmrec.model import load_base_model, verbalizer_for
-    from llmrec.pipeline import load_tallrec
-    from llmrec.prefix_scoring import score_candidates
+    from llmrec.recipe import load_tallrec
+    from llmrec.scoring.prefix import score_candidates
     from llmrec.prompts import load_template
 
     cands = [int(x) for x in (args.candidates or ("10,50" if args.quick else "10,50,200")).split(",")]

@@ -4,8 +4,8 @@
     python eval/bench_scoring.py --limit 200 --naive-limit 32 --threads 1
     python eval/bench_scoring.py --methods encoded-bf16,shared-bf16
 
-Prompts: :func:`llmrec.pipeline.load_tallrec` (embedded MovieLens-100K, TALLRec's test split) rendered
-with the ``tallrec`` template and tokenised by :meth:`llmrec.pipeline.PointwiseScorer.encode_samples`.
+Prompts: :func:`llmrec.recipe.load_tallrec` (embedded MovieLens-100K, TALLRec's test split) rendered
+with the ``tallrec`` template and tokenised by :meth:`llmrec.scoring.pointwise.PointwiseScorer.encode_samples`.
 
 Methods (zero-shot base model, default SmolLM2-135M-Instruct):
 
@@ -14,7 +14,7 @@ Methods (zero-shot base model, default SmolLM2-135M-Instruct):
   extrapolated linearly to all prompts (the time column says so);
 * ``encoded-fp32`` / ``encoded-bf16``: :func:`llmrec.scoring.score_encoded` (length-sorted token-budget
   batches, verbalizer rows of the head only), fp32 or bf16 autocast;
-* ``shared-fp32`` / ``shared-bf16``: :func:`llmrec.prefix_scoring.score_shared_head` (the prompts'
+* ``shared-fp32`` / ``shared-bf16``: :func:`llmrec.scoring.prefix.score_shared_head` (the prompts'
   common token head -- Alpaca header + instruction -- computed once, the rest as prefix-shared batches).
 
 Columns: seconds (for all prompts; extrapolated for naive), prompt tokens/s, AUC, max |dP| against
@@ -52,8 +52,9 @@ def main(argv=None) -> int:
 
     from llmrec.metrics import auc
     from llmrec.model import load_base_model
-    from llmrec.pipeline import PointwiseScorer, load_tallrec
-    from llmrec.prefix_scoring import common_prefix_length, score_shared_head
+    from llmrec.scoring.pointwise import PointwiseScorer
+    from llmrec.recipe import load_tallrec
+    from llmrec.scoring.prefix import common_prefix_length, score_shared_head
     from llmrec.prompts import load_template
     from llmrec.scoring import score_encoded
 

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     from sklearn.linear_model import LogisticRegression
 
     from llmrec.metrics import auc
-    from llmrec.pipeline import like_rate_scores, load_tallrec
+    from llmrec.recipe import like_rate_scores, load_tallrec
     from llmrec.samples.kshot import sample_k_shot
 
     rec, sp = load_tallrec()
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
                  f"{auc(y, _logit(prior) + _logit(like_rate_scores(sp.test))):.4f}"))
     for base in a.probe:
         from llmrec.model import load_base_model
-        from llmrec.pipeline import PointwiseScorer
+        from llmrec.scoring.pointwise import PointwiseScorer
         from llmrec.prompts import load_template
 
         model, tok = load_base_model(base)

@@ -110,14 +110,14 @@ def _ms(xs) -> str:
 @functools.lru_cache(maxsize=1)
 def _test_samples() -> list:
     """The TALLRec test samples, read once per process (every table cell needs them)."""
-    from llmrec.pipeline import load_tallrec
+    from llmrec.recipe import load_tallrec
 
     return load_tallrec()[1].test
 
 
 def _test_reference(n: int):
     """(labels (n,) int, like-rate (n,) float64) of the first ``n`` TALLRec test samples."""
-    from llmrec.pipeline import like_rate_scores
+    from llmrec.recipe import like_rate_scores
 
     test = _test_samples()[:n]
     return np.array([s.label for s in test]), like_rate_scores(test)
@@ -136,9 +136,9 @@ def rank_average(*scores: np.ndarray) -> np.ndarray:
 
 def _with_like(runs: list[dict], how: str) -> list[float | None]:
     """Per run, the test AUC of the LM combined with the like-rate without fitting anything:
-    ``how="rank"``: :func:`rank_average`; ``how="poe"``: :func:`llmrec.pipeline.like_rate_product`."""
+    ``how="rank"``: :func:`rank_average`; ``how="poe"``: :func:`llmrec.recipe.like_rate_product`."""
     from llmrec.metrics import auc
-    from llmrec.pipeline import like_rate_product
+    from llmrec.recipe import like_rate_product
 
     out = []
     for r in runs:

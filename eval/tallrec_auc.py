@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrec.pipeline import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
+from llmrec.recipe import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
 from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
 
 TALLREC_PUBLISHED = {  # AUC on the movie test set, from the paper's Table 2
@@ -43,7 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--data", default=None, help="dataset folder (default: embedded ML-100K)")
     p.add_argument("--epochs", type=int, default=None,
                    help="maximum epochs (default: per k, the optimizer steps of 10 un-augmented epochs, at least "
-                        "80 steps: llmrec.pipeline.epoch_budget; mirror: 20 at 16 shots, 5 at 64 and 256)")
+                        "80 steps: llmrec.recipe.epoch_budget; mirror: 20 at 16 shots, 5 at 64 and 256)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-scheduler", default="cosine", help="schedule after warm-up (transformers name)")
     p.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of the steps of linear warm-up")
@@ -82,8 +82,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from llmrec.metrics import auc
     from llmrec.model import LoraSettings, load_base_model
-    from llmrec.pipeline import (LikeRateBlend, PointwiseScorer, epoch_budget, like_rate_product, like_rate_scores,
-                                 load_tallrec, tune_k_shot)
+    from llmrec.recipe import (LikeRateBlend, epoch_budget, like_rate_product, like_rate_scores, load_tallrec, tune_k_shot)
+    from llmrec.scoring.pointwise import PointwiseScorer
     from llmrec.samples.augment import parse_augmentations
     from llmrec.prompts import load_template
     from llmrec.precision import scoring_dtype

@@ -164,3 +164,53 @@ def auc(labels, scores) -> float:
     if not np.isfinite(s).all():
         raise ValueError("scores contains NaN or infinite values")
     return float(roc_auc_score(y.astype(np.int64), s))
+
+
+def paired_bootstrap_auc(labels, scores_a, scores_b, *, n_resamples: int = 1000, seed: int = 0,
+                         ci: float = 0.95) -> dict:
+    """AUC of two score vectors on the same samples, their difference and a paired bootstrap CI.
+
+    Each resample draws ``n`` sample indices with replacement (``numpy.random.default_rng(seed)``) and
+    computes ``AUC(b) - AUC(a)`` on that same resample (``sklearn.metrics.roc_auc_score``); resamples
+    holding one class only are skipped (counted in ``skipped``). The interval is the percentile interval.
+
+    Args:
+        labels: (n,) 0/1 labels; scores_a, scores_b: (n,) float scores of template A and B.
+
+    Returns:
+        ``{"auc_a", "auc_b", "diff"`` (b - a), ``"ci_low", "ci_high", "ci", "n", "n_resamples", "skipped",
+        "p_value"}`` (two-sided bootstrap p of ``diff == 0``: twice the smaller tail fraction, capped at 1).
+
+    Raises:
+        ValueError: shapes differ, the labels hold one class only, or ``n_resamples`` < 1 (no interval).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels).astype(np.int64)
+    a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    if not (y.ndim == a.ndim == b.ndim == 1 and y.shape == a.shape == b.shape):
+        raise ValueError(f"labels {y.shape}, scores_a {a.shape} and scores_b {b.shape} must be equal 1-D shapes")
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"labels hold one class only ({np.unique(y).tolist()}); AUC is undefined")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci {ci!r}: must be in (0, 1)")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples {n_resamples!r}: must be >= 1 (no resamples, no interval)")
+    auc_a, auc_b = float(roc_auc_score(y, a)), float(roc_auc_score(y, b))
+    rng = np.random.default_rng(seed)
+    n, diffs, skipped = len(y), [], 0
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        yy = y[idx]
+        if yy.min() == yy.max():
+            skipped += 1
+            continue
+        diffs.append(roc_auc_score(yy, b[idx]) - roc_auc_score(yy, a[idx]))
+    d = np.asarray(diffs)
+    lo, hi = (np.percentile(d, [100 * (1 - ci) / 2, 100 * (1 + ci) / 2]) if d.size else (np.nan, np.nan))
+    p = float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))) if d.size else float("nan")
+    return {"auc_a": auc_a, "auc_b": auc_b, "diff": auc_b - auc_a, "ci_low": float(lo), "ci_high": float(hi),
+            "ci": ci, "n": n, "n_resamples": n_resamples, "skipped": skipped, "p_value": p}
+
+
+#: Seed of the early-stopping draw inside :func:`llmrec.recipe.tune_k_shot` (its ``val_seed`` default).

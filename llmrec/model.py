@@ -154,3 +154,47 @@ def verbalizer_for(template: Any, tokenizer: Any, example_prompt: str) -> Verbal
         raise ValueError(f"template {template.name}: verbalizer words {template.verbalizer} share a first token "
                          f"{token_ids} under this tokenizer")
     return Verbalizer(list(template.verbalizer), token_ids, target_ids)
+
+
+def load_tokenizer(base_model: str) -> Any:
+    """The tokenizer of ``base_model`` (embedded name, local folder or HF id) without loading weights.
+
+    Returns a transformers tokenizer with a pad token (EOS if it had none), as
+    :func:`load_base_model` sets it.
+
+    Raises:
+        llmrec.assets.AssetError: an embedded model cannot be fetched.
+        OSError: transformers cannot load it (message names ``base_model``).
+    """
+    from transformers import AutoTokenizer
+
+    from llmrec import assets
+
+    try:
+        tok = AutoTokenizer.from_pretrained(assets.resolve_model(base_model))
+    except (OSError, ValueError) as e:
+        raise OSError(f"base_model {base_model!r}: cannot load its tokenizer: {e}") from e
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def model_max_positions(base_model: str) -> int | None:
+    """``max_position_embeddings`` (or ``n_positions``/``max_seq_len``) of the model's config; None if absent.
+
+    Raises:
+        OSError: the config cannot be loaded.
+    """
+    from transformers import AutoConfig
+
+    from llmrec import assets
+
+    try:
+        cfg = AutoConfig.from_pretrained(assets.resolve_model(base_model))
+    except (OSError, ValueError) as e:
+        raise OSError(f"base_model {base_model!r}: cannot load its config: {e}") from e
+    for k in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        v = getattr(cfg, k, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None

@@ -19,7 +19,7 @@ import torch
 
 from llmrec.model import LoraSettings, Verbalizer, add_lora
 from llmrec.precision import NAMES, training_precision
-from llmrec.scoring import score_encoded
+from llmrec.scoring.logits import score_encoded
 
 __all__ = ["TrainSettings", "TrainResult", "AnswerCollator", "build_training_example", "make_trainer_class",
            "train_lora"]

@@ -79,7 +79,7 @@ def test_parse_and_errors():
 
 
 def test_epoch_budget_keeps_the_unaugmented_step_count():
-    from llmrec.pipeline import epoch_budget
+    from llmrec.recipe import epoch_budget
 
     assert epoch_budget([]) == 10                        # 10 epochs of k samples
     assert epoch_budget(["mirror"]) == 5                 # 2k samples: 5 epochs = the same 10k sample-steps
@@ -100,7 +100,7 @@ def test_epoch_budget_keeps_the_unaugmented_step_count():
 
 def test_like_rate_product_hand_worked():
     """logit(p) + logit((liked + 1) / (n + 2)), worked by hand for two samples."""
-    from llmrec.pipeline import like_rate_product
+    from llmrec.recipe import like_rate_product
 
     a = Sample("u", ["i0", "i1", "i2", "i3"], [5.0, 1.0, 4.0, 2.0], "t", 5.0, 1)  # 2 of 4 liked: r = 3/6, logit 0
     b = Sample("u", ["i0", "i1", "i2", "i3"], [5.0, 5.0, 5.0, 1.0], "t", 5.0, 1)  # 3 of 4: r = 4/6, logit ln 2

@@ -26,7 +26,7 @@ def test_tallrec_auc_script(tiny_model_dir, tmp_path):
     assert "| like-rate baseline (no model) |" in r.stdout and "TALLRec (LLaMA-7B) (published)" in r.stdout
     assert res["n_test"] == 60 and len(res["runs"]) == 2
     # the like-rate baseline recomputed independently from the samples
-    from llmrec.pipeline import load_tallrec
+    from llmrec.recipe import load_tallrec
     from sklearn.metrics import roc_auc_score
 
     _, splits = load_tallrec()
@@ -58,7 +58,7 @@ def test_levers_run_and_table(tiny_model_dir, tmp_path):
     assert res["scoring_dtype"] == "float32" and res["config"]["epochs"] == 1  # the extra flags won
     from sklearn.metrics import roc_auc_score
 
-    from llmrec.pipeline import load_tallrec
+    from llmrec.recipe import load_tallrec
 
     _, splits = load_tallrec()
     assert run["test_auc"] == pytest.approx(roc_auc_score([s.label for s in splits.test[:40]], run["test_scores"]),
@@ -89,7 +89,7 @@ def test_rank_average_hand_worked():
 def test_levers_ensemble_against_sklearn(tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    from llmrec.pipeline import like_rate_scores, load_tallrec
+    from llmrec.recipe import like_rate_scores, load_tallrec
 
     lv = _levers()
     rng = np.random.default_rng(0)
@@ -123,7 +123,7 @@ def test_ceilings_features_and_like_rate_row(capsys):
     from sklearn.metrics import roc_auc_score
 
     from llmrec.data.core import Catalog
-    from llmrec.pipeline import load_tallrec
+    from llmrec.recipe import load_tallrec
     from llmrec.samples import Sample
 
     spec = importlib.util.spec_from_file_location("ceilings", REPO / "eval" / "ceilings.py")

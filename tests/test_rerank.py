@@ -161,7 +161,7 @@ def test_loo_from_recdata_toy():
 # ---------------------------------------------------------------- pointwise
 def test_pointwise_prefix_equals_full_prompts(tiny_model, tiny_tokenizer):
     if not prefix_scoring_available():
-        pytest.skip("llmrec.prefix_scoring not present")
+        pytest.skip("llmrec.scoring.prefix not present")
     pre = PointwiseRerankScorer(tiny_model, tiny_tokenizer, use_prefix=True)
     full = PointwiseRerankScorer(tiny_model, tiny_tokenizer, use_prefix=False)
     a = pre.score(TITLES[:4], TITLES[4:11])

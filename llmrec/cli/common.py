@@ -12,7 +12,7 @@ from typing import Mapping, Optional
 import typer
 
 from llmrec.model import DEFAULT_BASE_MODEL
-from llmrec.pipeline import DEFAULT_TEMPLATE
+from llmrec.recipe import DEFAULT_TEMPLATE
 
 __all__ = ["CliError", "FLAGS", "flag_error", "check_dtype", "DataOpt", "PromptsOpt", "BaseOpt"]
 

@@ -1,7 +1,7 @@
 """``llmrec prompts ...``: list, show, render, lint, diff, A/B-evaluate templates and a local playground.
 
-A typer sub-app registered by :mod:`llmrec.cli.main`; the logic lives in :mod:`llmrec.prompt_tools` and
-:mod:`llmrec.playground`. User errors raise ``ValueError``/``FileNotFoundError``/``TemplateError``, which
+A typer sub-app registered by :mod:`llmrec.cli.main`; the logic lives in :mod:`llmrec.prompt_lab` and
+:mod:`llmrec.prompt_lab.playground`. User errors raise ``ValueError``/``FileNotFoundError``/``TemplateError``, which
 ``llmrec.cli.main.main`` prints (flags named by :mod:`llmrec.cli.common`) as one ``llmrec: error: ...`` line with exit code 2; ``lint`` exits 1 when it
 finds errors (0 with warnings only).
 """
@@ -36,7 +36,7 @@ def _load(name: str, prompts):
 def _tokenizer_for(templates, base_model: Optional[str]):
     """The tokenizer of --base-model; for chat templates without it, the default base model's."""
     from llmrec.model import DEFAULT_BASE_MODEL
-    from llmrec.prompt_tools import load_tokenizer
+    from llmrec.model import load_tokenizer
 
     if base_model is None and any(t.format == "chat" for t in templates):
         base_model = DEFAULT_BASE_MODEL
@@ -90,7 +90,7 @@ def show(name: str = typer.Argument(..., help="Template name or path to a .jinja
          prompts: Optional[List[Path]] = _PROMPTS,
          as_json: bool = typer.Option(False, "--json", help="Print JSON (header fields, hash, body).")):
     """Header fields, sha256, variables read by the body, and the body."""
-    from llmrec.prompt_tools import describe
+    from llmrec.prompt_lab.render import describe
 
     t = _load(name, prompts)
     d = describe(t)
@@ -114,8 +114,9 @@ def render(name: str = typer.Argument(..., help="Template name or path."),
            base_model: Optional[str] = _BASE_OPT,
            as_json: bool = typer.Option(False, "--json", help="Print JSON (text, label, tokens).")):
     """Print the full prompt of one real sample (stdout); label and token count go to stderr."""
-    from llmrec.pipeline import load_tallrec
-    from llmrec.prompt_tools import render_one, token_lengths
+    from llmrec.recipe import load_tallrec
+    from llmrec.prompts.render import render_one
+    from llmrec.prompt_lab.render import token_lengths
 
     t = _load(name, prompts)
     tok, bm = _tokenizer_for([t], base_model)
@@ -145,7 +146,8 @@ def lint(name: str = typer.Argument(..., help="Template name or path."),
          no_data: bool = typer.Option(False, "--no-data", help="Static checks only (no rendering)."),
          as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Check variables, answer leaks, verbalizer tokens and prompt lengths. Exit 1 on errors, 0 on warnings."""
-    from llmrec.prompt_tools import lint_template, load_tokenizer, model_max_positions
+    from llmrec.prompt_lab.lint import lint_template
+    from llmrec.model import load_tokenizer, model_max_positions
     from llmrec.samples.tallrec import split_samples
 
     t = _load(name, prompts)
@@ -153,7 +155,7 @@ def lint(name: str = typer.Argument(..., help="Template name or path."),
     max_pos = model_max_positions(base_model) if base_model else None
     samples = catalog = None
     if not no_data:
-        from llmrec.pipeline import load_tallrec
+        from llmrec.recipe import load_tallrec
 
         rec, splits = load_tallrec(data)
         samples, catalog = split_samples(splits, split), rec.catalog
@@ -176,8 +178,9 @@ def diff(a: str = typer.Argument(..., help="Template A (name or path)."),
          data: Optional[Path] = _DATA, prompts: Optional[List[Path]] = _PROMPTS,
          base_model: Optional[str] = _BASE_OPT):
     """The two renderings of the same sample, as a unified diff (or side by side), plus token counts."""
-    from llmrec.pipeline import load_tallrec
-    from llmrec.prompt_tools import diff_renderings, render_one, token_lengths
+    from llmrec.recipe import load_tallrec
+    from llmrec.prompt_lab.render import diff_renderings, token_lengths
+    from llmrec.prompts.render import render_one
 
     ta, tb = _load(a, prompts), _load(b, prompts)
     tok, bm = _tokenizer_for([ta, tb], base_model)
@@ -209,8 +212,8 @@ def eval_cmd(a: str = typer.Argument(..., help="Template A (reference)."),
              out: Optional[Path] = typer.Option(None, "--out", help="Write the full result (with scores) as JSON.")):
     """AUC of A and B on the same validation subset, B - A, and a paired bootstrap 95% CI of the difference."""
     from llmrec.model import load_base_model
-    from llmrec.pipeline import load_tallrec
-    from llmrec.prompt_tools import compare_templates
+    from llmrec.recipe import load_tallrec
+    from llmrec.prompt_lab.compare import compare_templates
     from llmrec.train import TrainSettings
 
     # checked here, before any model loads (the library would raise later, naming its own arguments)
@@ -256,7 +259,7 @@ def playground(host: str = typer.Option("127.0.0.1", help="Address to bind (keep
                score: bool = typer.Option(False, "--score/--no-score", help="Load the model and show P(Yes)."),
                data: Optional[Path] = _DATA, prompts: Optional[List[Path]] = _PROMPTS):
     """A local web page to edit a template and see renderings, token counts and scores live."""
-    from llmrec.playground import PlaygroundContext, serve
+    from llmrec.prompt_lab.playground import PlaygroundContext, serve
 
     ctx = PlaygroundContext.load(data=data, base_model=base_model, score=score, prompt_dirs=prompts,
                                  start_template=template)

@@ -15,7 +15,7 @@ import typer
 
 from llmrec._atomic import write_json_atomic
 from llmrec.cli.common import (BaseOpt, CliError, DataOpt, PromptsOpt, TemplateOpt, check_dtype, flag_error)
-from llmrec.pipeline import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
+from llmrec.recipe import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
 from llmrec.precision import HELP as DTYPE_HELP
 
 DataTemplateOpt = typer.Option("tallrec", "--template", help="Template name or .jinja path (the default renders "
@@ -42,7 +42,7 @@ def data(
     seed: int = typer.Option(0, help="Seed of the k-shot draw."),
 ):
     """Build TALLRec samples (10-item windows, like = rating > 3, 80/10/10) and export them."""
-    from llmrec.pipeline import load_tallrec
+    from llmrec.recipe import load_tallrec
     from llmrec.prompts import load_template
     from llmrec.samples.kshot import sample_k_shot
     from llmrec.samples.tallrec import template_variables, to_alpaca, to_hf_dataset
@@ -103,7 +103,8 @@ def train(
     from llmrec.adapter import save_adapter
     from llmrec.data.alpaca import read_alpaca_json
     from llmrec.model import LoraSettings, load_base_model
-    from llmrec.pipeline import PointwiseScorer, load_tallrec, tune_k_shot
+    from llmrec.scoring.pointwise import PointwiseScorer
+    from llmrec.recipe import load_tallrec, tune_k_shot
     from llmrec.prompts import load_template
     from llmrec.train import TrainSettings, train_lora
 
@@ -127,7 +128,7 @@ def train(
     tpl = load_template(template, prompts)
     try:  # settings are checked here, before the data and the model load
         if epochs is None:
-            from llmrec.pipeline import epoch_budget
+            from llmrec.recipe import epoch_budget
 
             epochs = epoch_budget(augment_names, augment_copies, shots=shots if train_json is None else None,
                                   batch_size=batch_size)
@@ -155,7 +156,7 @@ def train(
         run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=shots, seed=seed, settings=settings,
                           lora=lora, val_size=val_size, augment=augment_names, augment_copies=augment_copies)
         model, verb, record = run.scorer.model, run.scorer.verbalizer, run.record
-    from llmrec.pipeline import process_state
+    from llmrec.scoring.pointwise import process_state
 
     if not process_state().is_main_process:  # under `accelerate launch`, one process writes
         return
@@ -173,7 +174,7 @@ def _scorer(adapter: Optional[Path], base_model: str, template: str, prompts, al
             dtype: str):
     from llmrec.adapter import load_adapter
     from llmrec.model import load_base_model
-    from llmrec.pipeline import PointwiseScorer
+    from llmrec.scoring.pointwise import PointwiseScorer
     from llmrec.prompts import load_template
 
     if adapter is not None:
@@ -219,14 +220,14 @@ def score(
 
         rec = load_dataset(data if data is not None else assets.ml100k_dir())
         s = sample_for_user(rec, user, target)  # history without the target (as `prompts render` shows it)
-        from llmrec.pipeline import render_samples
+        from llmrec.prompts.render import render_samples
 
         P = sc.encode(render_samples(sc.template, [s], rec.catalog, sc.tokenizer))
     scores = sc.score(P, progress=len(P.input_ids) > 50)
     rows = [{"index": i, "p_yes": float(p), **({"label": int(y)} if y >= 0 else {})}
             for i, (p, y) in enumerate(zip(scores, P.labels))]
-    if user is not None:  # LM x the user's like-rate (product of experts; see llmrec.pipeline.like_rate_product)
-        from llmrec.pipeline import like_rate_product
+    if user is not None:  # LM x the user's like-rate (product of experts; see llmrec.recipe.like_rate_product)
+        from llmrec.recipe import like_rate_product
 
         if s.target_rating > 0:  # the user rated the target: its label is known
             rows[0]["label"] = s.label
@@ -255,7 +256,7 @@ def evaluate(
     """AUC of P(Yes) on a TALLRec split (or alpaca JSON), beside the like-rate baseline."""
     from llmrec.data.alpaca import read_alpaca_json
     from llmrec.metrics import auc
-    from llmrec.pipeline import like_rate_scores, load_tallrec
+    from llmrec.recipe import like_rate_scores, load_tallrec
 
     if limit < 0:
         raise CliError(f"--limit {limit}: must be >= 0 (0 = all samples)")
@@ -276,7 +277,7 @@ def evaluate(
     scores = r.pop("scores")
     result.update(r)
     if input is None:  # the LM x like-rate product needs the history ratings (not in alpaca records)
-        from llmrec.pipeline import like_rate_product
+        from llmrec.recipe import like_rate_product
 
         result["like_product_auc"] = auc(P.labels, like_rate_product(scores, samples))
     typer.echo(json.dumps(result, indent=2))

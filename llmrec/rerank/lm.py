@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from llmrec.model import Verbalizer, verbalizer_for
-from llmrec.scoring import answer_logits  # re-exported: the rerankers' raw letter/word logits
+from llmrec.scoring.logits import answer_logits  # re-exported: the rerankers' raw letter/word logits
 
 __all__ = ["answer_logits", "single_token_verbalizer", "add_special_tokens_for", "resolve_template",
            "score_shuffled"]

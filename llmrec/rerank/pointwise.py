@@ -2,7 +2,7 @@
 score = log-odds ``log P(Yes) - log P(No)`` from the two verbalizer logits at the answer position.
 
 Every prompt of one user is the same history prefix followed by a short candidate suffix, so the
-prefix is computed once per user with :func:`llmrec.prefix_scoring.score_candidates` (Hydragen-style
+prefix is computed once per user with :func:`llmrec.scoring.prefix.score_candidates` (Hydragen-style
 shared-prefix attention) when that module is present and the prefix/suffix token boundary is clean;
 otherwise the full prompts go through :func:`llmrec.scoring.score_encoded`. Both give the same scores up
 to float rounding.
@@ -20,7 +20,7 @@ import numpy as np
 from llmrec.model import Verbalizer, verbalizer_for
 from llmrec.prompts import Template
 from llmrec.rerank.lm import add_special_tokens_for, resolve_template
-from llmrec.scoring import score_encoded
+from llmrec.scoring.logits import score_encoded
 
 __all__ = ["PointwiseRerankScorer", "DEFAULT_POINTWISE_TEMPLATE", "prefix_scoring_available"]
 
@@ -29,9 +29,9 @@ _SENTINEL = "\u241fLLMREC_TARGET\u241f"
 
 
 def prefix_scoring_available() -> bool:
-    """True when :mod:`llmrec.prefix_scoring` (shared-prefix scoring) can be imported."""
+    """True when :mod:`llmrec.scoring.prefix` (shared-prefix scoring) can be imported."""
     try:
-        from llmrec.prefix_scoring import score_candidates  # noqa: F401
+        from llmrec.scoring.prefix import score_candidates  # noqa: F401
     except ImportError:
         return False
     return True
@@ -95,7 +95,7 @@ class PointwiseRerankScorer:
         probs = None
         parts = self.split(history, candidates) if self.use_prefix else None
         if parts is not None:
-            from llmrec.prefix_scoring import score_candidates, split_prompts
+            from llmrec.scoring.prefix import score_candidates, split_prompts
 
             try:
                 p_ids, s_ids = split_prompts(self.tokenizer, parts[0], parts[1],

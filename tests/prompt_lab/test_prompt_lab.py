@@ -12,16 +12,11 @@ import urllib.request
 import numpy as np
 import pytest
 
-from llmrec.prompt_tools import (
-    LEAK_VARIABLES,
-    PROMPT_VARIABLES,
-    compare_templates,
-    diff_renderings,
-    eval_indices,
-    lint_template,
-    paired_bootstrap_auc,
-    render_one,
-)
+from llmrec.prompt_lab.lint import LEAK_VARIABLES, PROMPT_VARIABLES, lint_template
+from llmrec.prompt_lab.compare import compare_templates, eval_indices
+from llmrec.prompt_lab.render import diff_renderings
+from llmrec.metrics import paired_bootstrap_auc
+from llmrec.prompts.render import render_one
 from llmrec.prompts import Template, load_template
 from llmrec.samples import Sample, sample_for_user, template_variables
 
@@ -41,7 +36,7 @@ Answer: {{ "Yes" if label else "No" }}{% endblock %}
 
 @pytest.fixture(scope="module")
 def ml100k():
-    from llmrec.pipeline import load_tallrec
+    from llmrec.recipe import load_tallrec
 
     return load_tallrec()
 
@@ -49,7 +44,7 @@ def ml100k():
 @pytest.fixture()
 def cached_data(monkeypatch, ml100k):
     """CLI commands reuse the already loaded splits instead of reading ML-100K again."""
-    monkeypatch.setattr("llmrec.pipeline.load_tallrec", lambda data=None: ml100k)
+    monkeypatch.setattr("llmrec.recipe.load_tallrec", lambda data=None: ml100k)
     return ml100k
 
 
@@ -209,7 +204,7 @@ def test_eval_indices_exclude_early_stopping_samples():
 
 def test_compare_templates_zero_and_k_shot(ml100k, tiny_tokenizer):
     from llmrec.metrics import auc
-    from llmrec.pipeline import PointwiseScorer
+    from llmrec.scoring.pointwise import PointwiseScorer
 
     rec, splits = ml100k
     ts = [load_template("tallrec"), load_template("tallrec-short")]
@@ -304,7 +299,7 @@ def test_cli_eval(capsys, cached_data, tiny_model_dir, tmp_path):
 # ------------------------------------------------------------------------------------------ playground
 @pytest.fixture()
 def pg_context(ml100k, tiny_tokenizer):
-    from llmrec.playground import PlaygroundContext
+    from llmrec.prompt_lab.playground import PlaygroundContext
 
     rec, splits = ml100k
     return PlaygroundContext(rec, splits, tiny_tokenizer, make_tiny_llama(len(tiny_tokenizer)), "tiny", 1024,
@@ -312,7 +307,7 @@ def pg_context(ml100k, tiny_tokenizer):
 
 
 def test_playground_preview_headless(pg_context):
-    from llmrec.playground import preview
+    from llmrec.prompt_lab.playground import preview
 
     src = load_template("tallrec").source
     r = preview(src, [0, 1, 5000], "valid", context=pg_context, score=True)
@@ -330,7 +325,7 @@ def test_playground_preview_headless(pg_context):
 
 
 def test_playground_http(pg_context):
-    from llmrec.playground import make_server
+    from llmrec.prompt_lab.playground import make_server
 
     srv = make_server(pg_context, "127.0.0.1", 0)
     th = threading.Thread(target=srv.serve_forever, daemon=True)

@@ -58,8 +58,8 @@ class PlaygroundContext:
         Raises:
             FileNotFoundError / OSError / AssetError: data, tokenizer or model cannot be loaded.
         """
-        from llmrec.pipeline import load_tallrec
-        from llmrec.prompt_tools import load_tokenizer, model_max_positions
+        from llmrec.recipe import load_tallrec
+        from llmrec.model import load_tokenizer, model_max_positions
         from llmrec.prompts import list_templates
 
         rec, splits = load_tallrec(data)
@@ -100,7 +100,9 @@ def preview(template_text: str, sample_indices: Sequence[int] = (0, 1, 2), split
         ``samples`` (per sample: ``index, user_id, target_id, label, text, chars, tokens, p_yes, error``).
         Never raises for a bad template or index; those come back as ``error`` entries.
     """
-    from llmrec.prompt_tools import describe, lint_template, render_one, token_lengths
+    from llmrec.prompt_lab.render import describe, token_lengths
+    from llmrec.prompt_lab.lint import lint_template
+    from llmrec.prompts.render import render_one
     from llmrec.samples.tallrec import split_samples
     from llmrec.prompts import Template, TemplateError, TemplateRenderError
 
@@ -148,7 +150,7 @@ def preview(template_text: str, sample_indices: Sequence[int] = (0, 1, 2), split
         elif tpl.task != "pointwise":
             out["lint"].append({"level": "info", "code": "no-score", "message": "only pointwise templates are scored"})
         elif not rep.errors:
-            from llmrec.pipeline import PointwiseScorer
+            from llmrec.scoring.pointwise import PointwiseScorer
 
             with context.lock:
                 sc = PointwiseScorer(context.model, context.tokenizer, tpl)

@@ -1,4 +1,4 @@
-"""Prefix-shared scoring (llmrec.prefix_scoring) against full-prompt scoring (llmrec.scoring.score_encoded).
+"""Prefix-shared scoring (llmrec.scoring.prefix) against full-prompt scoring (llmrec.scoring.score_encoded).
 
 Tolerance (stated): float32, ``max |P_prefix - P_full| <= 1e-4`` on the verbalizer probabilities (the two
 paths differ only in the order of float32 sums in attention; observed ~1e-7 on the tiny model, ~3e-6
@@ -16,13 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import make_tiny_llama
-from llmrec.prefix_scoring import (
-    ATTN_PREFIX,
-    common_prefix_length,
-    score_candidates,
-    score_shared_head,
-    split_prompts,
-)
+from llmrec.scoring.prefix import (ATTN_PREFIX, common_prefix_length, score_candidates, score_shared_head, split_prompts)
 from llmrec.scoring import score_encoded
 
 TOL = 1e-4
@@ -193,7 +187,7 @@ def _check_real(model, tok, records):
     import re
 
     from llmrec.model import verbalizer_for
-    from llmrec.pipeline import render_alpaca
+    from llmrec.prompts.render import render_alpaca
     from llmrec.prompts import load_template
 
     tpl = load_template("tallrec")
@@ -218,7 +212,7 @@ def test_cpu_attention_paths_match_reference(dtype, tol):
     """Both CPU attention paths against the kernels' PyTorch reference in float64 (GQA 6/2, ragged
     right padding; only real query rows are compared, as the scorer reads only those)."""
     from llmrec.kernels.prefix_attention_ref import prefix_shared_attention
-    from llmrec.prefix_scoring import _FLASH_CPU, _cpu_prefix_attention, _flash_cpu_prefix_attention
+    from llmrec.scoring.prefix import _FLASH_CPU, _cpu_prefix_attention, _flash_cpu_prefix_attention
 
     g = torch.Generator().manual_seed(0)
     B, Hq, Hkv, Ls, Lp, D = 5, 6, 2, 7, 11, 16
@@ -240,7 +234,7 @@ def test_cpu_attention_paths_match_reference(dtype, tol):
 
 def test_pointwise_scorer_shared_head_equals_full_prompts(tiny_model, tiny_tokenizer):
     """PointwiseScorer's default (shared-head) path == plain full-prompt scoring, fp32 atol 1e-5."""
-    from llmrec.pipeline import PointwiseScorer
+    from llmrec.scoring.pointwise import PointwiseScorer
     from llmrec.prompts import load_template
 
     tpl = load_template("tallrec")

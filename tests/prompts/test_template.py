@@ -214,7 +214,7 @@ def test_adapter_records_template_and_refuses_another(tiny_model_dir, tiny_token
 
     from llmrec.adapter import AdapterError, load_adapter, read_metadata, save_adapter
     from llmrec.model import verbalizer_for
-    from llmrec.pipeline import PointwiseScorer
+    from llmrec.scoring.pointwise import PointwiseScorer
 
     tpl, other = load_template("tallrec"), load_template("tallrec-short")
     torch.manual_seed(0)

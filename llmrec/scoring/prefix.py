@@ -46,7 +46,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from llmrec.scoring import _backbone_and_head, autocast_for, score_encoded, verbalizer_logits
+from llmrec.scoring.logits import _backbone_and_head, autocast_for, score_encoded, verbalizer_logits
 
 __all__ = [
     "score_candidates",
@@ -86,7 +86,7 @@ _STATE: contextvars.ContextVar[_PrefixState | None] = contextvars.ContextVar("ll
 def _state(module: Any) -> _PrefixState:
     st = _STATE.get()
     if st is None:
-        raise RuntimeError(f"attention implementation {ATTN_PREFIX!r} used outside llmrec.prefix_scoring "
+        raise RuntimeError(f"attention implementation {ATTN_PREFIX!r} used outside llmrec.scoring.prefix "
                            "(it needs the prefix K/V prepared by score_candidates)")
     if getattr(module, "layer_idx", None) is None:
         raise RuntimeError(f"{type(module).__name__} has no layer_idx; prefix-shared scoring needs it to find "

@@ -130,14 +130,14 @@ NO_MODEL = ["--base-model", "/nonexistent/base-model"]  # reaching the model loa
 def tallrec_splits():
     from tests.conftest import ml100k_path
 
-    from llmrec.pipeline import load_tallrec
+    from llmrec.recipe import load_tallrec
 
     return load_tallrec(ml100k_path())
 
 
 @pytest.fixture()
 def cached_splits(monkeypatch, tallrec_splits):
-    monkeypatch.setattr("llmrec.pipeline.load_tallrec", lambda data=None: tallrec_splits)
+    monkeypatch.setattr("llmrec.recipe.load_tallrec", lambda data=None: tallrec_splits)
     return tallrec_splits
 
 
@@ -234,7 +234,7 @@ def test_eval_and_score_report_lm_times_like_rate(tiny_model_dir, tmp_path, caps
     probability. Both recomputed here from the printed P(Yes) and the samples' own history ratings."""
     from sklearn.metrics import roc_auc_score
 
-    from llmrec.pipeline import load_tallrec
+    from llmrec.recipe import load_tallrec
 
     main(["eval", "--base-model", str(tiny_model_dir), "--limit", "30", "--template", "tallrec",  # = the JSON's text
           "--out", str(tmp_path / "e.json")])
@@ -260,7 +260,7 @@ def test_eval_and_score_report_lm_times_like_rate(tiny_model_dir, tmp_path, caps
 
 
 def _test_json(tmp_path, n):
-    from llmrec.pipeline import load_tallrec
+    from llmrec.recipe import load_tallrec
     from llmrec.samples.tallrec import write_alpaca
 
     rec, splits = load_tallrec()
@@ -272,7 +272,8 @@ def test_score_user_target_uses_sample_for_user(tiny_model_dir, capsys):
     (history without the target, label from U's own rating), as `prompts render --user --target` shows it; the
     command used to keep the target in its own history and report label 0 (issue 14)."""
     from llmrec.model import load_base_model
-    from llmrec.pipeline import DEFAULT_TEMPLATE, PointwiseScorer, load_tallrec
+    from llmrec.recipe import DEFAULT_TEMPLATE, load_tallrec
+    from llmrec.scoring.pointwise import PointwiseScorer
     from llmrec.prompts import load_template
     from llmrec.samples.tallrec import sample_for_user
 
