@@ -30,7 +30,7 @@ import numpy as np
 
 
 from llmrec.metrics import ranking_metrics
-from llmrec.rerank.data import load_loo_data
+from llmrec.data.loo import load_loo_data
 from llmrec.retrieval import SASRec, VectorIndex, embed_texts
 from llmrec.retrieval.coldstart import TextToCF, item_features, item_text
 

@@ -24,7 +24,7 @@ from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
 from llmrec.adapter import load_adapter
 from llmrec.metrics import ranking_metrics
 from llmrec.rerank import ListwiseScorer, blend_scores, rank_by, tune_alpha
-from llmrec.rerank.data import load_loo_data
+from llmrec.data.loo import load_loo_data
 from llmrec.rerank.lm import score_shuffled
 from llmrec.retrieval import VectorIndex, load_retriever
 

@@ -41,7 +41,7 @@ from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
 
 
 from llmrec.metrics import ndcg_at_k, ranking_metrics, recall_at_k
-from llmrec.rerank.data import load_loo_data
+from llmrec.data.loo import load_loo_data
 from llmrec.rerank.lm import score_shuffled
 from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, pointwise_pairs,
                            rank_by, training_lists, tune_alpha, blend_scores)

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 
     if a.kcore < 1:
         p.error(f"--kcore {a.kcore}: must be >= 1 (1 = no filter)")
-    from llmrec.rerank.data import load_loo_data
+    from llmrec.data.loo import load_loo_data
 
     if a.data is not None and not a.data.exists():
         p.error(f"--data {a.data}: no such file or folder")

@@ -46,7 +46,7 @@ def reranker(tiny_model, tiny_tokenizer):
 
 @pytest.fixture(scope="module")
 def recommender(toy_dir):
-    from llmrec.api import Recommender
+    from llmrec.recommender import Recommender
 
     return Recommender.build(toy_dir, kcore=2, epochs=2, hidden=16, max_len=12, batch_size=32)
 
@@ -55,17 +55,17 @@ def recommender(toy_dir):
 def test_import_llmrec_is_light():
     code = "import sys, llmrec; assert 'torch' not in sys.modules, 'torch imported'; print(llmrec.__version__)"
     subprocess.run([sys.executable, "-c", code], check=True)
-    assert llmrec.Reranker.__module__ == "llmrec.api" and "Recommender" in dir(llmrec)
+    assert llmrec.Reranker.__module__ == "llmrec.rerank.reranker" and "Recommender" in dir(llmrec)
     with pytest.raises(AttributeError):
         llmrec.NoSuchThing
 
 
 def test_docstring_example_runs(monkeypatch, tiny_tokenizer):
-    import llmrec.api
+    import llmrec.rerank.reranker
     import tests.conftest
 
     monkeypatch.setattr(tests.conftest, "make_tiny_tokenizer", lambda: tiny_tokenizer)  # skip re-training BPE
-    res = doctest.testmod(llmrec.api, optionflags=doctest.ELLIPSIS)
+    res = doctest.testmod(llmrec.rerank.reranker, optionflags=doctest.ELLIPSIS)
     assert res.attempted >= 5 and res.failed == 0
 
 
@@ -142,7 +142,7 @@ def test_recommender_retrieval_only(recommender):
 
 
 def test_recommender_with_reranker_save_load_threads(recommender, reranker, tmp_path):
-    from llmrec.api import Recommender
+    from llmrec.recommender import Recommender
 
     recommender.save(tmp_path / "idx")
     rec = Recommender.load(tmp_path / "idx", reranker=reranker, n_candidates=8, blend_alpha=0.5)
@@ -161,7 +161,7 @@ def test_recommender_with_reranker_save_load_threads(recommender, reranker, tmp_
 
 def test_recommender_auto_retriever_falls_back_to_sasrec_on_large_catalogues(toy_dir, monkeypatch):
     import llmrec.retrieval.fusion as fusion
-    from llmrec.api import Recommender
+    from llmrec.recommender import Recommender
     from llmrec.retrieval import SASRec
 
     monkeypatch.setattr(fusion, "MAX_ITEMS", N_ITEMS - 1)               # the toy catalogue is now "large"
@@ -170,7 +170,7 @@ def test_recommender_auto_retriever_falls_back_to_sasrec_on_large_catalogues(toy
 
 
 def test_recommender_retriever_choice(recommender, toy_dir, tmp_path):
-    from llmrec.api import Recommender
+    from llmrec.recommender import Recommender
     from llmrec.retrieval import Fusion, SASRec
 
     assert isinstance(recommender.retriever, Fusion)                      # the default
@@ -187,7 +187,7 @@ def test_recommender_retriever_choice(recommender, toy_dir, tmp_path):
 
 def test_recommender_cold_start_items(tmp_path, tiny_model_dir, capsys):
     """Catalogue items nobody rated get text-predicted vectors, can be recommended, are excluded once seen."""
-    from llmrec.api import Recommender
+    from llmrec.recommender import Recommender
 
     d = tmp_path / "toy-cold"
     d.mkdir()
@@ -230,7 +230,7 @@ def test_recommender_cold_start_items(tmp_path, tiny_model_dir, capsys):
 
 
 def test_recommender_save_is_validated_and_atomic(recommender, tmp_path):
-    from llmrec.api import Recommender
+    from llmrec.recommender import Recommender
 
     recommender.save(tmp_path / "idx")
     before = sorted(p.name for p in (tmp_path / "idx").iterdir())

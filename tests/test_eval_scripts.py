@@ -156,7 +156,7 @@ def _toy_movielens(d):
 
 def test_load_loo_data_reads_folders_and_takes_loaded_data(tmp_path):
     from llmrec.data import load_dataset
-    from llmrec.rerank.data import load_loo_data, loo_from_recdata
+    from llmrec.data.loo import load_loo_data, loo_from_recdata
 
     d = _toy_movielens(tmp_path / "toy")
     rec, got = load_loo_data(d, 2)
@@ -170,7 +170,7 @@ def test_retrieval_eval_script_seeds_on_toy_data(tmp_path):
     """eval/retrieval_eval.py with two SASRec seeds: the table's mean +- sd are those of the per-seed rows,
     and the popularity row matches a hand computation from the training counts."""
     from llmrec.data import load_dataset
-    from llmrec.rerank.data import loo_from_recdata
+    from llmrec.data.loo import loo_from_recdata
 
     d = _toy_movielens(tmp_path / "toy")
     out = tmp_path / "run"

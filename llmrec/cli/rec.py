@@ -55,7 +55,7 @@ def index(
 ):
     """Fit the retriever (SASRec x transitions x EASE by default) on the leave-one-out training part and save it
     with a FAISS item index."""
-    from llmrec.api import Recommender
+    from llmrec.recommender import Recommender
 
     if epochs < 1:
         raise ValueError(f"--epochs {epochs}: must be >= 1")
@@ -106,7 +106,7 @@ def recommend(
     """Recommend K items for a user (--user) or a history (--history): retrieve, then rerank."""
     from tqdm.auto import tqdm
 
-    from llmrec.api import Recommender
+    from llmrec.recommender import Recommender
 
     if (user is None) == (history is None):
         raise ValueError("give exactly one of --user ID or --history ID,ID,...")
@@ -128,7 +128,7 @@ def recommend(
         rec = Recommender.load(index_dir, n_candidates=candidates, blend_alpha=alpha)
         steps.update()
         if adapter is not None:
-            from llmrec.api import Reranker
+            from llmrec.rerank.reranker import Reranker
 
             rr = Reranker.from_pretrained(adapter, catalog=rec.catalog, dtype=dtype)
             rec = Recommender(rec.retriever, rec.index, rec.item_ids, rec.catalog, rr, n_candidates=candidates,

@@ -2,11 +2,13 @@
 
 Readers: GroupLens raw (``u.data``/``u.item``), RecBole atomic (``*.inter``/``*.item``), MovieLens
 latest CSV (``ratings.csv``/``movies.csv``); :func:`load_dataset` picks one from the folder contents.
-Alpaca JSON (TALLRec's published splits) is read and written by :mod:`llmrec.data.alpaca`.
+Alpaca JSON (TALLRec's published splits) is read and written by :mod:`llmrec.data.alpaca`; the
+leave-one-out split (k-core, id encoding, :class:`LOOData`) is :mod:`llmrec.data.loo`.
 """
 
 from .alpaca import answer_label, read_alpaca_json, validate_alpaca_records, write_alpaca_json
 from .core import Catalog, Interactions, RecData, year_from_title
+from .loo import LOOData, LOOSplit, encode_ids, kcore_filter, leave_one_out, load_loo_data, loo_from_recdata
 from .readers import (
     GROUPLENS_GENRES,
     detect_format,
@@ -33,4 +35,11 @@ __all__ = [
     "read_alpaca_json",
     "validate_alpaca_records",
     "write_alpaca_json",
+    "LOOData",
+    "LOOSplit",
+    "encode_ids",
+    "kcore_filter",
+    "leave_one_out",
+    "load_loo_data",
+    "loo_from_recdata",
 ]

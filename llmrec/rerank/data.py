@@ -1,5 +1,5 @@
-"""Reranking data: leave-one-out split from a :class:`~llmrec.data.RecData`, retriever candidates, and
-listwise/pointwise training lists with hard negatives.
+"""Reranking data: listwise/pointwise training lists with the retriever's hard negatives (the leave-one-out
+split itself is :mod:`llmrec.data.loo`).
 
 Protocol (LlamaRec, Yue et al. 2023): the retriever's top-``n`` unseen items are the candidates of a
 user; evaluation is leave-one-out (last item = test, second-to-last = validation). Training examples
@@ -18,84 +18,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from llmrec.retrieval.split import LOOSplit, encode_ids, kcore_filter, leave_one_out
+from llmrec.data.loo import LOOSplit
 
-__all__ = ["LOOData", "loo_from_recdata", "load_loo_data", "ListExample", "training_lists", "pointwise_pairs"]
-
-
-@dataclass
-class LOOData:
-    """A leave-one-out split with the raw ids behind its indices.
-
-    Attributes:
-        split: :class:`~llmrec.retrieval.split.LOOSplit` over item indices ``0..n_items-1``.
-        user_ids: ``(n_users,)`` array of raw user id strings; ``user_ids[u]`` is user index u.
-        item_ids: ``(n_items,)`` array of raw item id strings; ``item_ids[j]`` is item index j.
-        full: per-user chronological item indices including the validation and test items
-            (what ``llmrec recommend --user`` uses as the history).
-    """
-
-    split: LOOSplit
-    user_ids: np.ndarray
-    item_ids: np.ndarray
-    full: list[np.ndarray]
-
-    def item_index(self) -> dict[str, int]:
-        """``{raw item id: index}``."""
-        return {str(r): j for j, r in enumerate(self.item_ids)}
-
-
-def load_loo_data(data=None, kcore: int = 5):
-    """Read a dataset and split it leave-one-out: what every eval script and ``Recommender.build`` start
-    with.
-
-    Args:
-        data: a dataset folder (GroupLens raw, RecBole atomic, MovieLens CSV; see
-            :func:`llmrec.data.load_dataset`), an already loaded :class:`llmrec.data.RecData`, or ``None``
-            for the embedded ML-100K.
-        kcore: as in :func:`loo_from_recdata`.
-
-    Returns:
-        ``(RecData, LOOData)``.
-
-    Raises:
-        the readers' errors (FileNotFoundError, ValueError), and those of :func:`loo_from_recdata`.
-    """
-    if data is None:
-        from llmrec import assets
-
-        data = assets.ml100k_dir()
-    if not hasattr(data, "interactions"):
-        from llmrec.data import load_dataset
-
-        data = load_dataset(data)
-    return data, loo_from_recdata(data, kcore)
-
-
-def loo_from_recdata(rec, kcore: int = 5) -> LOOData:
-    """k-core filter, encode ids (sorted raw ids) and split leave-one-out from any ``llmrec.data`` source.
-
-    Args:
-        rec: :class:`llmrec.data.RecData` (``interactions.frame`` with user_id, item_id, timestamp).
-        kcore: minimum interactions per user and item (<= 1 keeps everything).
-
-    Returns:
-        :class:`LOOData`. On ML-100K (5-core): 943 users, 1,349 items.
-
-    Raises:
-        ValueError: no interactions survive the filter.
-    """
-    f = rec.interactions.frame
-    ru, ri, ts = f["user_id"].to_numpy(), f["item_id"].to_numpy(), f["timestamp"].to_numpy()
-    keep = kcore_filter(ru, ri, kcore) if kcore > 1 else np.ones(len(ru), bool)
-    if not keep.any():
-        raise ValueError(f"no interactions left after {kcore}-core filtering")
-    uc, uraw = encode_ids(ru[keep])
-    ic, iraw = encode_ids(ri[keep])
-    split = leave_one_out(uc, ic, ts[keep], len(uraw), len(iraw))
-    full = [np.concatenate([split.train[u], [split.valid[u], split.test[u]]]) if split.test[u] >= 0
-            else split.train[u] for u in range(split.n_users)]
-    return LOOData(split, uraw.astype(str), iraw.astype(str), [np.asarray(x, np.int64) for x in full])
+__all__ = ["ListExample", "training_lists", "pointwise_pairs"]
 
 
 @dataclass

@@ -60,6 +60,44 @@ def resolve_template(template: Any, default: str, task: str, max_history: int, w
     return template
 
 
+def presentation_orders(sizes: Sequence[int], seed: int, *, per_list: bool = False) -> list[np.ndarray]:
+    """Seeded random presentation orders of candidate lists (no position cue from the retriever).
+
+    ``per_list=False`` (evaluation): one generator ``default_rng(seed)``, one permutation drawn per list in
+    list order, so users get different orders. ``per_list=True`` (:class:`~llmrec.rerank.reranker.Reranker`):
+    every list gets ``default_rng(seed).permutation(size)``, so a list's order does not depend on the other
+    lists of a batch (``rerank_batch`` equals one ``rerank`` per user).
+    """
+    if per_list:
+        return [np.random.default_rng(seed).permutation(n) for n in sizes]
+    g = np.random.default_rng(seed)
+    return [g.permutation(n) for n in sizes]
+
+
+def score_presented(scorer: Any, lists: Sequence[tuple[Sequence[str], Sequence[Any]]], perms: Sequence[np.ndarray],
+                    title: Callable[[Any], str], **kw) -> list[np.ndarray]:
+    """Score candidate lists shown in the orders ``perms`` and map the scores back to the given order: the one
+    implementation of shuffled presentation (:func:`score_shuffled`, :meth:`Reranker.scores_many
+    <llmrec.rerank.reranker.Reranker.scores_many>`).
+
+    Args:
+        scorer: anything with ``score_lists(lists, **kw)`` (listwise or pointwise rerank scorer).
+        lists: ``(history, candidates)`` per user, items as ``title`` accepts them.
+        perms: per list, the presentation order (a permutation of its candidates' positions).
+        title: item -> the text shown in the prompt.
+
+    Returns:
+        per list, float64 ``(C,)``: ``out[c]`` is the score of ``candidates[c]``.
+    """
+    text = [([title(i) for i in h], [title(c[j]) for j in pm]) for (h, c), pm in zip(lists, perms)]
+    out = []
+    for pm, s in zip(perms, scorer.score_lists(text, **kw)):
+        v = np.empty(len(pm), np.float64)
+        v[pm] = s
+        out.append(v)
+    return out
+
+
 def score_shuffled(scorer: Any, histories: Sequence[Sequence[int]], candidates: np.ndarray, seed: int,
                    title: Callable[[int], str], progress: bool = False, desc: str = "rerank") -> np.ndarray:
     """A reranker's scores of retrieved candidates shown in a seeded random order (no position cue from
@@ -69,16 +107,12 @@ def score_shuffled(scorer: Any, histories: Sequence[Sequence[int]], candidates: 
         scorer: a :class:`~llmrec.rerank.listwise.ListwiseScorer` or pointwise scorer (``score_lists``).
         histories: per-user item indices, oldest first.
         candidates: int ``(n_users, C)`` item indices in retriever order.
-        seed: seeds one permutation per user (drawn in user order).
+        seed: seeds one permutation per user (drawn in user order; :func:`presentation_orders`).
         title: item index -> the text shown in the prompt.
 
     Returns:
         float64 ``(n_users, C)``: ``out[u, c]`` is the score of ``candidates[u, c]``.
     """
-    g = np.random.default_rng(seed)
-    perms = [g.permutation(candidates.shape[1]) for _ in range(candidates.shape[0])]
-    lists = [([title(j) for j in h], [title(j) for j in row[pm]]) for h, row, pm in zip(histories, candidates, perms)]
-    out = np.zeros(candidates.shape, np.float64)
-    for i, (pm, s) in enumerate(zip(perms, scorer.score_lists(lists, progress=progress, desc=desc))):
-        out[i, pm] = s
-    return out
+    perms = presentation_orders([candidates.shape[1]] * candidates.shape[0], seed)
+    rows = score_presented(scorer, list(zip(histories, candidates)), perms, title, progress=progress, desc=desc)
+    return np.stack(rows) if rows else np.zeros(candidates.shape, np.float64)

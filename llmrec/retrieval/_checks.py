@@ -1,7 +1,7 @@
 """Input validation and top-k helpers shared by the retrieval modules.
 
 Everything works on *item indices*: contiguous ints in ``[0, n_items)`` (see
-:func:`llmrec.retrieval.split.encode_ids` for the mapping from raw ids).
+:func:`llmrec.data.loo.encode_ids` for the mapping from raw ids).
 """
 
 from __future__ import annotations

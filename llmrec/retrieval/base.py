@@ -17,7 +17,7 @@ import numpy as np
 
 from ._checks import check_histories, topk_excluding_seen
 
-__all__ = ["Retriever", "check_train_sequences", "load_retriever"]
+__all__ = ["Retriever", "check_train_sequences"]
 
 
 def check_train_sequences(train_sequences: Sequence[Sequence[int]], n_items: int) -> list[np.ndarray]:
@@ -119,26 +119,6 @@ class Retriever:
         if not self.n_items:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load() first")
         return self.n_items
-
-
-def load_retriever(directory: str | Path) -> Retriever:
-    """Load any retriever saved by :meth:`Retriever.save`, picking the class from its ``config.json``.
-
-    Raises:
-        FileNotFoundError: ``config.json`` missing.
-        ValueError: the saved class is not a known llmrec retriever.
-    """
-    from . import baselines, fusion, sasrec
-
-    d = Path(directory)
-    if not (d / "config.json").is_file():
-        raise FileNotFoundError(f"retriever folder {d}: config.json not found")
-    name = _read_config(d).get("class")
-    classes = {c.__name__: c for c in (baselines.Popularity, baselines.Transitions, baselines.EASE, sasrec.SASRec,
-                                       fusion.Fusion)}
-    if name not in classes:
-        raise ValueError(f"retriever folder {d}: unknown class {name!r} (known: {', '.join(sorted(classes))})")
-    return classes[name].load(d)
 
 
 def _read_config(d: Path) -> dict:

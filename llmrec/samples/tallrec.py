@@ -14,7 +14,7 @@ Protocol, from an :class:`~llmrec.data.Interactions` log (MovieLens-100K ``u.dat
    test 1,000. The split is therefore by user, not by time.
 
 On RecBole's ML-100K this regenerates TALLRec's published ``valid.json`` and ``test.json`` record for
-record (tests/test_samples.py checks all 2,000).
+record (tests/samples/test_samples.py checks all 2,000).
 """
 
 from __future__ import annotations

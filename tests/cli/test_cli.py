@@ -199,7 +199,7 @@ def test_recommend_bad_options_refused_before_loading(args, message, capsys):
 
 def test_recommend_k_error_names_the_flag(monkeypatch, capsys):
     """Recommender.recommend_batch says ``k=...``; the command says ``--k ...``."""
-    from llmrec import api
+    from llmrec import recommender
 
     class Loaded:
         n_items = 10
@@ -210,7 +210,7 @@ def test_recommend_k_error_names_the_flag(monkeypatch, capsys):
         def recommend(self, hist, k):
             raise ValueError(f"k={k} is larger than the 9 items this user has not seen")
 
-    monkeypatch.setattr(api.Recommender, "load", classmethod(lambda cls, *a, **kw: Loaded()))
+    monkeypatch.setattr(recommender.Recommender, "load", classmethod(lambda cls, *a, **kw: Loaded()))
     line = _error_line(["recommend", "--index", "x", "--user", "1", "--k", "10"], capsys)
     assert line == "llmrec: error: --k 10 is larger than the 9 items this user has not seen"
 

@@ -1,76 +1,32 @@
-"""Public Python API: rerank candidates with a (LoRA-tuned) LM, or recommend end to end
-(SASRec x transitions x EASE retrieval through FAISS, then LM reranking).
+"""Recommend end to end: SASRec x transitions x EASE retrieval through FAISS, then LM reranking.
 
-* :class:`Reranker` - ``Reranker.from_pretrained(adapter_dir).rerank(history, candidates, top_k)``
-  (listwise letters, LlamaRec: Yue et al. 2023; or pointwise Yes/No, TALLRec: Bao et al. 2023).
-* :class:`Recommender` - ``Recommender.load(index_dir, adapter_dir).recommend(history, k)``: SASRec
-  (Kang & McAuley 2018) user vector -> FAISS pool of unseen items -> ordered by SASRec x item transitions x EASE
-  (:class:`llmrec.retrieval.Fusion`) -> top-``n_candidates`` reranked by the LM (optionally blended with
-  the retriever score) -> top ``k``.
-* :class:`RankedItem` - one result: ``item_id``, ``title``, ``score``, ``rank`` (1-based).
+:class:`Recommender` - ``Recommender.load(index_dir, adapter_dir).recommend(history, k)``: SASRec (Kang &
+McAuley 2018) user vector -> FAISS pool of unseen items -> ordered by SASRec x item transitions x EASE
+(:class:`llmrec.retrieval.Fusion`) -> top-``n_candidates`` reranked by the LM
+(:class:`llmrec.rerank.reranker.Reranker`, optionally blended with the retriever score) -> top ``k``.
+:meth:`Recommender.build` fits the retriever on the leave-one-out training part (:mod:`llmrec.data.loo`);
+:meth:`Recommender.save` / :meth:`Recommender.load` write and read the index folder (``llmrec index``).
 
-Items are given by id (``"50"`` or ``50``) or by exact title (``"Star Wars (1977)"``, case-insensitive;
-for duplicated titles the first catalogue entry wins). Every method validates its input and raises
-``ValueError`` with a one-line message for an unknown item, an empty history, no candidates, or ``k``
-larger than the catalogue. Instances are safe to share between threads: model forwards and retrieval
-run under a per-instance lock, so concurrent calls give the results of sequential ones.
-
-Example (a tiny random model, so the order itself is meaningless; with a tuned adapter use
-``Reranker.from_pretrained("runs/rerank/adapter-listwise")``)::
-
-    >>> from tests.conftest import make_tiny_llama, make_tiny_tokenizer
-    >>> from llmrec.data import Catalog
-    >>> tok = make_tiny_tokenizer()
-    >>> cat = Catalog.from_records([
-    ...     {"item_id": "1", "title": "Toy Story (1995)", "year": 1995, "genres": ["Animation"]},
-    ...     {"item_id": "2", "title": "Heat (1995)", "year": 1995, "genres": ["Action"]},
-    ...     {"item_id": "3", "title": "Casino (1995)", "year": 1995, "genres": ["Drama"]},
-    ...     {"item_id": "4", "title": "GoldenEye (1995)", "year": 1995, "genres": ["Action"]}])
-    >>> rr = Reranker(make_tiny_llama(len(tok)), tok, cat)
-    >>> ranked = rr.rerank(["1", "Heat (1995)"], ["3", "4"], top_k=2)
-    >>> [r.rank for r in ranked], sorted(r.item_id for r in ranked)
-    ([1, 2], ['3', '4'])
-    >>> ranked[0].score >= ranked[1].score
-    True
-    >>> rr.rerank([], ["3"])
-    Traceback (most recent call last):
-    ...
-    ValueError: history is empty: give at least one item the user interacted with
+Items are given by id or exact title (:class:`~llmrec.rerank.reranker.ItemLookup`). Every method validates
+its input and raises ``ValueError`` with a one-line message for an unknown item, an empty history, or ``k``
+larger than the catalogue. Instances are safe to share between threads (retrieval runs under a lock).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["RankedItem", "Reranker", "Recommender", "ItemLookup"]
+from llmrec.rerank.reranker import ItemLookup, RankedItem, Reranker, as_catalog
+
+__all__ = ["Recommender", "INDEX_FORMAT"]
 
 INDEX_FORMAT = "llmrec-index/1"
 COLD_NORM_SCALE = 0.5  # cold-start vector norm / trained items' median norm (best on ML-100K validation)
-
-
-@dataclass(frozen=True)
-class RankedItem:
-    """One ranked item.
-
-    Attributes:
-        item_id: the catalogue's item id (str).
-        title: its title.
-        score: the value it was ranked by (higher = better): the LM score (listwise: letter logit;
-            pointwise: log-odds of Yes), the blended z-score when blending with the retriever, or the
-            retriever's inner product for items beyond the reranked head.
-        rank: 1-based position.
-    """
-
-    item_id: str
-    title: str
-    score: float
-    rank: int
 
 
 def _cold_item_vectors(catalog: Any, warm_ids: list[str], warm_vecs: np.ndarray, base_model: str | None,
@@ -100,222 +56,6 @@ def _cold_item_vectors(catalog: Any, warm_ids: list[str], warm_vecs: np.ndarray,
     norm = norm_scale * float(np.median(np.linalg.norm(warm_vecs, axis=1)))
     info.update(cold_text_model=base_model or DEFAULT_BASE_MODEL, cold_ridge_l2=mapper.l2, cold_norm=norm)
     return mapper.predict(F[len(known_rows):], norm), cold_ids, info
-
-
-def _as_catalog(catalog: Any):
-    """Catalog from a Catalog, a RecData, a dataset path, or None (the embedded MovieLens-100K)."""
-    from llmrec.data import Catalog, load_dataset
-
-    if isinstance(catalog, Catalog):
-        return catalog
-    if hasattr(catalog, "catalog"):
-        return catalog.catalog
-    if catalog is None:
-        from llmrec import assets
-
-        catalog = assets.ml100k_dir()
-    return load_dataset(catalog).catalog
-
-
-class ItemLookup:
-    """Resolve items given by id or title against a catalogue (optionally restricted to known ids).
-
-    Args:
-        catalog: :class:`llmrec.data.Catalog`.
-        allowed: item ids that may be used (e.g. the retriever's items); default all catalogue items.
-    """
-
-    def __init__(self, catalog, allowed: Iterable[str] | None = None) -> None:
-        self.catalog = catalog
-        titles = catalog.titles()
-        self.allowed = set(map(str, allowed)) if allowed is not None else set(titles)
-        self.by_title: dict[str, str] = {}
-        for i, t in titles.items():
-            if i in self.allowed:
-                self.by_title.setdefault(t.strip().casefold(), i)
-
-    def resolve(self, item: Any, what: str = "item") -> str:
-        """The item id of ``item`` (an id, int or str, or an exact title).
-
-        Raises:
-            ValueError: unknown item (message names it).
-        """
-        s = str(item).strip()
-        if s in self.allowed:
-            return s
-        i = self.by_title.get(s.casefold())
-        if i is not None:
-            return i
-        extra = "" if len(self.allowed) == len(self.catalog) else " (or not indexed)"
-        raise ValueError(f"unknown {what} {item!r}: not an item id or title in the catalogue{extra}")
-
-    def resolve_all(self, items: Sequence[Any], what: str) -> list[str]:
-        if isinstance(items, (str, bytes)):
-            raise ValueError(f"{what} must be a list of items, got a single string {items!r}")
-        return [self.resolve(x, what) for x in items]
-
-    def title(self, item_id: str) -> str:
-        return self.catalog.title(item_id) if item_id in self.catalog else f"item {item_id}"
-
-
-def _check_top_k(top_k: int | None, n: int) -> int:
-    if top_k is None:
-        return n
-    if int(top_k) != top_k or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    return min(int(top_k), n)
-
-
-class Reranker:
-    """Reorder a user's candidate items with a causal LM.
-
-    Args:
-        model: ``*ForCausalLM`` or peft model (eval mode).
-        tokenizer: its tokenizer.
-        catalog: item titles (:class:`llmrec.data.Catalog`, a ``RecData``, a dataset path, or None for
-            the embedded MovieLens-100K).
-        method: ``"listwise"`` (one pass, letters (A)..(T), at most 20 candidates) or ``"pointwise"``
-            (P(Yes) per candidate, history prefix shared). Default: the template's task, else listwise.
-        template: template name/path/object (default ``rerank-<method>``).
-        max_history: most recent history titles shown to the LM.
-        dtype: scoring precision (:mod:`llmrec.precision`; ``"auto"``: bf16 autocast where native).
-        shuffle: present listwise candidates in a fixed seeded random order (the order tuned adapters
-            were trained on) instead of the caller's order.
-        seed: seed of that order.
-
-    Raises:
-        ValueError: unknown method, or a template of the other task.
-    """
-
-    def __init__(self, model: Any, tokenizer: Any, catalog: Any = None, *, method: str | None = None,
-                 template: Any = None, max_history: int = 10, dtype: str = "auto", shuffle: bool = True,
-                 seed: int = 0, metadata: dict | None = None) -> None:
-        from llmrec.prompts import Template, load_template
-        from llmrec.rerank import ListwiseScorer, PointwiseRerankScorer
-
-        if template is not None and not isinstance(template, Template):
-            template = load_template(template)
-        method = method or (template.task if template is not None else "listwise")
-        if method not in ("listwise", "pointwise"):
-            raise ValueError(f"method must be 'listwise' or 'pointwise', got {method!r}")
-        Scorer = ListwiseScorer if method == "listwise" else PointwiseRerankScorer
-        self.scorer = Scorer(model, tokenizer, template, max_history=max_history, dtype=dtype)
-        self.method, self.shuffle, self.seed = method, bool(shuffle), int(seed)
-        self.lookup = ItemLookup(_as_catalog(catalog))
-        self.metadata = metadata or {}
-        self._lock = threading.Lock()
-
-    # --- construction ---------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, adapter_dir: str | Path, *, catalog: Any = None, base_model: str | None = None,
-                        dtype: str = "auto", merge: bool = True, **kw) -> "Reranker":
-        """Load base model + LoRA adapter saved by ``eval/rerank_eval.py`` (or :func:`llmrec.adapter.save_adapter`).
-
-        ``catalog`` defaults to the dataset recorded in the adapter (``protocol.data``), else the embedded
-        MovieLens-100K; ``max_history`` defaults to the recorded one.
-
-        Raises:
-            FileNotFoundError / llmrec.adapter.AdapterError: missing or corrupt adapter.
-        """
-        from llmrec.adapter import load_adapter
-
-        model, tok, template, _verb, meta = load_adapter(adapter_dir, base_model=base_model, merge=merge)
-        proto = meta.get("protocol", {})
-        if catalog is None and proto.get("data") and Path(proto["data"]).exists():
-            catalog = proto["data"]
-        kw.setdefault("max_history", int(proto.get("max_history", 10)))
-        return cls(model, tok, catalog, template=template, dtype=dtype, metadata=meta, **kw)
-
-    @classmethod
-    def zero_shot(cls, base_model: str = "smollm2-135m-instruct", *, catalog: Any = None,
-                  method: str = "listwise", dtype: str = "auto", **kw) -> "Reranker":
-        """An untuned reranker on a base model (embedded name, folder or HF id)."""
-        from llmrec.model import load_base_model
-
-        model, tok = load_base_model(base_model)
-        return cls(model, tok, catalog, method=method, dtype=dtype, **kw)
-
-    @property
-    def blend_alpha(self) -> float | None:
-        """The blend weight tuned on validation and recorded in the adapter, if any."""
-        a = self.metadata.get("protocol", {}).get("blend_alpha")
-        return None if a is None else float(a)
-
-    @property
-    def max_candidates(self) -> int | None:
-        """Most candidates per call (20 for listwise letters), None when unbounded (pointwise)."""
-        return self.scorer.max_candidates if self.method == "listwise" else None
-
-    # --- scoring --------------------------------------------------------------------------------
-    def _check(self, history: Sequence[Any], candidates: Sequence[Any]) -> tuple[list[str], list[str]]:
-        if history is None or len(history) == 0:
-            raise ValueError("history is empty: give at least one item the user interacted with")
-        if candidates is None or len(candidates) == 0:
-            raise ValueError("candidates is empty: nothing to rerank")
-        h = self.lookup.resolve_all(history, "history item")
-        c = self.lookup.resolve_all(candidates, "candidate")
-        if len(set(c)) != len(c):
-            dup = next(x for x in c if c.count(x) > 1)
-            raise ValueError(f"candidate {dup!r} is given twice")
-        mc = self.max_candidates
-        if mc is not None and len(c) > mc:
-            raise ValueError(f"{len(c)} candidates, but listwise reranking takes at most {mc}; retrieve fewer or use "
-                             f"method='pointwise'")
-        return h, c
-
-    def _scores_many(self, lists: Sequence[tuple[list[str], list[str]]]) -> list[np.ndarray]:
-        perms = [np.random.default_rng(self.seed).permutation(len(c)) if self.shuffle and self.method == "listwise"
-                 else np.arange(len(c)) for _, c in lists]
-        text = [([self.lookup.title(i) for i in h], [self.lookup.title(c[j]) for j in pm])
-                for (h, c), pm in zip(lists, perms)]
-        with self._lock:
-            raw = self.scorer.score_lists(text)
-        out = []
-        for pm, s in zip(perms, raw):
-            v = np.empty(len(pm), np.float64)
-            v[pm] = s
-            out.append(v)
-        return out
-
-    def scores(self, history: Sequence[Any], candidates: Sequence[Any]) -> np.ndarray:
-        """float64 ``(C,)`` LM scores of ``candidates`` (in the given order), higher = better.
-
-        Raises:
-            ValueError: empty history/candidates, unknown item, duplicate candidate, too many candidates.
-        """
-        return self._scores_many([self._check(history, candidates)])[0]
-
-    def rerank(self, history: Sequence[Any], candidates: Sequence[Any], top_k: int | None = None) -> list[RankedItem]:
-        """Candidates sorted by LM score (ties keep the given order), the best ``top_k`` (default all).
-
-        Args:
-            history: items the user interacted with, oldest first (ids or titles).
-            candidates: items to reorder (ids or titles), e.g. a retriever's top-20.
-            top_k: how many to return.
-
-        Returns:
-            list of :class:`RankedItem`, ranks 1..top_k, scores non-increasing.
-
-        Raises:
-            ValueError: as :meth:`scores`, or top_k < 1.
-        """
-        return self.rerank_batch([history], [candidates], top_k)[0]
-
-    def rerank_batch(self, histories: Sequence[Sequence[Any]], candidate_lists: Sequence[Sequence[Any]],
-                     top_k: int | None = None) -> list[list[RankedItem]]:
-        """:meth:`rerank` for many users (one validation pass, then the forwards)."""
-        if len(histories) != len(candidate_lists):
-            raise ValueError(f"{len(histories)} histories but {len(candidate_lists)} candidate lists")
-        lists = [self._check(h, c) for h, c in zip(histories, candidate_lists)]
-        out = []
-        for (h, c), s in zip(lists, self._scores_many(lists)):
-            out.append(self._ranked(c, s, top_k))
-        return out
-
-    def _ranked(self, ids: Sequence[str], s: np.ndarray, top_k: int | None) -> list[RankedItem]:
-        k = _check_top_k(top_k, len(ids))
-        order = np.argsort(-s, kind="stable")[:k]
-        return [RankedItem(ids[j], self.lookup.title(ids[j]), float(s[j]), r + 1) for r, j in enumerate(order)]
 
 
 class Recommender:
@@ -362,7 +102,7 @@ class Recommender:
         if not 0.0 <= blend_alpha <= 1.0:
             raise ValueError(f"blend_alpha must be in [0, 1], got {blend_alpha}")
         self.blend_alpha = float(blend_alpha)
-        self.catalog = reranker.lookup.catalog if reranker is not None and catalog is None else _as_catalog(catalog)
+        self.catalog = reranker.lookup.catalog if reranker is not None and catalog is None else as_catalog(catalog)
         self.lookup = ItemLookup(self.catalog, allowed=self.item_ids)
         self.index_of = {i: j for j, i in enumerate(self.item_ids)}
         self.user_histories = user_histories or {}
@@ -396,7 +136,7 @@ class Recommender:
         Raises:
             ValueError: unknown ``retriever``, cold_norm_scale <= 0; data errors from the readers.
         """
-        from llmrec.rerank.data import load_loo_data
+        from llmrec.data.loo import load_loo_data
         from llmrec.retrieval import Fusion, SASRec, VectorIndex
 
         if retriever not in ("auto", "fusion", "sasrec"):
@@ -579,7 +319,7 @@ class Recommender:
                                 for r, (i, v) in enumerate(zip(row[:k], s[:k]))])
             return results
         heads = [row[: self.n_candidates] for row in rows]
-        lm = self.reranker._scores_many([self.reranker._check(h, c) for h, c in zip(hist_ids, heads)])
+        lm = self.reranker.scores_many([self.reranker.check(h, c) for h, c in zip(hist_ids, heads)])
         for row, s, head, l in zip(rows, sc, heads, lm):
             n = len(head)
             b = blend_scores(s[:n], l, self.blend_alpha) if self.blend_alpha < 1 else l

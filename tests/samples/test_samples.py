@@ -26,7 +26,7 @@ from llmrec.samples import (
     write_alpaca,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------------------------------ toy log
 # file order; user order of first appearance: B, A, C.  Ties (B: t=10) must keep file order.

@@ -1,4 +1,7 @@
-"""Leave-one-out splitting and k-core filtering on plain numpy interaction arrays.
+"""Leave-one-out: k-core filtering, id encoding and the leave-one-out split on plain numpy interaction
+arrays (:func:`leave_one_out`), and from any ``llmrec.data`` source with the raw ids kept
+(:func:`loo_from_recdata`, :func:`load_loo_data` -> :class:`LOOData`). Retrieval, reranking, the
+:class:`~llmrec.recommender.Recommender` and the eval scripts all start here.
 
 Protocol (SASRec, Kang & McAuley 2018; LlamaRec, Yue et al. 2023): each user's interactions are sorted
 by timestamp (stable: equal timestamps keep their input order); the last item is the test target, the
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["kcore_filter", "encode_ids", "leave_one_out", "LOOSplit"]
+__all__ = ["kcore_filter", "encode_ids", "leave_one_out", "LOOSplit", "LOOData", "loo_from_recdata", "load_loo_data"]
 
 
 def kcore_filter(users, items, k: int = 5, max_rounds: int = 100) -> np.ndarray:
@@ -145,3 +148,78 @@ def leave_one_out(users, items, timestamps, n_users: int | None = None, n_items:
         else:
             train.append(seq.copy())
     return LOOSplit(train=train, valid=valid, test=test, n_items=n_items)
+
+
+@dataclass
+class LOOData:
+    """A leave-one-out split with the raw ids behind its indices.
+
+    Attributes:
+        split: :class:`LOOSplit` over item indices ``0..n_items-1``.
+        user_ids: ``(n_users,)`` array of raw user id strings; ``user_ids[u]`` is user index u.
+        item_ids: ``(n_items,)`` array of raw item id strings; ``item_ids[j]`` is item index j.
+        full: per-user chronological item indices including the validation and test items
+            (what ``llmrec recommend --user`` uses as the history).
+    """
+
+    split: LOOSplit
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    full: list[np.ndarray]
+
+    def item_index(self) -> dict[str, int]:
+        """``{raw item id: index}``."""
+        return {str(r): j for j, r in enumerate(self.item_ids)}
+
+
+def load_loo_data(data=None, kcore: int = 5):
+    """Read a dataset and split it leave-one-out: what every eval script and ``Recommender.build`` start
+    with.
+
+    Args:
+        data: a dataset folder (GroupLens raw, RecBole atomic, MovieLens CSV; see
+            :func:`llmrec.data.load_dataset`), an already loaded :class:`llmrec.data.RecData`, or ``None``
+            for the embedded ML-100K.
+        kcore: as in :func:`loo_from_recdata`.
+
+    Returns:
+        ``(RecData, LOOData)``.
+
+    Raises:
+        the readers' errors (FileNotFoundError, ValueError), and those of :func:`loo_from_recdata`.
+    """
+    if data is None:
+        from llmrec import assets
+
+        data = assets.ml100k_dir()
+    if not hasattr(data, "interactions"):
+        from llmrec.data.readers import load_dataset
+
+        data = load_dataset(data)
+    return data, loo_from_recdata(data, kcore)
+
+
+def loo_from_recdata(rec, kcore: int = 5) -> LOOData:
+    """k-core filter, encode ids (sorted raw ids) and split leave-one-out from any ``llmrec.data`` source.
+
+    Args:
+        rec: :class:`llmrec.data.RecData` (``interactions.frame`` with user_id, item_id, timestamp).
+        kcore: minimum interactions per user and item (<= 1 keeps everything).
+
+    Returns:
+        :class:`LOOData`. On ML-100K (5-core): 943 users, 1,349 items.
+
+    Raises:
+        ValueError: no interactions survive the filter.
+    """
+    f = rec.interactions.frame
+    ru, ri, ts = f["user_id"].to_numpy(), f["item_id"].to_numpy(), f["timestamp"].to_numpy()
+    keep = kcore_filter(ru, ri, kcore) if kcore > 1 else np.ones(len(ru), bool)
+    if not keep.any():
+        raise ValueError(f"no interactions left after {kcore}-core filtering")
+    uc, uraw = encode_ids(ru[keep])
+    ic, iraw = encode_ids(ri[keep])
+    split = leave_one_out(uc, ic, ts[keep], len(uraw), len(iraw))
+    full = [np.concatenate([split.train[u], [split.valid[u], split.test[u]]]) if split.test[u] >= 0
+            else split.train[u] for u in range(split.n_users)]
+    return LOOData(split, uraw.astype(str), iraw.astype(str), [np.asarray(x, np.int64) for x in full])
