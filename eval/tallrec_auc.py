@@ -13,14 +13,13 @@ The JSON holds per-run AUC, mean, std, wall seconds and tokens/s.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from llmrec._atomic import write_json_atomic
 from llmrec.recipe import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
 from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
 
@@ -102,10 +101,7 @@ def main(argv=None) -> int:
     work = args.work_dir or args.out.with_suffix(".work")
 
     def save():
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(json.dumps(out, indent=2, default=float))
-        os.replace(tmp, args.out)
+        write_json_atomic(args.out, out)
 
     if not args.no_zero_shot:
         model, tok = load_base_model(args.base_model)

@@ -22,7 +22,7 @@ from llmrec.precision import NAMES, training_precision
 from llmrec.scoring.logits import score_encoded
 
 __all__ = ["TrainSettings", "TrainResult", "AnswerCollator", "build_training_example", "make_trainer_class",
-           "train_lora"]
+           "train_lora", "run_trainer", "TrainerRun"]
 
 
 @dataclass
@@ -159,7 +159,6 @@ def _check_run_identity(work: Path, settings: TrainSettings, lora: LoraSettings,
     """
     import hashlib
     import json
-    import os
 
     fp = {k: v for k, v in asdict(settings).items() if k not in ("output_dir", "progress", "logging_steps")}
     fp["lora"] = {**asdict(lora), "target_modules": list(lora.target_modules)
@@ -174,10 +173,9 @@ def _check_run_identity(work: Path, settings: TrainSettings, lora: LoraSettings,
             raise ValueError(f"{work} holds checkpoints of a different run (differs in {', '.join(diff)}); "
                              f"delete that folder or choose another output folder")
         return
-    work.mkdir(parents=True, exist_ok=True)
-    tmp = work / f".run.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(fp, indent=2))
-    os.replace(tmp, f)
+    from llmrec._atomic import write_json_atomic
+
+    write_json_atomic(f, fp)
 
 
 def make_trainer_class():
@@ -262,12 +260,6 @@ def train_lora(model: Any, tokenizer: Any, verbalizer: Verbalizer, train_ids: Se
     Raises:
         ValueError: empty or mismatched inputs, one-class validation labels, examples too long.
     """
-    import time
-
-    from datasets import Dataset
-    from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
-
     if len(train_ids) == 0:
         raise ValueError("train set is empty (k = 0): nothing to tune; use zero-shot scoring instead")
     if len(train_ids) != len(train_labels):
@@ -276,13 +268,64 @@ def train_lora(model: Any, tokenizer: Any, verbalizer: Verbalizer, train_ids: Se
     if has_val and len(set(int(x) for x in val_labels)) < 2:
         raise ValueError("validation labels hold one class only: AUC is undefined")
 
-    set_seed(settings.seed)
-    if not hasattr(model, "peft_config"):
-        model = add_lora(model, lora or LoraSettings())
     examples = [build_training_example(p, int(y), verbalizer, settings.loss_on, settings.max_length)
                 for p, y in zip(train_ids, train_labels)]
-    ds = Dataset.from_list(examples)
+    run = run_trainer(model, tokenizer, examples, settings, lora, verbalizer=verbalizer,
+                      val_ids=list(val_ids) if has_val else None, val_labels=list(val_labels) if has_val else None,
+                      fingerprint=examples)
+    return TrainResult(model=run.model, best_val_auc=run.trainer.state.best_metric if has_val else None,
+                       val_auc_history=list(run.trainer.auc_history), epochs_run=run.epochs,
+                       train_seconds=run.seconds, train_tokens=run.tokens,
+                       settings={**asdict(settings), "precision": run.precision, "world_size": run.world_size,
+                                 "steps": run.trainer.state.global_step})
 
+
+@dataclass
+class TrainerRun:
+    """What :func:`run_trainer` returns: the tuned peft model (eval mode) and the run's facts."""
+
+    model: Any
+    trainer: Any
+    precision: str
+    seconds: float
+    tokens: int
+    epochs: float
+    world_size: int
+
+
+def run_trainer(model: Any, tokenizer: Any, examples: Sequence[dict], settings: TrainSettings,
+                lora: LoraSettings | None = None, *, verbalizer: Verbalizer | None = None,
+                val_ids: Sequence[Sequence[int]] | None = None, val_labels: Sequence[int] | None = None,
+                fingerprint: Any = None) -> TrainerRun:
+    """The one Trainer run behind :func:`train_lora` (Yes/No targets) and
+    :func:`llmrec.rerank.train.train_examples` (letter targets).
+
+    Adds LoRA (unless ``model`` is a peft model already), builds ``TrainingArguments`` from ``settings``
+    (precision from :func:`llmrec.precision.training_precision`), checkpoints every epoch in
+    ``settings.output_dir/checkpoints`` and resumes them only when written by the same run (``fingerprint``:
+    the JSON-able examples; see :func:`_check_run_identity`). With ``val_ids``/``val_labels`` (and
+    ``verbalizer``) it evaluates the AUC every epoch, stops early after ``settings.patience`` epochs without
+    a better one and loads the best epoch's weights.
+
+    Args:
+        examples: dicts with ``input_ids`` and ``labels`` (-100 = ignored), e.g. from
+            :func:`build_training_example`.
+
+    Raises:
+        ValueError: ``output_dir`` holds checkpoints of a different run.
+    """
+    import time
+
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    has_val = val_ids is not None and len(val_ids) > 0
+    lora = lora or LoraSettings()
+    set_seed(settings.seed)
+    if not hasattr(model, "peft_config"):
+        model = add_lora(model, lora)
+    ds = Dataset.from_list([dict(e) for e in examples])
     cuda = torch.cuda.is_available()
     precision = training_precision(settings.precision, "cuda" if cuda else "cpu")
     ckpt_dir = Path(settings.output_dir) / "checkpoints"
@@ -303,7 +346,7 @@ def train_lora(model: Any, tokenizer: Any, verbalizer: Verbalizer, train_ids: Se
         use_cpu=not cuda,
         eval_strategy="epoch" if has_val else "no",
         save_strategy="epoch",
-        save_total_limit=2,
+        save_total_limit=2 if verbalizer is not None else 1,
         load_best_model_at_end=has_val,
         metric_for_best_model="auc" if has_val else None,
         greater_is_better=True,
@@ -315,29 +358,28 @@ def train_lora(model: Any, tokenizer: Any, verbalizer: Verbalizer, train_ids: Se
         save_only_model=False,
     )
     Trainer = make_trainer_class()
-    score_dtype = "bfloat16" if precision == "bf16" else "float32"
+    pad_id = tokenizer.pad_token_id or 0
+    kw = {}
+    if has_val:
+        kw = dict(val_ids=list(val_ids), val_labels=list(val_labels), token_ids=verbalizer.token_ids, pad_id=pad_id,
+                  score_dtype="bfloat16" if precision == "bf16" else "float32")
     trainer = Trainer(
         model=model, args=args, train_dataset=ds, eval_dataset=ds if has_val else None,
-        data_collator=AnswerCollator(tokenizer.pad_token_id or 0),
+        data_collator=AnswerCollator(pad_id),
         callbacks=[EarlyStoppingCallback(settings.patience)] if has_val and settings.patience > 0 else [],
-        val_ids=list(val_ids) if has_val else None, val_labels=list(val_labels) if has_val else None,
-        token_ids=verbalizer.token_ids, pad_id=tokenizer.pad_token_id or 0, score_dtype=score_dtype,
+        **kw,
     )
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    _check_run_identity(Path(settings.output_dir), settings, lora or LoraSettings(), examples, val_ids, val_labels,
+    _check_run_identity(Path(settings.output_dir), settings, lora, fingerprint if fingerprint is not None else
+                        [{k: [int(x) for x in v] for k, v in e.items()} for e in examples], val_ids, val_labels,
                         resuming=last is not None)
     if last is not None:
         print(f"llmrec: resuming from {last}", flush=True)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - t0
-    best = None
-    if has_val:
-        best = trainer.state.best_metric
-    tokens = int(sum(len(e["input_ids"]) for e in examples) * trainer.state.epoch)
     tuned = trainer.model
     tuned.eval()
-    return TrainResult(model=tuned, best_val_auc=best, val_auc_history=list(trainer.auc_history),
-                       epochs_run=float(trainer.state.epoch), train_seconds=seconds, train_tokens=tokens,
-                       settings={**asdict(settings), "precision": precision, "world_size": args.world_size,
-                                 "steps": trainer.state.global_step})
+    return TrainerRun(model=tuned, trainer=trainer, precision=precision, seconds=seconds,
+                      tokens=int(sum(len(e["input_ids"]) for e in examples) * trainer.state.epoch),
+                      epochs=float(trainer.state.epoch), world_size=args.world_size)

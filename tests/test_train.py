@@ -183,13 +183,17 @@ def test_hand_edited_template_hash_is_refused(tiny_tokenizer, tiny_model_dir, tm
 
 
 def test_trainer_class_and_collator_are_public():
-    """The Trainer subclass and collator are public API of llmrec.train, shared by the rerankers."""
+    """The Trainer subclass, collator and runner are public API of llmrec.train, shared by the rerankers."""
     import llmrec.rerank.train as rerank_train
     import llmrec.train as train
 
-    assert {"AnswerCollator", "make_trainer_class"} <= set(train.__all__)
-    assert rerank_train.make_trainer_class is train.make_trainer_class
-    assert rerank_train.AnswerCollator is train.AnswerCollator
+    assert {"AnswerCollator", "make_trainer_class", "run_trainer"} <= set(train.__all__)
+    # the rerankers tune through the one runner (which builds the Trainer subclass and the collator)
+    assert rerank_train.run_trainer is train.run_trainer
+    import inspect
+
+    src = inspect.getsource(train.run_trainer)
+    assert "make_trainer_class()" in src and "AnswerCollator(" in src
     assert train.make_trainer_class.__doc__ and train.AnswerCollator.__doc__
     batch = train.AnswerCollator(pad_id=7)([{"input_ids": [1, 2, 3], "labels": [-100, -100, 3]},
                                             {"input_ids": [4], "labels": [4]}])

@@ -9,18 +9,11 @@
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
-from llmrec.model import LoraSettings, add_lora
-from llmrec.precision import training_precision
-from llmrec.train import (AnswerCollator, TrainResult, TrainSettings, _check_run_identity,
-                          make_trainer_class, train_lora)
+from llmrec.model import LoraSettings
+from llmrec.train import TrainResult, TrainSettings, run_trainer, train_lora
 
 __all__ = ["train_examples", "train_listwise", "train_pointwise"]
 
@@ -29,55 +22,21 @@ def train_examples(model: Any, tokenizer: Any, examples: Sequence[dict], setting
                    lora: LoraSettings | None = None) -> TrainResult:
     """LoRA-tune on ready causal-LM examples (``input_ids`` + ``labels``, -100 = ignored).
 
-    The generalisation of :func:`llmrec.train.train_lora` to any answer tokens (here: letters). Uses the
-    same Trainer subclass (sparse LM head on answer positions) and collator; checkpoints per epoch in
+    The generalisation of :func:`llmrec.train.train_lora` to any answer tokens (here: letters), through the
+    same runner (:func:`llmrec.train.run_trainer`: sparse LM head on answer positions); checkpoints per epoch in
     ``settings.output_dir/checkpoints`` (resumed if present and written by the same run). No evaluation
     during training.
 
     Raises:
         ValueError: no examples, or ``output_dir`` holds checkpoints of a different run.
     """
-    from datasets import Dataset
-    from transformers import TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
-
     if len(examples) == 0:
         raise ValueError("no training examples")
-    set_seed(settings.seed)
-    if not hasattr(model, "peft_config"):
-        model = add_lora(model, lora or LoraSettings())
-    ds = Dataset.from_list([dict(e) for e in examples])
-    cuda = torch.cuda.is_available()
-    precision = training_precision(settings.precision, "cuda" if cuda else "cpu")
-    ckpt = Path(settings.output_dir) / "checkpoints"
-    steps = math.ceil(len(examples) / (settings.batch_size * settings.grad_accum)) * settings.epochs
-    args = TrainingArguments(
-        output_dir=str(ckpt), num_train_epochs=settings.epochs, learning_rate=settings.learning_rate,
-        per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
-        lr_scheduler_type=settings.lr_scheduler, warmup_steps=int(settings.warmup_ratio * steps),
-        weight_decay=settings.weight_decay, seed=settings.seed, data_seed=settings.seed,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda, eval_strategy="no",
-        save_strategy="epoch", save_total_limit=1, logging_steps=settings.logging_steps, report_to="none",
-        remove_unused_columns=False, disable_tqdm=not settings.progress, dataloader_num_workers=0,
-    )
-    Trainer = make_trainer_class()
-    trainer = Trainer(model=model, args=args, train_dataset=ds,
-                      data_collator=AnswerCollator(tokenizer.pad_token_id or 0))
-    last = get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
-    # as train_lora: resume only checkpoints of this very run (else a rerun silently returns a stale adapter)
-    fp_examples = [{k: [int(x) for x in v] for k, v in e.items()} for e in examples]
-    _check_run_identity(Path(settings.output_dir), settings, lora or LoraSettings(), fp_examples, None, None,
-                        resuming=last is not None)
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last)
-    seconds = time.perf_counter() - t0
-    tuned = trainer.model
-    tuned.eval()
-    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    return TrainResult(model=tuned, best_val_auc=None, val_auc_history=[], epochs_run=float(trainer.state.epoch),
-                       train_seconds=seconds,
-                       train_tokens=int(sum(len(e["input_ids"]) for e in examples) * trainer.state.epoch),
-                       settings={**asdict(settings), "precision": precision, "loss_history": losses})
+    run = run_trainer(model, tokenizer, examples, settings, lora)
+    losses = [x["loss"] for x in run.trainer.state.log_history if "loss" in x]
+    return TrainResult(model=run.model, best_val_auc=None, val_auc_history=[], epochs_run=run.epochs,
+                       train_seconds=run.seconds, train_tokens=run.tokens,
+                       settings={**asdict(settings), "precision": run.precision, "loss_history": losses})
 
 
 def train_listwise(scorer, lists: Sequence[tuple[Sequence[str], Sequence[str], int]], settings: TrainSettings,
