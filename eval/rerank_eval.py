@@ -41,6 +41,8 @@ from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
 
 
 from llmrec.metrics import ndcg_at_k, ranking_metrics, recall_at_k
+from llmrec.model import DEFAULT_BASE_MODEL, LoraSettings
+from llmrec.train import TrainSettings
 from llmrec.data.loo import load_loo_data
 from llmrec.rerank.lm import score_shuffled
 from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, pointwise_pairs,
@@ -79,10 +81,10 @@ def main(argv=None) -> int:
     p.add_argument("--history", type=int, default=10, help="history titles in the prompt")
     p.add_argument("--negatives", type=int, default=3, help="pointwise hard negatives per positive")
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--base-model", default="smollm2-135m-instruct")
+    p.add_argument("--lr", type=float, default=TrainSettings.learning_rate)
+    p.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
+    p.add_argument("--lora-rank", type=int, default=LoraSettings.rank)
+    p.add_argument("--base-model", default=DEFAULT_BASE_MODEL)
     p.add_argument("--dtype", default="auto", choices=PRECISIONS, help=DTYPE_HELP)
     p.add_argument("--retriever", choices=["fusion", "sasrec"], default="fusion",
                    help="candidate retriever: SASRec x transitions x EASE (default) or SASRec alone")
@@ -95,9 +97,8 @@ def main(argv=None) -> int:
     import torch
 
     from llmrec.adapter import save_adapter
-    from llmrec.model import LoraSettings, load_base_model
+    from llmrec.model import load_base_model
     from llmrec.rerank.train import train_listwise, train_pointwise
-    from llmrec.train import TrainSettings
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from llmrec._atomic import write_json_atomic
+from llmrec.model import LoraSettings
+from llmrec.train import TrainSettings
 from llmrec.recipe import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
 from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
 
@@ -43,21 +45,21 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None,
                    help="maximum epochs (default: per k, the optimizer steps of 10 un-augmented epochs, at least "
                         "80 steps: llmrec.recipe.epoch_budget; mirror: 20 at 16 shots, 5 at 64 and 256)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-scheduler", default="cosine", help="schedule after warm-up (transformers name)")
-    p.add_argument("--warmup-ratio", type=float, default=0.1, help="fraction of the steps of linear warm-up")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--lora-alpha", type=float, default=16.0)
-    p.add_argument("--lora-dropout", type=float, default=0.05)
-    p.add_argument("--target-modules", default="q_proj,v_proj")
-    p.add_argument("--loss-on", default="answer", choices=["answer", "prompt"])
+    p.add_argument("--lr", type=float, default=TrainSettings.learning_rate)
+    p.add_argument("--lr-scheduler", default=TrainSettings.lr_scheduler, help="schedule after warm-up (transformers name)")
+    p.add_argument("--warmup-ratio", type=float, default=TrainSettings.warmup_ratio, help="fraction of the steps of linear warm-up")
+    p.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
+    p.add_argument("--lora-rank", type=int, default=LoraSettings.rank)
+    p.add_argument("--lora-alpha", type=float, default=LoraSettings.alpha)
+    p.add_argument("--lora-dropout", type=float, default=LoraSettings.dropout)
+    p.add_argument("--target-modules", default=",".join(LoraSettings().target_modules))
+    p.add_argument("--loss-on", default=TrainSettings.loss_on, choices=["answer", "prompt"])
     p.add_argument("--augment", default=DEFAULT_AUGMENT, help="few-shot augmentation from the k samples only: comma "
                    "list of rotate, permute, drop, mirror (llmrec.samples.augment), or none; default "
                    f"{DEFAULT_AUGMENT} (the best measured row of eval/levers.py)")
     p.add_argument("--augment-copies", type=int, default=1, help="new samples per k-shot sample and augmentation")
     p.add_argument("--val-size", type=int, default=128)
-    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--patience", type=int, default=TrainSettings.patience)
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="training precision (auto = bf16 where the CPU/GPU runs it natively, else fp32)")
     p.add_argument("--dtype", default="auto", choices=PRECISIONS,

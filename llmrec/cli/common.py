@@ -14,7 +14,7 @@ import typer
 from llmrec.model import DEFAULT_BASE_MODEL
 from llmrec.recipe import DEFAULT_TEMPLATE
 
-__all__ = ["CliError", "FLAGS", "flag_error", "check_dtype", "DataOpt", "PromptsOpt", "BaseOpt"]
+__all__ = ["CliError", "FLAGS", "flag_error", "default", "check_dtype", "DataOpt", "PromptsOpt", "BaseOpt"]
 
 
 class CliError(Exception):
@@ -48,6 +48,18 @@ def flag_error(e: Exception, overrides: Optional[Mapping[str, str]] = None) -> C
     (see :data:`FLAGS`; ``overrides`` maps names whose flag differs in one command, e.g. ``{"k": "--shots"}``).
     A message with no known prefix is kept as it is."""
     return CliError(flag_name(str(e), overrides))
+
+
+def default(settings: type, name: str):
+    """The default of field ``name`` of a settings dataclass (:class:`llmrec.train.TrainSettings`,
+    :class:`llmrec.model.LoraSettings`): command options read their defaults here, so each lives once."""
+    import dataclasses
+
+    f = {x.name: x for x in dataclasses.fields(settings)}[name]
+    if f.default_factory is not dataclasses.MISSING:
+        v = f.default_factory()
+        return ",".join(v) if isinstance(v, (list, tuple)) else v
+    return f.default
 
 
 def check_dtype(dtype: str) -> None:

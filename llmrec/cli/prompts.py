@@ -15,7 +15,9 @@ from typing import List, Optional
 import typer
 
 from llmrec._atomic import write_json_atomic
-from llmrec.cli.common import PromptsOpt, check_dtype, flag_error
+from llmrec.cli.common import PromptsOpt, check_dtype, default, flag_error
+from llmrec.train import TrainSettings
+from llmrec.model import DEFAULT_BASE_MODEL
 from llmrec.precision import HELP as DTYPE_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -204,9 +206,9 @@ def eval_cmd(a: str = typer.Argument(..., help="Template A (reference)."),
              seed: int = typer.Option(0, help="Seed of the subset, the k-shot draw, LoRA init and the bootstrap."),
              epochs: int = typer.Option(3, help="k-shot: tuning epochs (kept small)."),
              val_size: int = typer.Option(32, help="Early-stopping samples (excluded from the evaluation subset)."),
-             lr: float = typer.Option(1e-3, "--lr", help="k-shot: peak learning rate."),
+             lr: float = typer.Option(default(TrainSettings, "learning_rate"), "--lr", help="k-shot: peak learning rate."),
              resamples: int = typer.Option(1000, help="Paired bootstrap resamples."),
-             base_model: str = typer.Option("smollm2-135m-instruct", "--base-model", help="Base model."),
+             base_model: str = typer.Option(DEFAULT_BASE_MODEL, "--base-model", help="Base model."),
              dtype: str = typer.Option("auto", help=DTYPE_HELP),
              data: Optional[Path] = _DATA, prompts: Optional[List[Path]] = _PROMPTS,
              out: Optional[Path] = typer.Option(None, "--out", help="Write the full result (with scores) as JSON.")):
@@ -254,7 +256,7 @@ def eval_cmd(a: str = typer.Argument(..., help="Template A (reference)."),
 def playground(host: str = typer.Option("127.0.0.1", help="Address to bind (keep it local)."),
                port: int = typer.Option(7860, help="Port (0 = any free port)."),
                template: str = typer.Option("tallrec", "--template", help="Template to start from."),
-               base_model: Optional[str] = typer.Option("smollm2-135m-instruct", "--base-model",
+               base_model: Optional[str] = typer.Option(DEFAULT_BASE_MODEL, "--base-model",
                                                         help="Tokenizer (and model for --score)."),
                score: bool = typer.Option(False, "--score/--no-score", help="Load the model and show P(Yes)."),
                data: Optional[Path] = _DATA, prompts: Optional[List[Path]] = _PROMPTS):

@@ -14,7 +14,10 @@ import numpy as np
 import typer
 
 from llmrec._atomic import write_json_atomic
-from llmrec.cli.common import (BaseOpt, CliError, DataOpt, PromptsOpt, TemplateOpt, check_dtype, flag_error)
+from llmrec.cli.common import (BaseOpt, CliError, DataOpt, PromptsOpt, TemplateOpt, check_dtype, default,
+                               flag_error)
+from llmrec.model import LoraSettings
+from llmrec.train import TrainSettings
 from llmrec.recipe import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
 from llmrec.precision import HELP as DTYPE_HELP
 
@@ -82,19 +85,19 @@ def train(
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (early stopping on validation AUC). Default: the "
                                          "optimizer steps of 10 un-augmented epochs, at least 80 steps (64 shots: "
                                          "5 with --augment mirror, 10 with none; 16 shots + mirror: 20)."),
-    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
-    lr_scheduler: str = typer.Option("cosine", help="Learning-rate schedule after warm-up (transformers name: "
+    lr: float = typer.Option(default(TrainSettings, "learning_rate"), "--lr", help="Peak learning rate."),
+    lr_scheduler: str = typer.Option(default(TrainSettings, "lr_scheduler"), help="Learning-rate schedule after warm-up (transformers name: "
                                                     "cosine, linear, constant, ...)."),
-    warmup_ratio: float = typer.Option(0.1, help="Fraction of the optimizer steps of linear warm-up."),
-    batch_size: int = typer.Option(8, help="Prompts per step per process."),
-    lora_rank: int = typer.Option(8, help="LoRA rank r."),
-    lora_alpha: float = typer.Option(16.0, help="LoRA alpha (update scaled by alpha/r)."),
-    lora_dropout: float = typer.Option(0.05, help="LoRA dropout."),
-    target_modules: str = typer.Option("q_proj,v_proj", help="Comma-separated module names, or all-linear."),
-    loss_on: str = typer.Option("answer", help="answer (answer tokens only) or prompt (whole sequence)."),
+    warmup_ratio: float = typer.Option(default(TrainSettings, "warmup_ratio"), help="Fraction of the optimizer steps of linear warm-up."),
+    batch_size: int = typer.Option(default(TrainSettings, "batch_size"), help="Prompts per step per process."),
+    lora_rank: int = typer.Option(default(LoraSettings, "rank"), help="LoRA rank r."),
+    lora_alpha: float = typer.Option(default(LoraSettings, "alpha"), help="LoRA alpha (update scaled by alpha/r)."),
+    lora_dropout: float = typer.Option(default(LoraSettings, "dropout"), help="LoRA dropout."),
+    target_modules: str = typer.Option(default(LoraSettings, "target_modules"), help="Comma-separated module names, or all-linear."),
+    loss_on: str = typer.Option(default(TrainSettings, "loss_on"), help="answer (answer tokens only) or prompt (whole sequence)."),
     val_size: int = typer.Option(128, help="Validation samples for early stopping (0 = none)."),
-    patience: int = typer.Option(3, help="Epochs without better validation AUC before stopping."),
-    precision: str = typer.Option("auto", help="auto (bf16 where the CPU/GPU runs it natively, else fp32), bf16, fp16 or fp32."),
+    patience: int = typer.Option(default(TrainSettings, "patience"), help="Epochs without better validation AUC before stopping."),
+    precision: str = typer.Option(default(TrainSettings, "precision"), help="auto (bf16 where the CPU/GPU runs it natively, else fp32), bf16, fp16 or fp32."),
     augment: str = typer.Option(DEFAULT_AUGMENT, help="Few-shot augmentation from the k samples only: comma list "
                                                       "of rotate, permute, drop, mirror, or none."),
     augment_copies: int = typer.Option(1, help="New samples per k-shot sample and augmentation."),
