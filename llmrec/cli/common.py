@@ -14,7 +14,7 @@ import typer
 from llmrec.model import DEFAULT_BASE_MODEL
 from llmrec.recipe import DEFAULT_TEMPLATE
 
-__all__ = ["CliError", "FLAGS", "flag_error", "default", "check_dtype", "DataOpt", "PromptsOpt", "BaseOpt"]
+__all__ = ["CliError", "FLAGS", "flag_error", "default", "at_least", "check_dtype", "DataOpt", "PromptsOpt", "BaseOpt"]
 
 
 class CliError(Exception):
@@ -60,6 +60,12 @@ def default(settings: type, name: str):
         v = f.default_factory()
         return ",".join(v) if isinstance(v, (list, tuple)) else v
     return f.default
+
+
+def at_least(flag: str, value: int, minimum: int, why: str = "") -> None:
+    """Refuse ``value`` below ``minimum``, naming the flag: ``--seed -1: must be >= 0``."""
+    if value < minimum:
+        raise CliError(f"{flag} {value}: must be >= {minimum}" + (f" ({why})" if why else ""))
 
 
 def check_dtype(dtype: str) -> None:

@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from llmrec._atomic import write_json_atomic
-from llmrec.cli.common import PromptsOpt, check_dtype, default, flag_error
+from llmrec.cli.common import PromptsOpt, at_least, check_dtype, default, flag_error
 from llmrec.train import TrainSettings
 from llmrec.model import DEFAULT_BASE_MODEL
 from llmrec.precision import HELP as DTYPE_HELP
@@ -219,12 +219,9 @@ def eval_cmd(a: str = typer.Argument(..., help="Template A (reference)."),
     from llmrec.train import TrainSettings
 
     # checked here, before any model loads (the library would raise later, naming its own arguments)
-    if resamples < 1:
-        raise ValueError(f"--resamples {resamples}: must be >= 1 (the 95% CI is a bootstrap over resamples)")
-    if shots < 0:
-        raise ValueError(f"--shots {shots}: must be >= 0 (0 = zero-shot)")
-    if seed < 0:
-        raise ValueError(f"--seed {seed}: must be >= 0")
+    at_least("--resamples", resamples, 1, "the 95% CI is a bootstrap over resamples")
+    at_least("--shots", shots, 0, "0 = zero-shot")
+    at_least("--seed", seed, 0)
     check_dtype(dtype)
     if shots > 0:
         try:

@@ -14,7 +14,7 @@ import numpy as np
 import typer
 
 from llmrec._atomic import write_json_atomic
-from llmrec.cli.common import (BaseOpt, CliError, DataOpt, PromptsOpt, TemplateOpt, check_dtype, default,
+from llmrec.cli.common import (BaseOpt, CliError, DataOpt, PromptsOpt, TemplateOpt, at_least, check_dtype, default,
                                flag_error)
 from llmrec.model import LoraSettings
 from llmrec.train import TrainSettings
@@ -114,12 +114,9 @@ def train(
     if train_json is None and shots < 1:
         raise CliError(f"--shots {shots}: must be >= 1 for tuning (zero-shot needs no adapter: "
                        f"run `llmrec eval` without --adapter)")
-    if seed < 0:
-        raise CliError(f"--seed {seed}: must be >= 0")
-    if val_size < 0:
-        raise CliError(f"--val-size {val_size}: must be >= 0")
-    if augment_copies < 1:
-        raise CliError(f"--augment-copies {augment_copies}: must be >= 1")
+    at_least("--seed", seed, 0)
+    at_least("--val-size", val_size, 0)
+    at_least("--augment-copies", augment_copies, 1)
     from llmrec.samples.augment import parse_augmentations
 
     try:

@@ -49,8 +49,8 @@ class SASRecConfig:
         eval_every: epochs between validation checks (when validation data is given to fit).
         patience: stop after this many checks without improvement of validation NDCG@10.
         seed: seeds torch (init, dropout) and the shuffling generator.
-        threads: torch intra-op threads during fit/inference (None = leave torch's setting). 1 is
-            fastest for this small model on a busy machine (2 threads measured 25x slower under load).
+        threads: torch intra-op threads during fit/inference (None = leave torch's setting). 1 suits
+            this small model on a shared machine (README, Retrieval).
     """
 
     hidden: int = 64

@@ -9,8 +9,8 @@ prefix followed by a short candidate suffix. Instead of running ``N`` full promp
    candidate) and, causally, to its own suffix, as two partial softmaxes merged by their log-sum-exp.
    On CUDA this goes through :func:`llmrec.kernels.attention` (the fused Triton kernel). On CPU the
    default is :func:`_flash_cpu_prefix_attention`: the same decomposition with PyTorch's fused CPU
-   flash-attention op for each partial (measured ~3x faster than the kernels' PyTorch reference for
-   150-token suffixes on this 2-core machine); ``backend="torch"`` selects that reference instead.
+   flash-attention op for each partial (faster than the kernels' PyTorch reference on CPU; timings in the
+   README, "Scoring speed"); ``backend="torch"`` selects that reference instead.
 
 The final hidden state at each candidate's answer position (its last suffix token) goes through the
 verbalizer rows of the LM head only (:func:`llmrec.scoring.verbalizer_logits`), never the vocabulary.
