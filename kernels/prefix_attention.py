@@ -378,12 +378,22 @@ def attention(
     ``backend="auto"`` uses the Triton kernel for CUDA tensors of a supported dtype (fp16/bf16/fp32)
     when triton is installed, and the PyTorch implementation otherwise (CPU, float64, no triton).
     ``"triton"`` forces the kernel (CPU only under ``TRITON_INTERPRET=1``); ``"torch"`` forces
-    :func:`llmrec.kernels.prefix_attention_ref.prefix_shared_attention`.
+    :func:`llmrec.kernels.prefix_attention_ref.prefix_shared_attention`; ``"cpu"`` the CPU paths of prefix
+    scoring (:mod:`llmrec.kernels.prefix_attention_cpu`; the result is a (B, Hq, Ls, D) view of a
+    (B, Ls, Hq, D) tensor unless ``out`` is given).
     Shapes, dtypes and errors as in :func:`prefix_shared_attention`; also ValueError for an unknown
     ``backend``.
     """
-    if backend not in ("auto", "triton", "torch"):
-        raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+    if backend not in ("auto", "triton", "torch", "cpu"):
+        raise ValueError(f"backend must be 'auto', 'triton', 'torch' or 'cpu', got {backend!r}")
+    if backend == "cpu":  # PyTorch's fused CPU flash op per partial, else folded matmuls (prefix_attention_cpu)
+        from . import prefix_attention_cpu as _cpu
+
+        o = _cpu.cpu_prefix_attention(q, k_suffix, v_suffix, k_prefix, v_prefix, suffix_mask, scale).transpose(1, 2)
+        if out is None:
+            return o
+        out.copy_(o)
+        return out
     if backend == "auto":
         use_triton = (HAS_TRITON and isinstance(q, torch.Tensor) and q.is_cuda and q.dtype in _TRITON_DTYPES)
         backend = "triton" if use_triton else "torch"

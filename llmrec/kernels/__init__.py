@@ -2,7 +2,8 @@
 
 Public API (see :mod:`llmrec.kernels.prefix_attention` for layouts, dtypes and errors):
 
-* :func:`attention` -- backend dispatcher (Triton on CUDA, PyTorch otherwise);
+* :func:`attention` -- the one backend dispatcher (Triton on CUDA, PyTorch otherwise; ``backend="cpu"``: the
+  CPU paths of prefix scoring, :mod:`prefix_attention_cpu`);
 * :func:`prefix_shared_attention` -- the fused Triton kernel;
 * :func:`prefix_attention_partial`, :func:`suffix_attention_partial` -- Triton partial states ``(o, lse)``;
 * :mod:`prefix_attention_ref` -- the PyTorch implementation/reference (``prefix_shared_attention``,

@@ -7,8 +7,9 @@ prefix followed by a short candidate suffix. Instead of running ``N`` full promp
 2. runs all candidate suffixes as one right-padded batch whose positions start at the prefix length;
    in every layer each suffix query attends to the single shared prefix K/V (never copied per
    candidate) and, causally, to its own suffix, as two partial softmaxes merged by their log-sum-exp.
-   On CUDA this goes through :func:`llmrec.kernels.attention` (the fused Triton kernel). On CPU the
-   default is :func:`_flash_cpu_prefix_attention`: the same decomposition with PyTorch's fused CPU
+   Every path goes through the one dispatcher :func:`llmrec.kernels.attention`: on CUDA the fused Triton
+   kernel; on CPU (``backend="cpu"``, :mod:`llmrec.kernels.prefix_attention_cpu`) by default the same
+   decomposition with PyTorch's fused CPU
    flash-attention op for each partial (faster than the kernels' PyTorch reference on CPU; timings in the
    README, "Scoring speed"); ``backend="torch"`` selects that reference instead.
 
@@ -121,6 +122,7 @@ def _prefix_attention(module, query, key, value, attention_mask, dropout: float 
     """Suffix pass: queries (B, Hq, Ls, D) attend to the shared prefix K/V of this layer and causally to
     their own suffix K/V (B, Hkv, Ls, D). Returns ``(out (B, Ls, Hq, D), None)`` (transformers' layout)."""
     from llmrec.kernels.prefix_attention import attention
+    from llmrec.kernels.prefix_attention_cpu import FLASH_CPU
 
     st = _state(module)
     idx = int(module.layer_idx)
@@ -136,7 +138,7 @@ def _prefix_attention(module, query, key, value, attention_mask, dropout: float 
         dt = torch.promote_types(dt, t.dtype)
     if query.is_cuda and torch.is_autocast_enabled("cuda"):
         dt = torch.get_autocast_dtype("cuda")
-    elif (not query.is_cuda and st.backend in ("auto", "cpu") and _FLASH_CPU is not None
+    elif (not query.is_cuda and st.backend in ("auto", "cpu") and FLASH_CPU is not None
           and torch.is_autocast_enabled("cpu")):
         dt = torch.get_autocast_dtype("cpu")  # the fused CPU op runs bf16 with fp32 accumulation
     query, key, value = query.to(dt), key.to(dt), value.to(dt)
@@ -146,88 +148,14 @@ def _prefix_attention(module, query, key, value, attention_mask, dropout: float 
     backend = st.backend
     if backend == "auto":
         backend = "kernels" if query.is_cuda else "cpu"
-    if backend == "cpu":
-        if _FLASH_CPU is not None and dt in (torch.float32, torch.bfloat16):
-            return _flash_cpu_prefix_attention(query, key, value, kp, vp, scaling), None
-        return _cpu_prefix_attention(query, key, value, kp, vp, st.suffix_mask, scaling), None
+    if backend == "cpu":  # (B, Hq, Ls, D) view of a (B, Ls, Hq, D) tensor: transposed back without a copy
+        return attention(query, key, value, kp, vp, suffix_mask=st.suffix_mask, scale=scaling,
+                         backend="cpu").transpose(1, 2), None
     B, Hq, Ls, D = query.shape
     out = torch.empty((B, Ls, Hq, D), dtype=query.dtype, device=query.device).transpose(1, 2)
     attention(query, key, value, kp, vp, suffix_mask=st.suffix_mask, scale=scaling, out=out,
               backend="auto" if backend == "kernels" else backend)
     return out.transpose(1, 2), None
-
-
-_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-
-
-def _flash_cpu_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kp: torch.Tensor,
-                                vp: torch.Tensor, scale: float | None) -> torch.Tensor:
-    """Prefix-shared attention on CPU with PyTorch's fused flash-attention CPU op (Hydragen's
-    decomposition): two partial softmaxes, each returning ``(o, lse)`` (natural log), merged by LSE.
-
-    * prefix part: the query rows of all B candidates and the G query heads of a KV group are folded
-      into one sequence of ``B*G*Ls`` rows per KV head, attending (non-causally) to the single prefix
-      copy ``kp``/``vp`` (Hkv, Lp, D) -- never expanded per candidate;
-    * suffix part: causal attention of each candidate over its own suffix (suffix K/V repeated to the
-      query heads; they are per-candidate anyway). With right padding and causality a real query never
-      sees a padded key, so no padding mask is needed (padded query rows are ignored by the caller).
-
-    Args: q (B, Hq, Ls, D); k, v (B, Hkv, Ls, D); kp, vp (Hkv, Lp, D), all float32 or bfloat16 (the
-    dtype of ``q`` is used). Returns: (B, Ls, Hq, D), dtype of ``q``.
-    """
-    B, Hq, Ls, D = q.shape
-    Hkv, Lp = kp.shape[0], kp.shape[1]
-    G = Hq // Hkv
-    sc = scale if scale is not None else D ** -0.5
-    rows = q.reshape(B, Hkv, G * Ls, D).transpose(0, 1).reshape(1, Hkv, B * G * Ls, D)
-    o1, l1 = _FLASH_CPU(rows, kp.unsqueeze(0), vp.unsqueeze(0), scale=sc)[:2]
-    o1 = o1.view(Hkv, B, G * Ls, D).transpose(0, 1).reshape(B, Hq, Ls, D)
-    l1 = l1.view(Hkv, B, G * Ls).transpose(0, 1).reshape(B, Hq, Ls)
-    kr = k.repeat_interleave(G, dim=1) if G > 1 else k
-    vr = v.repeat_interleave(G, dim=1) if G > 1 else v
-    o2, l2 = _FLASH_CPU(q, kr, vr, is_causal=True, scale=sc)[:2]
-    m = torch.maximum(l1, l2)
-    w1 = torch.exp(l1 - m)
-    w2 = torch.exp(l2 - m)
-    den = (w1 + w2).unsqueeze(-1)
-    o = (w1.unsqueeze(-1) * o1.float() + w2.unsqueeze(-1) * o2.float()) / den  # (B, Hq, Ls, D) float32
-    return o.transpose(1, 2).to(q.dtype)
-
-
-def _cpu_prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor,
-                          suffix_mask: torch.Tensor | None, scale: float | None) -> torch.Tensor:
-    """Prefix-shared attention for CPU in few large ops (one softmax over [prefix | suffix] keys).
-
-    Same maths as :func:`llmrec.kernels.prefix_attention_ref.prefix_shared_attention` (whose two partial
-    softmaxes + LSE merge cost several extra elementwise passes on CPU): the query rows of all
-    candidates and the query heads of a KV group are folded into one matrix per KV head and multiplied
-    by the single prefix copy ``kp``/``vp`` (Hkv, Lp, D) -- never expanded per candidate; the suffix
-    scores are per candidate, causal and padding-masked; the softmax is taken in float32. Matmuls run in
-    the autocast dtype when autocast is on.
-
-    Args: q (B, Hq, Ls, D); k, v (B, Hkv, Ls, D); kp, vp (Hkv, Lp, D); suffix_mask (B, Ls) bool or None.
-    Returns: (B, Ls, Hq, D) in transformers' layout.
-    """
-    B, Hq, Ls, D = q.shape
-    Hkv, Lp = kp.shape[0], kp.shape[1]
-    G = Hq // Hkv
-    q = q * (scale if scale is not None else D ** -0.5)
-    qg = q.reshape(B, Hkv, G * Ls, D)
-    rows = qg.transpose(0, 1).reshape(Hkv, B * G * Ls, D)
-    s_pre = torch.matmul(rows, kp.transpose(1, 2)).view(Hkv, B, G * Ls, Lp).transpose(0, 1)  # (B,Hkv,GLs,Lp)
-    s_suf = torch.matmul(qg, k.transpose(2, 3))  # (B, Hkv, G*Ls, Ls)
-    allowed = torch.ones(Ls, Ls, dtype=torch.bool, device=q.device).tril().view(1, 1, 1, Ls, Ls)
-    if suffix_mask is not None:
-        allowed = allowed & suffix_mask.view(B, 1, 1, 1, Ls)
-    s_suf = s_suf.view(B, Hkv, G, Ls, Ls).masked_fill(~allowed, float("-inf")).view(B, Hkv, G * Ls, Ls)
-    p = torch.softmax(torch.cat([s_pre.float(), s_suf.float()], dim=-1), dim=-1)
-    pdt = torch.promote_types(vp.dtype, v.dtype) if not torch.is_autocast_enabled("cpu") else \
-        torch.get_autocast_dtype("cpu")
-    p = p.to(pdt)
-    p_pre = p[..., :Lp].transpose(0, 1).reshape(Hkv, B * G * Ls, Lp)
-    o = torch.matmul(p_pre, vp.to(pdt)).view(Hkv, B, G * Ls, D).transpose(0, 1)
-    o = o + torch.matmul(p[..., Lp:], v.to(pdt))  # (B, Hkv, G*Ls, D)
-    return o.reshape(B, Hq, Ls, D).transpose(1, 2).to(q.dtype)
 
 
 _REGISTERED = False
@@ -367,8 +295,8 @@ def score_candidates(model: Any, prefix_ids: Sequence[int], suffix_ids: Sequence
         batch_tokens: padded suffix tokens per forward pass (batch x longest suffix), a memory bound.
         pad_id: id used for suffix right padding (masked; its value does not matter).
         backend: ``"auto"`` (CUDA: :func:`llmrec.kernels.attention`, i.e. the Triton kernel; CPU: the
-            fused flash-op path :func:`_flash_cpu_prefix_attention`), ``"cpu"`` (that path; the single-softmax
-            :func:`_cpu_prefix_attention` where the op is missing or for float16/float64),
+            fused flash-op path), ``"cpu"`` (``llmrec.kernels.attention(backend="cpu")``: that path, or the
+            folded single softmax where the op is missing or for float16/float64),
             ``"kernels"`` (``llmrec.kernels.attention(backend="auto")``), ``"torch"`` / ``"triton"``
             (``llmrec.kernels.attention`` with that backend: the PyTorch reference / the Triton kernel).
 

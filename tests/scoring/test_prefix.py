@@ -212,7 +212,10 @@ def test_cpu_attention_paths_match_reference(dtype, tol):
     """Both CPU attention paths against the kernels' PyTorch reference in float64 (GQA 6/2, ragged
     right padding; only real query rows are compared, as the scorer reads only those)."""
     from llmrec.kernels.prefix_attention_ref import prefix_shared_attention
-    from llmrec.scoring.prefix import _FLASH_CPU, _cpu_prefix_attention, _flash_cpu_prefix_attention
+    from llmrec.kernels.prefix_attention import attention
+    from llmrec.kernels.prefix_attention_cpu import FLASH_CPU as _FLASH_CPU
+    from llmrec.kernels.prefix_attention_cpu import flash_cpu_prefix_attention as _flash_cpu_prefix_attention
+    from llmrec.kernels.prefix_attention_cpu import folded_prefix_attention as _cpu_prefix_attention
 
     g = torch.Generator().manual_seed(0)
     B, Hq, Hkv, Ls, Lp, D = 5, 6, 2, 7, 11, 16
@@ -226,6 +229,11 @@ def test_cpu_attention_paths_match_reference(dtype, tol):
     outs = [_cpu_prefix_attention(*cast, mask, 0.3)]
     if _FLASH_CPU is not None:
         outs.append(_flash_cpu_prefix_attention(*cast, 0.3))
+    # the one dispatcher's "cpu" backend: a (B, Hq, Ls, D) view, or written into `out`
+    outs.append(attention(*cast, suffix_mask=mask, scale=0.3, backend="cpu").transpose(1, 2))
+    buf = torch.empty(B, Ls, Hq, D, dtype=dtype)
+    attention(*cast, suffix_mask=mask, scale=0.3, backend="cpu", out=buf.transpose(1, 2))
+    outs.append(buf)
     for out in outs:
         assert out.shape == (B, Ls, Hq, D) and out.dtype == dtype
         err = (out.double() - ref).abs()[mask]  # real query rows only

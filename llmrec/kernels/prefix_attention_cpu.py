@@ -1,0 +1,1 @@
+../../kernels/prefix_attention_cpu.py
