@@ -19,7 +19,7 @@ import torch
 
 from llmrec.model import LoraSettings, Verbalizer, add_lora
 from llmrec.precision import NAMES, training_precision
-from llmrec.scoring.logits import score_encoded
+from llmrec.scoring.prefix import score_shared_head
 
 __all__ = ["TrainSettings", "TrainResult", "AnswerCollator", "build_training_example", "make_trainer_class",
            "train_lora", "run_trainer", "TrainerRun"]
@@ -186,7 +186,8 @@ def make_trainer_class():
     ``val_labels`` (validation prompts and 0/1 labels), ``token_ids`` (verbalizer first-token ids),
     ``pad_id`` and ``score_dtype``. Its loss applies the LM head only at positions that carry a label
     (answer-only loss without full-vocabulary logits elsewhere; same value as the plain loss), and its
-    ``evaluate`` reports the verbalizer AUC of the validation prompts as ``eval_auc`` (appended to
+    ``evaluate`` reports the verbalizer AUC of the validation prompts (scored with their common instruction
+    head computed once, :func:`llmrec.scoring.prefix.score_shared_head`) as ``eval_auc`` (appended to
     ``auc_history``). Used by :func:`train_lora` and :func:`llmrec.rerank.train.train_examples`.
     """
     from transformers import Trainer
@@ -228,8 +229,9 @@ def make_trainer_class():
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             from sklearn.metrics import roc_auc_score
 
-            probs = score_encoded(self.model, self.val_ids, self.token_ids, pad_id=self.pad_id,
-                                  dtype=self.score_dtype)[:, 0]
+            # the validation prompts share the template's instruction text: computed once per evaluation
+            probs = score_shared_head(self.model, self.val_ids, self.token_ids, pad_id=self.pad_id,
+                                      dtype=self.score_dtype)[:, 0]
             auc = float(roc_auc_score(self.val_labels, probs))
             self.auc_history.append(auc)
             metrics = {f"{metric_key_prefix}_auc": auc}

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from llmrec.adapter import AdapterError, load_adapter, save_adapter
 from llmrec.model import LoraSettings, add_lora, verbalizer_for
@@ -59,6 +60,9 @@ def test_train_save_reload_identical(tiny_model, tiny_tokenizer, tiny_model_dir,
     after = score_encoded(res.model, ids, verb.token_ids)[:, 0]
     assert np.abs(after - before).max() > 1e-3, "training had no effect"
     assert len(res.val_auc_history) == 3 and res.best_val_auc == max(res.val_auc_history)
+    # the Trainer's evaluation (shared instruction head computed once) against plain full-prompt scoring of
+    # the best checkpoint, which load_best_model_at_end restored
+    assert res.best_val_auc == pytest.approx(roc_auc_score(labels[:8], after[:8]), abs=1e-9)
     out = save_adapter(res.model, tmp_path / "adapter", base_model=str(tiny_model_dir), template=tpl,
                        verbalizer=verb, metrics={"x": 1})
     meta = json.loads((out / "llmrec.json").read_text())
