@@ -347,6 +347,9 @@ def evaluate(
 def _register_optional_commands() -> None:
     """Sub-command groups that live in their own modules."""
     __import__("llmrec.cli_rec", fromlist=["register"]).register(app)
+    from llmrec.serve.cli import add_serve_command
+
+    add_serve_command(app)
     try:
         from llmrec.cli_prompts import app as prompts_app
     except ImportError:
