@@ -204,7 +204,7 @@ def run_bench(args) -> dict:
         for s in servers:  # warm-up: first forwards allocate and compile
             asyncio.run(drive(s, warm, 2, 120, path))
         for c in levels:
-            n = max(args.requests, 2 * c) if args.requests else 2 * c
+            n = max(args.requests, c) if args.requests else 2 * c
             reqs = make_requests(args.index, n, args, seed=c)
             for s in (servers if c % 2 == 0 else servers[::-1]):
                 r = asyncio.run(drive(s, reqs, c, args.time_cap, path))
@@ -262,7 +262,7 @@ def main(argv=None) -> None:
                                                     "embedded SmolLM2-135M-Instruct).")
     p.add_argument("--endpoint", choices=["rerank", "score"], default="rerank")
     p.add_argument("--levels", default="1,4,16,64", help="Concurrencies, comma-separated.")
-    p.add_argument("--requests", type=int, default=0, help="Requests per cell (default 2 x concurrency).")
+    p.add_argument("--requests", type=int, default=0, help="Requests per cell: max(this, concurrency) (default 2 x concurrency).")
     p.add_argument("--time-cap", type=float, default=60.0, help="Seconds per cell at most (stops sending).")
     p.add_argument("--history", type=int, default=5, help="History items per request.")
     p.add_argument("--candidates", type=int, default=10, help="Candidates per rerank request.")
