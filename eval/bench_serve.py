@@ -227,13 +227,13 @@ def run_soak(args) -> dict:
     try:
         s.wait_ready()
         c = args.soak_concurrency
-        warm = asyncio.run(drive(s, make_requests(args.index, 10**6, args, seed=7), c, args.warmup, path))
+        warm = asyncio.run(drive(s, make_requests(args.index, 2000, args, seed=7), c, args.warmup, path))
         rss0 = s.rss()
         t0 = time.time()
         samples = []
 
         async def soak():
-            reqs = make_requests(args.index, 10**5, args, seed=8)
+            reqs = make_requests(args.index, 2000, args, seed=8)
             res = {"sent": 0, "ok": 0, "errors": 0}
             end = time.time() + args.soak
             while time.time() < end:  # chunks of ~30 s, RSS sampled between them
