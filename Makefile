@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
-EXTRAS := .[kernels,retrieval,test]
+EXTRAS := .[kernels,retrieval,serve,test]
 LOCK   := constraints.txt
 PIPQ   := -m pip install -q --disable-pip-version-check
 STAMP  := $(VENV)/.llmrec-installed

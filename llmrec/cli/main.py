@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from llmrec.cli import prompts, rec, tallrec
+from llmrec.cli import prompts, rec, serve, tallrec
 from llmrec.cli.common import CliError, flag_name
 
 __all__ = ["app", "main"]
@@ -20,7 +20,9 @@ __all__ = ["app", "main"]
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Few-shot LLM recommender: LoRA-tuned verbalizer scoring (TALLRec protocol).")
 tallrec.register(app)
+serve.register(app)
 rec.register(app)
+serve.register(app)
 app.add_typer(prompts.app, name="prompts", help="List, show, render, lint, diff and A/B-evaluate templates.")
 
 

@@ -1,0 +1,64 @@
+"""Fixtures of the service tests: a tiny random Llama (tests/conftest.py), a toy MovieLens-CSV log indexed
+with a 2-epoch retriever, and the app around them (in-process: fastapi's TestClient / httpx ASGI)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("faiss")
+
+N_ITEMS = 30
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory):
+    """40 users, each watching a run of consecutive items (wrapping); titles 'Film i (1960+i)'."""
+    d = tmp_path_factory.mktemp("serve-toy-ml")
+    g = np.random.default_rng(0)
+    lines = ["userId,movieId,rating,timestamp"]
+    for u in range(1, 41):
+        s, n = int(g.integers(N_ITEMS)), int(g.integers(8, 13))
+        lines += [f"{u},{(s + t) % N_ITEMS},4.0,{1000 + 10 * t}" for t in range(n)]
+    (d / "ratings.csv").write_text("\n".join(lines) + "\n")
+    (d / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{i},Film {i} ({1960 + i}),Drama\n" for i in range(N_ITEMS)))
+    return d
+
+
+@pytest.fixture(scope="session")
+def toy_index(toy_dir, tmp_path_factory):
+    from llmrec import Recommender
+
+    out = tmp_path_factory.mktemp("serve-index") / "idx"
+    Recommender.build(toy_dir, kcore=2, epochs=2, hidden=16, max_len=12, batch_size=32).save(out)
+    return out
+
+
+def make_backend(toy_index, tokenizer, method="listwise", playground=None):
+    from llmrec import Recommender, Reranker
+    from llmrec.serve._backend import Backend
+    from tests.conftest import make_tiny_llama
+
+    idx = Recommender.load(toy_index)
+    rr = Reranker(make_tiny_llama(len(tokenizer)), tokenizer, idx.catalog, method=method, max_history=5)
+    rec = Recommender(idx.retriever, idx.index, idx.item_ids, idx.catalog, rr, n_candidates=8,
+                      user_histories=idx.user_histories)
+    return Backend(rec, {"index": str(toy_index), "adapter": None, "base_model": "tiny", "method": method,
+                         "n_items": rec.n_items}, playground)
+
+
+@pytest.fixture(scope="session")
+def backend(toy_index, tiny_tokenizer):
+    return make_backend(toy_index, tiny_tokenizer)
+
+
+@pytest.fixture()
+def client(backend):
+    from fastapi.testclient import TestClient
+
+    from llmrec.serve.app import ServeConfig, create_app
+
+    with TestClient(create_app(backend, ServeConfig(max_wait_ms=2.0)), raise_server_exceptions=False) as c:
+        yield c

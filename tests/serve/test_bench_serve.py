@@ -1,0 +1,35 @@
+"""eval/bench_serve.py end to end on the toy index and the tiny model: two real servers (batching on and off),
+the table, the JSON, and the soak mode's RSS report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow  # three server start-ups (torch import, index, model): ~1-2 min on 2 busy cores
+def test_bench_serve_small(toy_index, tiny_model_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(REPO / "eval" / "bench_serve.py"), "--index", str(toy_index),
+                        "--base-model", str(tiny_model_dir), "--levels", "1,4", "--requests", "8", "--history", "3",
+                        "--candidates", "5", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| batched | 4 |" in r.stdout and "| unbatched | 4 |" in r.stdout and "machine:" in r.stdout
+    res = json.loads(out.read_text())
+    assert len(res["rows"]) == 4 and all(row["errors"] == 0 and row["ok"] == 8 for row in res["rows"])
+    assert all(row["mean_batch"] == 1 for row in res["rows"] if row["mode"] == "unbatched")
+    assert set(res["batched_over_unbatched"]) == {"1", "4"} and res["machine_before"]["cores"] >= 1
+
+    soak = tmp_path / "soak.json"
+    r = subprocess.run([sys.executable, str(REPO / "eval" / "bench_serve.py"), "--index", str(toy_index),
+                        "--base-model", str(tiny_model_dir), "--endpoint", "score", "--soak", "3", "--warmup", "2",
+                        "--soak-concurrency", "4", "--out", str(soak)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads(soak.read_text())
+    assert s["errors"] == 0 and s["ok"] > 0 and s["rss_end_mib"] > 0 and "rss_growth_pct" in s
