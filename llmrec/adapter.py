@@ -17,7 +17,7 @@ from typing import Any
 
 from llmrec._atomic import atomic_dir
 
-__all__ = ["AdapterError", "save_adapter", "read_metadata", "load_adapter"]
+__all__ = ["AdapterError", "save_adapter", "read_metadata", "recorded_template", "load_adapter"]
 
 META = "llmrec.json"
 
@@ -123,6 +123,24 @@ def read_metadata(adapter_dir: str | os.PathLike) -> dict:
     return meta
 
 
+def recorded_template(adapter_dir: str | os.PathLike, meta: dict | None = None):
+    """The :class:`llmrec.prompts.Template` an adapter was tuned with, rebuilt from ``llmrec.json`` (no model
+    loads: commands resolve it before loading weights).
+
+    Raises:
+        FileNotFoundError / AdapterError: as :func:`read_metadata`, or a stored source whose sha256 differs.
+    """
+    from llmrec.prompts import Template
+
+    d = Path(adapter_dir)
+    meta = read_metadata(d) if meta is None else meta
+    recorded = Template.from_string(meta["template"]["source"], name=meta["template"]["name"])
+    if recorded.sha256 != meta["template"].get("sha256"):
+        raise AdapterError(f"adapter {d}: {META} template.sha256 does not match its stored template source "
+                           f"(edited by hand?)")
+    return recorded
+
+
 def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_template_mismatch: bool = False,
                  base_model: str | None = None, dtype: str = "float32", merge: bool = True):
     """Load base model + adapter for scoring.
@@ -145,15 +163,11 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
     from peft import PeftModel
 
     from llmrec.model import load_base_model, peft_wrapping, verbalizer_for
-    from llmrec.prompts import Template
 
     d = Path(adapter_dir)
     meta = read_metadata(d)
     _check_adapter_file(d)
-    recorded = Template.from_string(meta["template"]["source"], name=meta["template"]["name"])
-    if recorded.sha256 != meta["template"].get("sha256"):
-        raise AdapterError(f"adapter {d}: {META} template.sha256 does not match its stored template source "
-                           f"(edited by hand?)")
+    recorded = recorded_template(d, meta)
     if template is None:
         template = recorded
     elif template.sha256 != meta["template"]["sha256"] and not allow_template_mismatch:
@@ -171,7 +185,7 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
     model.eval()
     probe = template.render(_probe_variables(template), tok) if template.format != "plain" else None
     verb = verbalizer_for(template, tok, probe or "")
-    if template is recorded and verb.token_ids != meta["verbalizer"]["token_ids"]:
+    if template.sha256 == recorded.sha256 and verb.token_ids != meta["verbalizer"]["token_ids"]:
         raise AdapterError(f"adapter {d}: verbalizer token ids {meta['verbalizer']['token_ids']} differ from "
                            f"{verb.token_ids} under the loaded tokenizer (wrong base model?)")
     return model, tok, template, verb, meta

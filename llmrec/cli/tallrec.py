@@ -170,19 +170,29 @@ def train(
     typer.echo(f"saved adapter to {out}" + (f" (best validation AUC {best:.4f})" if best is not None else ""))
 
 
-def _scorer(adapter: Optional[Path], base_model: str, template: str, prompts, allow_template_mismatch: bool,
-            dtype: str):
+def _template(adapter: Optional[Path], template: Optional[str], prompts):
+    """The template a command scores with, resolved before any model loads: ``--template``, else the adapter's
+    own (from its llmrec.json), else the default."""
+    from llmrec.prompts import load_template
+
+    if template is not None:
+        return load_template(template, prompts)
+    if adapter is not None:
+        from llmrec.adapter import recorded_template
+
+        return recorded_template(adapter)
+    return load_template(DEFAULT_TEMPLATE, prompts)
+
+
+def _scorer(adapter: Optional[Path], base_model: str, tpl, allow_template_mismatch: bool, dtype: str):
     from llmrec.adapter import load_adapter
     from llmrec.model import load_base_model
     from llmrec.scoring.pointwise import PointwiseScorer
-    from llmrec.prompts import load_template
 
     if adapter is not None:
-        tpl = load_template(template, prompts) if template is not None else None
         model, tok, tpl, verb, _ = load_adapter(adapter, template=tpl,
                                                 allow_template_mismatch=allow_template_mismatch)
         return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb)
-    tpl = load_template(template or DEFAULT_TEMPLATE, prompts)  # fail fast, before the model loads
     model, tok = load_base_model(base_model)
     return PointwiseScorer(model, tok, tpl, dtype=dtype)
 
@@ -201,7 +211,8 @@ def score(
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
     allow_template_mismatch: bool = typer.Option(False, help="Score with another template than the adapter's."),
 ):
-    """Score alpaca JSON records, or one (user, target) pair: P(Yes) per prompt."""
+    """Score alpaca JSON records, or one (user, target) pair: P(Yes) per prompt. Records may be unlabelled
+    (``output`` missing or empty); rows of labelled ones carry their ``label``."""
     from llmrec.data.alpaca import read_alpaca_json
 
     if (input is None) == (user is None):
@@ -209,9 +220,13 @@ def score(
     if user is not None and target is None:
         raise CliError("--user needs --target ITEM")
     check_dtype(dtype)
-    sc = _scorer(adapter, base_model, template, prompts, allow_template_mismatch, dtype)
+    tpl = _template(adapter, template, prompts)
+    if input is not None:  # read and checked before the model loads
+        records = read_alpaca_json(input, answers=tuple(tpl.targets[:2]), unlabelled=True)
+        if not records:
+            raise CliError(f"--input {input}: holds no records to score")
+    sc = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype)
     if input is not None:
-        records = read_alpaca_json(input, answers=None)
         P = sc.encode_alpaca(records)
     else:
         from llmrec import assets
@@ -253,24 +268,32 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics JSON here."),
     allow_template_mismatch: bool = typer.Option(False),
 ):
-    """AUC of P(Yes) on a TALLRec split (or alpaca JSON), beside the like-rate baseline."""
-    from llmrec.data.alpaca import read_alpaca_json
+    """AUC of P(Yes) on a TALLRec split (or alpaca JSON), beside the like-rate baseline. The records must hold
+    both classes (checked before the model loads)."""
+    from llmrec.data.alpaca import read_alpaca_json, require_both_classes
     from llmrec.metrics import auc
     from llmrec.recipe import like_rate_scores, load_tallrec
 
     if limit < 0:
         raise CliError(f"--limit {limit}: must be >= 0 (0 = all samples)")
     check_dtype(dtype)
-    sc = _scorer(adapter, base_model, template, prompts, allow_template_mismatch, dtype)
+    tpl = _template(adapter, template, prompts)
+    answers = tuple(tpl.targets[:2])
     result = {}
-    if input is not None:
-        records = read_alpaca_json(input, answers=tuple(sc.template.targets[:2]))
+    if input is not None:  # the data is read and checked before the model loads
+        records = read_alpaca_json(input, answers=answers)
         records = records[:limit] if limit else records
-        P = sc.encode_alpaca(records)
+        require_both_classes([r["label"] for r in records], f"--input {input.name}", answers)
     else:
         rec, splits = load_tallrec(data)
         samples = _split(splits, split)
         samples = samples[:limit] if limit else samples
+        require_both_classes([s.label for s in samples], f"--split {split}" + (f" --limit {limit}" if limit else ""),
+                             answers)
+    sc = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype)
+    if input is not None:
+        P = sc.encode_alpaca(records)
+    else:
         P = sc.encode_samples(samples, rec.catalog)
         result["like_rate_auc"] = auc(P.labels, like_rate_scores(samples))
     r = sc.evaluate(P, progress=True, keep_scores=True)

@@ -78,7 +78,11 @@ class PointwiseScorer:
         return self.encode(render_samples(self.template, samples, catalog, self.tokenizer), [s.label for s in samples])
 
     def encode_alpaca(self, records: Sequence[dict]) -> Prompts:
-        labels = [answer_label(r["output"]) if "output" in r else -1 for r in records]
+        """Render and tokenise alpaca records; label from ``label`` if present, else from ``output`` against
+        the template's answers (-1 for a missing or empty output: unlabelled records can be scored)."""
+        answers = tuple(self.template.targets[:2])
+        labels = [int(r["label"]) if "label" in r else
+                  (answer_label(r["output"], answers) if str(r.get("output") or "").strip() else -1) for r in records]
         return self.encode(render_alpaca(self.template, records, self.tokenizer), labels)
 
     def score(self, prompts: Prompts, progress: bool = False, desc: str = "scoring") -> np.ndarray:

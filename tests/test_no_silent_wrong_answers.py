@@ -1,0 +1,88 @@
+"""Regression corpus of issue 18 ("no silent wrong answers"): one case per fault users of TALLRec, LlamaRec and
+OpenP5 reported, each asserting the exact outcome (exit code, message) and that nothing saved before changed.
+
+Every command case points ``--base-model`` at a folder that does not exist where the check must come before the
+model loads: reaching the load would be another error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from llmrec.cli import main
+
+NO_MODEL = ["--base-model", "/nonexistent/base-model"]
+REC = {"instruction": "Given the user's preference...", "input": "User Preference: \"Heat (1995)\""}
+
+
+def _snapshot(*paths: Path) -> dict:
+    """sha256 of every file under ``paths`` (what "nothing saved changed" compares)."""
+    out = {}
+    for p in paths:
+        for f in sorted([p] if p.is_file() else p.rglob("*")):
+            if f.is_file():
+                out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def _fails(args, capsys) -> str:
+    """Run the CLI expecting exit code 2; the one error line."""
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith("llmrec: error: ")
+    return lines[-1]
+
+
+# ------------------------------------------------------------------ 3. unlabelled records can be scored
+def test_score_unlabelled_records(tiny_model_dir, tmp_path, capsys):
+    """`score --input` on records whose output is missing or empty: scored, no label in their rows; a labelled
+    record keeps its label; all three prompts are the same, so are the scores."""
+    f = tmp_path / "new.json"
+    f.write_text(json.dumps([{**REC, "output": ""}, dict(REC), {**REC, "output": "Yes."}, {**REC, "output": "  "}]))
+    main(["score", "--base-model", str(tiny_model_dir), "--input", str(f), "--out", str(tmp_path / "s.json")])
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert ["label" in r for r in rows] == [False, False, True, False] and rows[2]["label"] == 1
+    assert len({r["p_yes"] for r in rows}) == 1 and 0 < rows[0]["p_yes"] < 1
+
+
+def test_score_refuses_an_unknown_answer_before_the_model_loads(tmp_path, capsys):
+    f = tmp_path / "typo.json"
+    f.write_text(json.dumps([{**REC, "output": "Maybe."}]))
+    err = _fails(["score", *NO_MODEL, "--input", str(f)], capsys)
+    assert err == "llmrec: error: typo.json: record 0: output 'Maybe.' is neither 'Yes.' nor 'No.'"
+
+
+@pytest.mark.parametrize("outputs, message", [
+    (["Yes.", "Yes."], "--input one.json: AUC needs both classes, but all 2 records are 'Yes.'"),
+    (["No."], "--input one.json: AUC needs both classes, but all 1 records are 'No.'"),
+])
+def test_eval_needs_both_classes_before_the_model_loads(outputs, message, tmp_path, capsys):
+    f = tmp_path / "one.json"
+    f.write_text(json.dumps([{**REC, "output": o} for o in outputs]))
+    out = tmp_path / "metrics.json"
+    out.write_text('{"auc": 0.7}')
+    before = _snapshot(tmp_path)
+    err = _fails(["eval", *NO_MODEL, "--input", str(f), "--out", str(out)], capsys)
+    assert err == f"llmrec: error: {message}"
+    assert _snapshot(tmp_path) == before
+
+
+def test_eval_refuses_unlabelled_records(tmp_path, capsys):
+    f = tmp_path / "new.json"
+    f.write_text(json.dumps([{**REC, "output": "Yes."}, {**REC, "output": ""}]))
+    err = _fails(["eval", *NO_MODEL, "--input", str(f)], capsys)
+    assert err == "llmrec: error: new.json: record 1: output '' is neither 'Yes.' nor 'No.'"
+
+
+def test_require_both_classes_counts_unlabelled():
+    from llmrec.data.alpaca import require_both_classes
+
+    with pytest.raises(ValueError, match="AUC needs a label on every record, but 1 of 3 records have no"):
+        require_both_classes([1, 0, -1], "x.json")
+    require_both_classes([1, 0], "x.json")
