@@ -86,3 +86,29 @@ def test_require_both_classes_counts_unlabelled():
     with pytest.raises(ValueError, match="AUC needs a label on every record, but 1 of 3 records have no"):
         require_both_classes([1, 0, -1], "x.json")
     require_both_classes([1, 0], "x.json")
+
+
+# ------------------------------------------------------------------ 4. history items are not reranked as candidates
+def _toy_catalog(n=8):
+    from llmrec.data import Catalog
+
+    return Catalog.from_records([{"item_id": str(i), "title": f"Film {i} ({1960 + i})", "year": 1960 + i,
+                                  "genres": []} for i in range(n)])
+
+
+def test_reranker_leaves_out_history_items(tiny_model, tiny_tokenizer):
+    """LlamaRec users got the item they already had back as the top recommendation: the Reranker now leaves
+    candidates in the history out, says which in ``.excluded``; ``exclude_history=False`` ranks them."""
+    from llmrec import Reranker
+
+    rr = Reranker(tiny_model, tiny_tokenizer, _toy_catalog(), max_history=5)
+    ranked = rr.rerank(["5", "Film 1 (1961)"], ["5", "2", "1", "3"])
+    assert sorted(r.item_id for r in ranked) == ["2", "3"] and ranked.excluded == ["5", "1"]
+    assert [r.rank for r in ranked] == [1, 2]
+    assert rr.rerank(["5"], ["2", "3"]).excluded == []
+    with pytest.raises(ValueError, match=r"^every candidate \(2\) is in the history: nothing to rerank"):
+        rr.rerank(["5", "1"], ["1", "5"])
+    keep = Reranker(tiny_model, tiny_tokenizer, _toy_catalog(), max_history=5, exclude_history=False)
+    ranked = keep.rerank(["5", "1"], ["5", "2", "1", "3"])
+    assert sorted(r.item_id for r in ranked) == ["1", "2", "3", "5"] and ranked.excluded == []
+    assert len(rr.scores(["5"], ["5", "2"])) == 2  # scores() stays aligned with the candidates it is given
