@@ -17,9 +17,17 @@ from typing import Any
 
 from llmrec._atomic import atomic_dir
 
-__all__ = ["AdapterError", "save_adapter", "read_metadata", "recorded_template", "load_adapter"]
+__all__ = ["AdapterError", "KINDS", "save_adapter", "read_metadata", "recorded_template", "adapter_kind",
+           "check_kind", "load_adapter"]
 
 META = "llmrec.json"
+
+#: What an adapter was tuned for (``kind`` in llmrec.json) -> how messages name it.
+KINDS = {
+    "tallrec": "pointwise TALLRec adapter (llmrec train: P(Yes) that the user likes one target)",
+    "rerank-listwise": "listwise reranker adapter (eval/rerank_eval.py: letters over up to 20 candidates)",
+    "rerank-pointwise": "pointwise reranker adapter (eval/rerank_eval.py: P(Yes) per candidate after a history)",
+}
 
 
 class AdapterError(ValueError):
@@ -58,8 +66,57 @@ def _check_adapter_file(path: Path) -> int:
     return len(keys)
 
 
+def template_kind(template: Any) -> str:
+    """The adapter kind a template's task and variables imply: listwise -> ``rerank-listwise``; pointwise over a
+    ``history`` -> ``rerank-pointwise``; other pointwise (liked/disliked/target) -> ``tallrec``."""
+    if template.task == "listwise":
+        return "rerank-listwise"
+    v = template.referenced_variables()
+    if "history" in v and not {"liked", "disliked"} & v:
+        return "rerank-pointwise"
+    return "tallrec"
+
+
+def adapter_kind(meta: dict) -> str:
+    """The kind of an adapter from its llmrec.json: the recorded ``kind``; for adapters saved before kinds were
+    recorded, ``protocol.task`` (``rerank-listwise``/``rerank-pointwise``), ``protocol.name`` ``tallrec-*``, else
+    what the recorded template implies (:func:`template_kind`); ``"unknown"`` when none of these tells."""
+    k = meta.get("kind")
+    if k in KINDS:
+        return k
+    proto = meta.get("protocol") or {}
+    if proto.get("task") in KINDS:
+        return proto["task"]
+    if str(proto.get("name", "")).startswith("tallrec"):
+        return "tallrec"
+    try:
+        from llmrec.prompts import Template
+
+        t = meta["template"]
+        return template_kind(Template.from_string(t["source"], name=t.get("name", "recorded")))
+    except Exception:  # a template that no longer parses: the kind is not known
+        return "unknown"
+
+
+def check_kind(adapter_dir: str | os.PathLike, meta: dict, expected: Any, user: str) -> str:
+    """Refuse an adapter of another kind than ``expected`` (a kind or a tuple of kinds) in one line naming both;
+    ``user`` names what needs it (``"llmrec score"``). An ``"unknown"`` kind passes. Returns the kind.
+
+    Raises:
+        AdapterError: ``"adapter A is a pointwise TALLRec adapter (...) (kind 'tallrec'); Reranker.from_pretrained
+            needs a listwise reranker adapter (...) or ..."``.
+    """
+    expected = (expected,) if isinstance(expected, str) else tuple(expected)
+    kind = adapter_kind(meta)
+    if kind != "unknown" and kind not in expected:
+        want = " or ".join(f"a {KINDS[e]} (kind {e!r})" for e in expected)
+        raise AdapterError(f"adapter {adapter_dir} is a {KINDS[kind]} (kind {kind!r}); {user} needs {want}")
+    return kind
+
+
 def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, template: Any, verbalizer: Any,
-                 protocol: dict | None = None, metrics: dict | None = None, train: dict | None = None) -> Path:
+                 protocol: dict | None = None, metrics: dict | None = None, train: dict | None = None,
+                 kind: str | None = None) -> Path:
     """Save a peft model's adapter and llmrec metadata atomically.
 
     Args:
@@ -70,6 +127,8 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
         template: the :class:`llmrec.prompts.Template` used (name and sha256 are recorded).
         verbalizer: :class:`llmrec.model.Verbalizer` (words and token ids recorded).
         protocol / metrics / train: free-form JSON-serialisable records (data protocol, AUCs, settings).
+        kind: what it was tuned for, one of :data:`KINDS`; default: what the template implies
+            (:func:`template_kind`). Loading it where another kind is needed is refused (:func:`check_kind`).
 
     Returns:
         ``out_dir`` as a Path.
@@ -80,11 +139,15 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
             would be wiped).
     """
     out = Path(out_dir)
+    kind = kind or template_kind(template)
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: expected one of {', '.join(KINDS)}")
     with atomic_dir(out, META, "LoRA adapter") as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         n = _check_adapter_file(tmp)
         meta = {
             "format": "llmrec-adapter/1",
+            "kind": kind,
             "base_model": base_model,
             "template": {"name": template.name, "sha256": template.sha256, "task": template.task,
                          "format": template.format, "source": template.source},
@@ -142,7 +205,8 @@ def recorded_template(adapter_dir: str | os.PathLike, meta: dict | None = None):
 
 
 def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_template_mismatch: bool = False,
-                 base_model: str | None = None, dtype: str = "float32", merge: bool = True):
+                 base_model: str | None = None, dtype: str = "float32", merge: bool = True,
+                 kind: Any = None, user: str = "this command"):
     """Load base model + adapter for scoring.
 
     Args:
@@ -152,6 +216,8 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
             ``allow_template_mismatch``.
         base_model: override the recorded base model (e.g. a local copy of it).
         merge: merge LoRA into the base weights (faster scoring; identical scores within fp32 rounding).
+        kind / user: the adapter kind(s) the caller needs (:data:`KINDS`) and its name for messages; another
+            kind is refused before the model loads (:func:`check_kind`). None: any kind.
 
     Returns:
         ``(model, tokenizer, template, verbalizer, metadata)``.
@@ -166,6 +232,8 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
 
     d = Path(adapter_dir)
     meta = read_metadata(d)
+    if kind is not None:
+        check_kind(d, meta, kind, user)
     _check_adapter_file(d)
     recorded = recorded_template(d, meta)
     if template is None:

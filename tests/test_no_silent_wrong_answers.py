@@ -112,3 +112,76 @@ def test_reranker_leaves_out_history_items(tiny_model, tiny_tokenizer):
     ranked = keep.rerank(["5", "1"], ["5", "2", "1", "3"])
     assert sorted(r.item_id for r in ranked) == ["1", "2", "3", "5"] and ranked.excluded == []
     assert len(rr.scores(["5"], ["5", "2"])) == 2  # scores() stays aligned with the candidates it is given
+
+
+# ------------------------------------------------------------------ 5. the wrong kind of adapter
+@pytest.fixture(scope="module")
+def kinds_of_adapters(tmp_path_factory, tiny_tokenizer):
+    """A TALLRec and a listwise reranker adapter (random non-zero LoRA) recording a base model that does not
+    exist: a kind check that came after the model load would fail with another error."""
+    from peft import LoraConfig, get_peft_model
+
+    from llmrec.adapter import save_adapter
+    from llmrec.model import Verbalizer
+    from llmrec.prompts import load_template
+    from tests.conftest import make_tiny_llama
+
+    root = tmp_path_factory.mktemp("kinds")
+    out = {}
+    for name, kind in [("tallrec", None), ("rerank-listwise", "rerank-listwise")]:
+        peft = get_peft_model(make_tiny_llama(len(tiny_tokenizer)),
+                              LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+        tpl = load_template(name)
+        verb = Verbalizer(list(tpl.verbalizer), list(range(len(tpl.verbalizer))), [[i] for i in range(len(tpl.verbalizer))])
+        out[name] = save_adapter(peft, root / name, base_model="/nonexistent/base-model", template=tpl,
+                                 verbalizer=verb, kind=kind)
+    return out
+
+
+TALLREC_KIND = "a pointwise TALLRec adapter (llmrec train: P(Yes) that the user likes one target) (kind 'tallrec')"
+LISTWISE_KIND = ("a listwise reranker adapter (eval/rerank_eval.py: letters over up to 20 candidates) "
+                 "(kind 'rerank-listwise')")
+
+
+def test_kind_is_recorded(kinds_of_adapters):
+    kinds = {n: json.loads((d / "llmrec.json").read_text())["kind"] for n, d in kinds_of_adapters.items()}
+    assert kinds == {"tallrec": "tallrec", "rerank-listwise": "rerank-listwise"}
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["recorded", "inferred-for-old-adapters"])
+def test_tallrec_adapter_refused_by_the_reranker(kinds_of_adapters, tmp_path, old):
+    import shutil
+
+    from llmrec import Reranker
+    from llmrec.adapter import AdapterError
+
+    d = kinds_of_adapters["tallrec"]
+    if old:  # saved before kinds were recorded: inferred from the recorded template (liked/disliked/target)
+        d = Path(shutil.copytree(d, tmp_path / "old"))
+        meta = json.loads((d / "llmrec.json").read_text())
+        del meta["kind"]
+        (d / "llmrec.json").write_text(json.dumps(meta))
+    before = _snapshot(d)
+    with pytest.raises(AdapterError) as e:
+        Reranker.from_pretrained(d)
+    assert str(e.value) == (f"adapter {d} is {TALLREC_KIND}; a reranker (Reranker.from_pretrained, llmrec recommend "
+                            f"--adapter) needs {LISTWISE_KIND} or a pointwise reranker adapter "
+                            f"(eval/rerank_eval.py: P(Yes) per candidate after a history) (kind 'rerank-pointwise')")
+    assert _snapshot(d) == before
+
+
+@pytest.mark.parametrize("command", ["score", "eval"])
+def test_reranker_adapter_refused_by_score_and_eval(kinds_of_adapters, tmp_path, command, capsys):
+    d = kinds_of_adapters["rerank-listwise"]
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps([{**REC, "output": "Yes."}, {**REC, "output": "No."}]))
+    err = _fails([command, "--adapter", str(d), "--input", str(f)], capsys)
+    assert err == (f"llmrec: error: adapter {d} is {LISTWISE_KIND}; llmrec score/eval needs {TALLREC_KIND}")
+
+
+def test_kind_of_an_unreadable_old_template_is_unknown():
+    from llmrec.adapter import adapter_kind
+
+    assert adapter_kind({"template": {"source": "---\ntask: nope\n---\n{{", "name": "x"}}) == "unknown"
+    assert adapter_kind({"protocol": {"task": "rerank-pointwise"}, "template": {}}) == "rerank-pointwise"
+    assert adapter_kind({"protocol": {"name": "tallrec-movie"}, "template": {}}) == "tallrec"

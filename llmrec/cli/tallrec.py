@@ -160,7 +160,7 @@ def train(
 
     if not process_state().is_main_process:  # under `accelerate launch`, one process writes
         return
-    save_adapter(model, out, base_model=base_model, template=tpl, verbalizer=verb,
+    save_adapter(model, out, base_model=base_model, template=tpl, verbalizer=verb, kind="tallrec",
                  protocol={"name": "tallrec-movie", "shots": shots, "seed": seed, "data": str(data or "ml-100k")},
                  metrics={"best_val_auc": record.get("best_val_auc")}, train=record)
     import shutil
@@ -175,13 +175,13 @@ def _template(adapter: Optional[Path], template: Optional[str], prompts):
     own (from its llmrec.json), else the default."""
     from llmrec.prompts import load_template
 
-    if template is not None:
-        return load_template(template, prompts)
     if adapter is not None:
-        from llmrec.adapter import recorded_template
+        from llmrec.adapter import check_kind, read_metadata, recorded_template
 
-        return recorded_template(adapter)
-    return load_template(DEFAULT_TEMPLATE, prompts)
+        meta = read_metadata(adapter)
+        check_kind(adapter, meta, "tallrec", "llmrec score/eval")
+        return load_template(template, prompts) if template is not None else recorded_template(adapter, meta)
+    return load_template(template or DEFAULT_TEMPLATE, prompts)
 
 
 def _scorer(adapter: Optional[Path], base_model: str, tpl, allow_template_mismatch: bool, dtype: str):
@@ -190,7 +190,7 @@ def _scorer(adapter: Optional[Path], base_model: str, tpl, allow_template_mismat
     from llmrec.scoring.pointwise import PointwiseScorer
 
     if adapter is not None:
-        model, tok, tpl, verb, _ = load_adapter(adapter, template=tpl,
+        model, tok, tpl, verb, _ = load_adapter(adapter, template=tpl, kind="tallrec", user="llmrec score/eval",
                                                 allow_template_mismatch=allow_template_mismatch)
         return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb)
     model, tok = load_base_model(base_model)

@@ -197,11 +197,15 @@ class Reranker:
         MovieLens-100K; ``max_history`` defaults to the recorded one.
 
         Raises:
-            FileNotFoundError / llmrec.adapter.AdapterError: missing or corrupt adapter.
+            FileNotFoundError / llmrec.adapter.AdapterError: missing or corrupt adapter, or one of another kind
+                (a ``llmrec train`` TALLRec adapter: one line naming both kinds, before the model loads).
         """
         from llmrec.adapter import load_adapter
 
-        model, tok, template, _verb, meta = load_adapter(adapter_dir, base_model=base_model, merge=merge)
+        model, tok, template, _verb, meta = load_adapter(adapter_dir, base_model=base_model, merge=merge,
+                                                         kind=("rerank-listwise", "rerank-pointwise"),
+                                                         user="a reranker (Reranker.from_pretrained, llmrec "
+                                                              "recommend --adapter)")
         proto = meta.get("protocol", {})
         if catalog is None and proto.get("data") and Path(proto["data"]).exists():
             catalog = proto["data"]
