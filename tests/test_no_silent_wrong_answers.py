@@ -185,3 +185,97 @@ def test_kind_of_an_unreadable_old_template_is_unknown():
     assert adapter_kind({"template": {"source": "---\ntask: nope\n---\n{{", "name": "x"}}) == "unknown"
     assert adapter_kind({"protocol": {"task": "rerank-pointwise"}, "template": {}}) == "rerank-pointwise"
     assert adapter_kind({"protocol": {"name": "tallrec-movie"}, "template": {}}) == "tallrec"
+
+
+# ------------------------------------------------------------------ 6. silent data surprises
+def _grouplens(d: Path, users: int, per_user: int, title: bytes = b"Film") -> Path:
+    """A GroupLens raw folder: ``users`` users rating ``per_user`` of 20 items (ratings 1..5)."""
+    d.mkdir(parents=True, exist_ok=True)
+    rows = [f"{u}\t{(u + t) % 20 + 1}\t{t % 5 + 1}\t{1000 + t}" for u in range(1, users + 1) for t in range(per_user)]
+    (d / "u.data").write_text("\n".join(rows) + "\n")
+    flags = "|".join(["0"] * 18 + ["1"])
+    (d / "u.item").write_bytes(b"".join(b"%d|%s %d (1995)|01-Jan-1995||http://x|%s\n" % (i, title, i, flags.encode())
+                                        for i in range(1, 21)))
+    return d
+
+
+def _recbole(d: Path, ratings=("4", "2", "5"), item_title: bytes = b"Heat") -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "toy.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "".join(
+        f"1\t{i + 1}\t{r}\t{100 + i}\n" for i, r in enumerate(ratings)))
+    (d / "toy.item").write_bytes(b"item_id:token\tmovie_title:token_seq\trelease_year:token\n"
+                                 + b"".join(b"%d\t%s\t1995\n" % (i, item_title) for i in range(1, len(ratings) + 1)))
+    return d
+
+
+@pytest.mark.parametrize("bad", ["6", "0", "-1"])
+def test_recbole_rating_outside_the_scale_refused(bad, tmp_path, capsys):
+    d = _recbole(tmp_path / "rb", ratings=("4", bad, "5"))
+    out = tmp_path / "out.json"
+    out.write_text("[1]")
+    before = _snapshot(tmp_path)
+    err = _fails(["data", "--data", str(d), "--out", str(out)], capsys)
+    assert err == (f"llmrec: error: toy.inter: line 3: field 'rating' has value '{bad}'; expected a rating "
+                   f"0.5..5 in steps of 0.5")
+    assert _snapshot(tmp_path) == before
+
+
+def test_recbole_any_scale_when_declared(tmp_path):
+    from llmrec.data import read_recbole
+
+    rec = read_recbole(_recbole(tmp_path / "rb", ratings=("4", "6", "-1")), rating_scale=None)
+    assert rec.interactions.frame["rating"].tolist() == [4.0, 6.0, -1.0]
+
+
+def test_u_item_saved_as_utf8_is_read_as_utf8(tmp_path):
+    from llmrec.data import load_dataset
+
+    d = _grouplens(tmp_path / "gl", 2, 3, title="Café".encode("utf-8"))
+    assert load_dataset(d).catalog.title("1") == "Café 1 (1995)"  # not "CafÃ© 1 (1995)"
+    d = _grouplens(tmp_path / "latin", 2, 3, title="Café".encode("latin-1"))  # the format's own encoding
+    assert load_dataset(d).catalog.title("1") == "Café 1 (1995)"
+
+
+def test_recbole_file_not_utf8_names_file_and_offset(tmp_path, capsys):
+    d = _recbole(tmp_path / "rb", item_title="Café".encode("latin-1"))
+    err = _fails(["data", "--data", str(d), "--out", str(tmp_path / "o.json")], capsys)
+    offset = (d / "toy.item").read_bytes().index(b"\xe9")
+    assert err == f"llmrec: error: toy.item: not valid utf-8 text: byte 0xe9 at offset {offset} (line 2); save it as utf-8"
+
+
+def test_alpaca_json_not_utf8_names_file_and_offset(tmp_path, capsys):
+    f = tmp_path / "latin.json"
+    f.write_bytes(json.dumps([{**REC, "output": "Yes."}]).replace("Heat", "Caf\u00e9").encode("latin-1"))
+    err = _fails(["score", *NO_MODEL, "--input", str(f)], capsys)
+    offset = f.read_bytes().index(b"\xe9")
+    assert err == f"llmrec: error: latin.json: not valid UTF-8 JSON: byte 0xe9 at offset {offset} (line 1); save it as UTF-8"
+
+
+def test_no_samples_is_an_error_with_the_reason(tmp_path, capsys):
+    d = _grouplens(tmp_path / "short", 5, 7)
+    out = tmp_path / "out.json"
+    err = _fails(["data", "--data", str(d), "--out", str(out)], capsys)
+    assert err == (f"llmrec: error: data {d}: no TALLRec samples: every user has <= 10 ratings (most: 7; a sample is "
+                   f"10 history ratings and a target)")
+    assert not out.exists()
+
+
+def test_empty_split_is_an_error(tmp_path, capsys):
+    d = _grouplens(tmp_path / "one", 1, 12)  # 2 samples: 1 train, 0 valid, 1 test
+    err = _fails(["data", "--data", str(d), "--split", "valid", "--out", str(tmp_path / "v.json")], capsys)
+    assert err == "llmrec: error: --split valid: 0 samples (the data gives 1/0/1 train/valid/test samples); nothing written"
+    assert not (tmp_path / "v.json").exists()
+
+
+@pytest.mark.parametrize("command", ["score", "eval", "train"])
+def test_empty_input_refused_before_the_model_loads(command, tmp_path, capsys):
+    f = tmp_path / "empty.json"
+    f.write_text("[]")
+    d = _grouplens(tmp_path / "gl", 3, 14)
+    args = {"score": ["score", "--input", str(f)], "eval": ["eval", "--input", str(f)],
+            "train": ["train", "--train-json", str(f), "--out", str(tmp_path / "a"), "--data", str(d),
+                      "--augment", "none"]}[command]
+    err = _fails([*args, *NO_MODEL], capsys)
+    assert err == {"score": f"llmrec: error: --input {f}: holds no records to score",
+                   "eval": "llmrec: error: --input empty.json: no records to evaluate",
+                   "train": f"llmrec: error: --train-json {f}: holds no records to train on"}[command]

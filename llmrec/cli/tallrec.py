@@ -52,6 +52,9 @@ def data(
 
     rec, splits = load_tallrec(data)
     samples = _split(splits, split)
+    if not samples:
+        raise CliError(f"--split {split}: 0 samples (the data gives {len(splits.train)}/{len(splits.valid)}/"
+                       f"{len(splits.test)} train/valid/test samples); nothing written")
     if shots:
         try:
             samples = sample_k_shot(samples, shots, seed)
@@ -145,9 +148,12 @@ def train(
     rec, splits = load_tallrec(data)
     if train_json is None and shots > len(splits.train):
         raise CliError(f"--shots {shots}: larger than the train split ({len(splits.train)} samples)")
+    if train_json is not None:  # read and checked before the model loads
+        records = read_alpaca_json(train_json, answers=tuple(tpl.targets[:2]))
+        if not records:
+            raise CliError(f"--train-json {train_json}: holds no records to train on")
     model, tok = load_base_model(base_model)
     if train_json is not None:
-        records = read_alpaca_json(train_json, answers=tuple(tpl.targets[:2]))
         sc = PointwiseScorer(model, tok, tpl)
         tr = sc.encode_alpaca(records)
         res = train_lora(model, tok, sc.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora)

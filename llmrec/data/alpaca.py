@@ -102,13 +102,21 @@ def read_alpaca_json(path: str | os.PathLike, *, answers: tuple[str, str] | None
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: invalid JSON (names the file, line and column) or an invalid record.
+        ValueError: not UTF-8 (names the file and byte offset), invalid JSON (names the file, line and column)
+            or an invalid record.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"alpaca JSON file not found: {path}")
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        NL = b"\n"
+        raise ValueError(f"{path.name}: not valid UTF-8 JSON: byte 0x{raw[e.start:e.start + 1].hex()} at offset "
+                         f"{e.start} (line {raw.count(NL, 0, e.start) + 1}); save it as UTF-8") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path.name}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     return validate_alpaca_records(data, path.name, answers=answers, unlabelled=unlabelled)
