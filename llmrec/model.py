@@ -15,7 +15,8 @@ import torch
 
 from llmrec import assets, precision
 
-__all__ = ["DEFAULT_BASE_MODEL", "LoraSettings", "load_base_model", "add_lora", "Verbalizer", "verbalizer_for"]
+__all__ = ["DEFAULT_BASE_MODEL", "LoraSettings", "load_base_model", "add_lora", "Verbalizer", "verbalizer_for",
+           "context_length", "check_context"]
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 
@@ -179,6 +180,37 @@ def load_tokenizer(base_model: str) -> Any:
     return tok
 
 
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+
+
+def context_length(model: Any) -> int | None:
+    """The positions a loaded model (``*ForCausalLM`` or peft model) can attend over: its config's
+    ``max_position_embeddings`` (or ``n_positions``/``max_seq_len``/``seq_length``); None if it records none."""
+    cfg = getattr(model, "config", None)
+    for k in _POSITION_KEYS:
+        v = getattr(cfg, k, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def check_context(model: Any, lengths: Sequence[int], what: str = "prompt") -> None:
+    """Refuse token sequences longer than the model's context (:func:`context_length`): past it, positions
+    are extrapolated and the score is silently wrong. The first one over is named by its index.
+
+    Raises:
+        ValueError: ``"prompt 3 has 8245 tokens, more than the model's context of 8192 positions (its config's
+            max_position_embeddings); shorten the template or the history"``.
+    """
+    limit = context_length(model)
+    if limit is None:
+        return
+    for i, n in enumerate(lengths):
+        if n > limit:
+            raise ValueError(f"{what} {i} has {n} tokens, more than the model's context of {limit} positions (its "
+                             f"config's max_position_embeddings); shorten the template or the history")
+
+
 def model_max_positions(base_model: str) -> int | None:
     """``max_position_embeddings`` (or ``n_positions``/``max_seq_len``) of the model's config; None if absent.
 
@@ -193,7 +225,7 @@ def model_max_positions(base_model: str) -> int | None:
         cfg = AutoConfig.from_pretrained(assets.resolve_model(base_model))
     except (OSError, ValueError) as e:
         raise OSError(f"base_model {base_model!r}: cannot load its config: {e}") from e
-    for k in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+    for k in _POSITION_KEYS:
         v = getattr(cfg, k, None)
         if isinstance(v, int) and v > 0:
             return v

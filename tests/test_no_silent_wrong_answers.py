@@ -279,3 +279,41 @@ def test_empty_input_refused_before_the_model_loads(command, tmp_path, capsys):
     assert err == {"score": f"llmrec: error: --input {f}: holds no records to score",
                    "eval": "llmrec: error: --input empty.json: no records to evaluate",
                    "train": f"llmrec: error: --train-json {f}: holds no records to train on"}[command]
+
+
+# ------------------------------------------------------------------ 2. prompts past the model's context
+def test_model_context_is_known(tiny_model, tiny_model_dir):
+    from llmrec.model import context_length, model_max_positions
+
+    assert context_length(tiny_model) == model_max_positions(str(tiny_model_dir)) == 1024
+
+
+def test_prompt_past_the_context_refused(tiny_model_dir, tiny_tokenizer, tmp_path, capsys):
+    """An 8,245-token prompt on an 8,192-position model was scored, exit 0: now refused (the tiny model has
+    1,024 positions), and the --out of an earlier run is untouched."""
+    long = {**REC, "input": "User Preference: " + ", ".join(f'"Heat ({1900 + i % 100})"' for i in range(400)),
+            "output": "Yes."}
+    f = tmp_path / "long.json"
+    f.write_text(json.dumps([{**REC, "output": "No."}, long]))
+    out = tmp_path / "s.json"
+    out.write_text("[]")
+    before = _snapshot(out)
+    err = _fails(["score", "--base-model", str(tiny_model_dir), "--input", str(f), "--out", str(out)], capsys)
+    assert err.startswith("llmrec: error: prompt 1 has ") and err.endswith(
+        " tokens, more than the model's context of 1024 positions (its config's max_position_embeddings); shorten "
+        "the template or the history")
+    assert _snapshot(out) == before
+
+
+def test_train_max_length_flag(tiny_model_dir, tmp_path, capsys):
+    """The "raise max_length" advice names a flag that exists: llmrec train --max-length."""
+    f = tmp_path / "train.json"
+    f.write_text(json.dumps([{**REC, "output": "Yes."}, {**REC, "output": "No."}]))
+    d = _grouplens(tmp_path / "gl", 3, 14)
+    base = ["train", "--train-json", str(f), "--data", str(d), "--augment", "none", "--out", str(tmp_path / "a")]
+    err = _fails([*base, "--max-length", "0", *NO_MODEL], capsys)
+    assert err == "llmrec: error: --max-length 0: must be >= 1"
+    err = _fails([*base, "--max-length", "8", "--base-model", str(tiny_model_dir)], capsys)
+    assert err.startswith("llmrec: error: --max-length 8: a training example has ") and err.endswith(
+        " tokens (prompt + answer); raise it or shorten the template (truncation would cut the answer)")
+    assert not (tmp_path / "a").exists()

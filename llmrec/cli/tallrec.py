@@ -104,6 +104,9 @@ def train(
     augment: str = typer.Option(DEFAULT_AUGMENT, help="Few-shot augmentation from the k samples only: comma list "
                                                       "of rotate, permute, drop, mirror, or none."),
     augment_copies: int = typer.Option(1, help="New samples per k-shot sample and augmentation."),
+    max_length: int = typer.Option(default(TrainSettings, "max_length"), "--max-length",
+                                   help="Longest training example in tokens (prompt + answer); a longer one is "
+                                        "refused, never truncated. The model's context is a limit too."),
 ):
     """LoRA-tune the base model on k labelled samples; save the adapter (resumable checkpoints in --out)."""
     from llmrec.adapter import save_adapter
@@ -137,7 +140,8 @@ def train(
                                   batch_size=batch_size)
         settings = TrainSettings(output_dir=str(out.with_name(out.name + ".work")), epochs=epochs, learning_rate=lr,
                                  batch_size=batch_size, seed=seed, loss_on=loss_on, patience=patience,
-                                 precision=precision, lr_scheduler=lr_scheduler, warmup_ratio=warmup_ratio)
+                                 precision=precision, lr_scheduler=lr_scheduler, warmup_ratio=warmup_ratio,
+                                 max_length=max_length)
         lora = LoraSettings(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules)
     except ValueError as e:
         raise flag_error(e) from None
@@ -156,11 +160,17 @@ def train(
     if train_json is not None:
         sc = PointwiseScorer(model, tok, tpl)
         tr = sc.encode_alpaca(records)
-        res = train_lora(model, tok, sc.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora)
+        try:
+            res = train_lora(model, tok, sc.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora)
+        except ValueError as e:
+            raise flag_error(e) from None
         model, verb, record = res.model, sc.verbalizer, {"train_json": str(train_json), "n": len(records)}
     else:
-        run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=shots, seed=seed, settings=settings,
-                          lora=lora, val_size=val_size, augment=augment_names, augment_copies=augment_copies)
+        try:
+            run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=shots, seed=seed, settings=settings,
+                              lora=lora, val_size=val_size, augment=augment_names, augment_copies=augment_copies)
+        except ValueError as e:
+            raise flag_error(e) from None
         model, verb, record = run.scorer.model, run.scorer.verbalizer, run.record
     from llmrec.scoring.pointwise import process_state
 
