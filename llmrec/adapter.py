@@ -130,6 +130,9 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
         kind: what it was tuned for, one of :data:`KINDS`; default: what the template implies
             (:func:`template_kind`). Loading it where another kind is needed is refused (:func:`check_kind`).
 
+    The base model's weight fingerprint (:func:`llmrec.model.base_fingerprint`) is recorded as
+    ``base_fingerprint`` (null when its weights are not on disk as safetensors); :func:`load_adapter` checks it.
+
     Returns:
         ``out_dir`` as a Path.
 
@@ -149,6 +152,7 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
             "format": "llmrec-adapter/1",
             "kind": kind,
             "base_model": base_model,
+            "base_fingerprint": _fingerprint_or_none(base_model),
             "template": {"name": template.name, "sha256": template.sha256, "task": template.task,
                          "format": template.format, "source": template.source},
             "verbalizer": {"words": verbalizer.words, "token_ids": verbalizer.token_ids},
@@ -161,6 +165,15 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
     return out
+
+
+def _fingerprint_or_none(base_model: str) -> str | None:
+    from llmrec.model import base_fingerprint
+
+    try:
+        return base_fingerprint(base_model)
+    except Exception:  # e.g. an embedded model that cannot be fetched: nothing to record
+        return None
 
 
 def read_metadata(adapter_dir: str | os.PathLike) -> dict:
@@ -206,7 +219,7 @@ def recorded_template(adapter_dir: str | os.PathLike, meta: dict | None = None):
 
 def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_template_mismatch: bool = False,
                  base_model: str | None = None, dtype: str = "float32", merge: bool = True,
-                 kind: Any = None, user: str = "this command"):
+                 kind: Any = None, user: str = "this command", allow_base_mismatch: bool = False):
     """Load base model + adapter for scoring.
 
     Args:
@@ -214,7 +227,9 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
         template: the template to score with; default: the one recorded in the adapter (rebuilt from
             its stored source). A different template (by sha256) is an error unless
             ``allow_template_mismatch``.
-        base_model: override the recorded base model (e.g. a local copy of it).
+        base_model: load it onto this model instead of the recorded one (e.g. a local copy of it); either way
+            the weights must have the recorded fingerprint (``base_fingerprint`` in llmrec.json) unless
+            ``allow_base_mismatch``, and the returned metadata's ``loaded_base`` says what was loaded.
         merge: merge LoRA into the base weights (faster scoring; identical scores within fp32 rounding).
         kind / user: the adapter kind(s) the caller needs (:data:`KINDS`) and its name for messages; another
             kind is refused before the model loads (:func:`check_kind`). None: any kind.
@@ -242,12 +257,35 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
         raise AdapterError(f"adapter {d} was tuned with template {meta['template']['name']!r} "
                            f"(sha256 {meta['template']['sha256'][:12]}), not {template.name!r} "
                            f"(sha256 {template.sha256[:12]}); pass --allow-template-mismatch (allow_template_mismatch=True) to override")
-    model, tok = load_base_model(base_model or meta["base_model"], dtype=dtype)
+    name = base_model or meta["base_model"]
+    where = "base_model" if base_model else f"recorded in {d / META}"
+    recorded_fp = meta.get("base_fingerprint")
+    actual_fp = _fingerprint_or_none(name) if recorded_fp or base_model else None
+    if recorded_fp and actual_fp and actual_fp != recorded_fp and not allow_base_mismatch:
+        raise AdapterError(f"adapter {d} was tuned on base model {meta['base_model']!r} (weights sha256 "
+                           f"{recorded_fp[:12]}), but {name!r} ({where}) has weights sha256 {actual_fp[:12]}: another "
+                           f"model's weights give wrong scores; pass --allow-base-mismatch (allow_base_mismatch=True) "
+                           f"to load it anyway")
+    if base_model and not recorded_fp:
+        import warnings
+
+        warnings.warn(f"adapter {d} records no base-model fingerprint: cannot check that {name!r} is the model it "
+                      f"was tuned on ({meta['base_model']!r})", stacklevel=2)
+    try:
+        model, tok = load_base_model(name, dtype=dtype)
+    except OSError as e:
+        if base_model:
+            raise  # "base_model 'x': cannot load it ...": the caller's value (the CLI names --base-model)
+        raise AdapterError(f"adapter {d}: its base model {name!r} ({where}) cannot be loaded "
+                           f"({str(e).split(': ', 1)[-1]}); pass base_model= (--base-model) a local copy of it") from e
+    meta = {**meta, "loaded_base": {"base_model": name, "from": "base_model" if base_model else META,
+                                    "sha256": actual_fp, "recorded_sha256": recorded_fp,
+                                    "mismatch_allowed": bool(recorded_fp and actual_fp and actual_fp != recorded_fp)}}
     try:
         with peft_wrapping():
             model = PeftModel.from_pretrained(model, str(d))
     except Exception as e:
-        raise AdapterError(f"adapter {d}: peft cannot load it onto {base_model or meta['base_model']!r}: {e}") from e
+        raise AdapterError(f"adapter {d}: peft cannot load it onto {name!r} ({where}): {e}") from e
     if merge:
         model = model.merge_and_unload()
     model.eval()

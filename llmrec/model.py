@@ -16,7 +16,7 @@ import torch
 from llmrec import assets, precision
 
 __all__ = ["DEFAULT_BASE_MODEL", "LoraSettings", "load_base_model", "add_lora", "Verbalizer", "verbalizer_for",
-           "context_length", "check_context"]
+           "context_length", "check_context", "base_fingerprint"]
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 
@@ -230,3 +230,62 @@ def model_max_positions(base_model: str) -> int | None:
         if isinstance(v, int) and v > 0:
             return v
     return None
+
+
+def _weights_folder(base_model: str):
+    """The local folder holding ``base_model``'s weights (embedded name, folder, or an HF id in the hub cache);
+    None when there is none on disk."""
+    from pathlib import Path
+
+    path = Path(assets.resolve_model(base_model))
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(base_model, local_files_only=True))
+    except Exception:  # not a hub id, or not in the cache: nothing to fingerprint
+        return None
+
+
+def base_fingerprint(base_model: str) -> str | None:
+    """sha256 over the base model's weights: every ``*.safetensors`` file of its folder, by name order (name and
+    bytes). Two models of the same shape with other weights differ; one copied elsewhere does not. Cached in
+    ``<llmrec cache>/fingerprints.json`` by path, size and modification time (hashing reads every byte once).
+
+    Returns:
+        the hex digest, or None when the weights are not on disk as safetensors (nothing to compare).
+    """
+    import hashlib
+    import json
+
+    folder = _weights_folder(base_model)
+    files = sorted(folder.glob("*.safetensors")) if folder is not None else []
+    if not files:
+        return None
+    key = json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    cache_file = assets.cache_dir() / "fingerprints.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+    digest = h.hexdigest()
+    try:
+        from llmrec._atomic import write_json_atomic
+
+        from pathlib import Path
+
+        keep = {k: v for k, v in cache.items()  # entries of deleted folders go
+                if all(Path(f).exists() for f, *_ in json.loads(k))}
+        write_json_atomic(cache_file, {**keep, key: digest})
+    except OSError:  # a read-only cache only costs the next hash
+        pass
+    return digest

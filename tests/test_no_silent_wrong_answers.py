@@ -317,3 +317,83 @@ def test_train_max_length_flag(tiny_model_dir, tmp_path, capsys):
     assert err.startswith("llmrec: error: --max-length 8: a training example has ") and err.endswith(
         " tokens (prompt + answer); raise it or shorten the template (truncation would cut the answer)")
     assert not (tmp_path / "a").exists()
+
+
+# ------------------------------------------------------------------ 1. adapter on the wrong base model
+@pytest.fixture(scope="module")
+def tuned_on_tiny(tmp_path_factory, tiny_tokenizer, tiny_model_dir):
+    """A TALLRec adapter (random non-zero LoRA) on the tiny model, and a model of the same shape with other
+    weights (what TALLRec's "AUC ~0.5 whatever I do" reports were)."""
+    from peft import LoraConfig, get_peft_model
+
+    from llmrec.adapter import _probe_variables, save_adapter
+    from llmrec.model import verbalizer_for
+    from llmrec.prompts import load_template
+    from tests.conftest import make_tiny_llama
+
+    root = tmp_path_factory.mktemp("base")
+    other = root / "same-shape-other-weights"
+    make_tiny_llama(len(tiny_tokenizer), seed=1).save_pretrained(other)
+    tiny_tokenizer.save_pretrained(other)
+    tpl = load_template("tallrec")
+    verb = verbalizer_for(tpl, tiny_tokenizer, tpl.render(_probe_variables(tpl), tiny_tokenizer))
+    peft = get_peft_model(make_tiny_llama(len(tiny_tokenizer)),
+                          LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    d = save_adapter(peft, root / "adapter", base_model=str(tiny_model_dir), template=tpl, verbalizer=verb)
+    f = root / "labelled.json"
+    f.write_text(json.dumps([{**REC, "output": "Yes."}, {**REC, "input": "User Preference: \"Casino (1995)\"",
+                                                          "output": "No."}]))
+    return d, other, f
+
+
+def test_base_fingerprint_recorded(tuned_on_tiny, tiny_model_dir):
+    from llmrec.model import base_fingerprint
+
+    d, other, _ = tuned_on_tiny
+    fp = json.loads((d / "llmrec.json").read_text())["base_fingerprint"]
+    assert fp == base_fingerprint(str(tiny_model_dir)) and len(fp) == 64
+    assert base_fingerprint(str(other)) != fp
+    assert base_fingerprint("/nonexistent/base-model") is None
+
+
+def test_adapter_on_other_weights_refused(tuned_on_tiny, tiny_model_dir, tmp_path, capsys):
+    from llmrec.model import base_fingerprint
+
+    d, other, f = tuned_on_tiny
+    out = tmp_path / "m.json"
+    out.write_text('{"auc": 0.48}')
+    before = _snapshot(out, d)
+    err = _fails(["eval", "--adapter", str(d), "--base-model", str(other), "--input", str(f), "--out", str(out)],
+                 capsys)
+    assert err == (f"llmrec: error: adapter {d} was tuned on base model {str(tiny_model_dir)!r} (weights sha256 "
+                   f"{base_fingerprint(str(tiny_model_dir))[:12]}), but {str(other)!r} (--base-model) has weights "
+                   f"sha256 {base_fingerprint(str(other))[:12]}: another model's weights give wrong scores; pass "
+                   f"--allow-base-mismatch (allow_base_mismatch=True) to load it anyway")
+    assert _snapshot(out, d) == before
+    main(["eval", "--adapter", str(d), "--base-model", str(other), "--input", str(f), "--out", str(out),
+          "--allow-base-mismatch"])
+    loaded = json.loads(out.read_text())["loaded_base"]
+    assert loaded["mismatch_allowed"] is True and loaded["base_model"] == str(other) and loaded["from"] == "base_model"
+
+
+def test_base_model_flag_with_adapter_is_used(tuned_on_tiny, tiny_model_dir, tmp_path, capsys):
+    """--base-model with --adapter is loaded (the same weights elsewhere pass the check), never ignored: a path
+    that does not exist fails, naming the flag."""
+    import shutil
+
+    d, _, f = tuned_on_tiny
+    copy = Path(shutil.copytree(tiny_model_dir, tmp_path / "copy"))
+    main(["eval", "--adapter", str(d), "--base-model", str(copy), "--input", str(f), "--out", str(tmp_path / "m.json")])
+    loaded = json.loads((tmp_path / "m.json").read_text())["loaded_base"]
+    assert loaded["base_model"] == str(copy) and loaded["mismatch_allowed"] is False
+    err = _fails(["score", "--adapter", str(d), "--input", str(f), *NO_MODEL], capsys)
+    assert err.startswith("llmrec: error: --base-model '/nonexistent/base-model': cannot load it with transformers")
+
+
+def test_recorded_base_model_missing_names_llmrec_json(kinds_of_adapters, tmp_path, capsys):
+    d = kinds_of_adapters["tallrec"]
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps([{**REC, "output": "Yes."}]))
+    err = _fails(["score", "--adapter", str(d), "--input", str(f)], capsys)
+    assert err.startswith(f"llmrec: error: adapter {d}: its base model '/nonexistent/base-model' (recorded in "
+                          f"{d / 'llmrec.json'}) cannot be loaded (") and err.endswith("); pass --base-model a local copy of it")

@@ -25,6 +25,11 @@ DataTemplateOpt = typer.Option("tallrec", "--template", help="Template name or .
                                                              "TALLRec's published JSON exactly).")
 ScoreTemplateOpt = typer.Option(None, "--template", help="Template name or .jinja path; default: the adapter's own "
                                                          f"template, or {DEFAULT_TEMPLATE} without an adapter.")
+AdapterBaseOpt = typer.Option(None, "--base-model", help="Embedded model name, local folder or HF id. Default: the "
+                              "adapter's recorded base model, or smollm2-135m-instruct without --adapter. With "
+                              "--adapter, its weights must be the ones the adapter was tuned on (fingerprint).")
+AllowBaseOpt = typer.Option(False, "--allow-base-mismatch", help="Load the adapter onto base weights other than "
+                            "the ones it was tuned on (recorded in the output as loaded_base).")
 #: ``sample_k_shot`` names its arguments ``k=`` and ``seed=``; ``llmrec data`` sets k with --shots.
 KSHOT_FLAGS = {"k": "--shots"}
 
@@ -200,17 +205,29 @@ def _template(adapter: Optional[Path], template: Optional[str], prompts):
     return load_template(template or DEFAULT_TEMPLATE, prompts)
 
 
-def _scorer(adapter: Optional[Path], base_model: str, tpl, allow_template_mismatch: bool, dtype: str):
+def _scorer(adapter: Optional[Path], base_model: Optional[str], tpl, allow_template_mismatch: bool, dtype: str,
+            allow_base_mismatch: bool = False):
+    """The scorer, and what base model was loaded under an adapter (None without one)."""
     from llmrec.adapter import load_adapter
-    from llmrec.model import load_base_model
+    from llmrec.model import DEFAULT_BASE_MODEL, load_base_model
     from llmrec.scoring.pointwise import PointwiseScorer
 
-    if adapter is not None:
-        model, tok, tpl, verb, _ = load_adapter(adapter, template=tpl, kind="tallrec", user="llmrec score/eval",
-                                                allow_template_mismatch=allow_template_mismatch)
-        return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb)
-    model, tok = load_base_model(base_model)
-    return PointwiseScorer(model, tok, tpl, dtype=dtype)
+    if adapter is not None:  # --base-model, when given, is loaded under the adapter's fingerprint check
+        from llmrec.adapter import AdapterError
+
+        try:
+            model, tok, tpl, verb, meta = load_adapter(adapter, template=tpl, kind="tallrec",
+                                                       user="llmrec score/eval", base_model=base_model,
+                                                       allow_base_mismatch=allow_base_mismatch,
+                                                       allow_template_mismatch=allow_template_mismatch)
+        except AdapterError as e:  # the library names Python arguments; here they are flags
+            raise CliError(str(e).replace("(base_model)", "(--base-model)")
+                           .replace("pass base_model= (--base-model)", "pass --base-model")) from None
+        return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb), meta["loaded_base"]
+    if allow_base_mismatch:
+        raise CliError("--allow-base-mismatch needs --adapter (it loads an adapter onto other base weights)")
+    model, tok = load_base_model(base_model or DEFAULT_BASE_MODEL)
+    return PointwiseScorer(model, tok, tpl, dtype=dtype), None
 
 
 def score(
@@ -220,12 +237,13 @@ def score(
     target: Optional[str] = typer.Option(None, help="Target item id (with --user)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write scores as JSON here (else print every row "
                                                            "as a JSON line)."),
-    base_model: str = BaseOpt,
+    base_model: Optional[str] = AdapterBaseOpt,
     template: Optional[str] = ScoreTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
     allow_template_mismatch: bool = typer.Option(False, help="Score with another template than the adapter's."),
+    allow_base_mismatch: bool = AllowBaseOpt,
 ):
     """Score alpaca JSON records, or one (user, target) pair: P(Yes) per prompt. Records may be unlabelled
     (``output`` missing or empty); rows of labelled ones carry their ``label``."""
@@ -241,7 +259,10 @@ def score(
         records = read_alpaca_json(input, answers=tuple(tpl.targets[:2]), unlabelled=True)
         if not records:
             raise CliError(f"--input {input}: holds no records to score")
-    sc = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype)
+    sc, loaded = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype, allow_base_mismatch)
+    if loaded and loaded["mismatch_allowed"]:
+        typer.echo(f"llmrec: warning: adapter {adapter} scored on {loaded['base_model']!r} (weights sha256 "
+                   f"{loaded['sha256'][:12]}), not the base model it was tuned on (--allow-base-mismatch)", err=True)
     if input is not None:
         P = sc.encode_alpaca(records)
     else:
@@ -275,7 +296,7 @@ def evaluate(
     adapter: Optional[Path] = typer.Option(None, help="Tuned adapter folder; without it, zero-shot."),
     split: str = typer.Option("test", help="TALLRec split to evaluate: valid or test."),
     input: Optional[Path] = typer.Option(None, "--input", help="Alpaca JSON records instead of a split."),
-    base_model: str = BaseOpt,
+    base_model: Optional[str] = AdapterBaseOpt,
     template: Optional[str] = ScoreTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
@@ -283,6 +304,7 @@ def evaluate(
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics JSON here."),
     allow_template_mismatch: bool = typer.Option(False),
+    allow_base_mismatch: bool = AllowBaseOpt,
 ):
     """AUC of P(Yes) on a TALLRec split (or alpaca JSON), beside the like-rate baseline. The records must hold
     both classes (checked before the model loads)."""
@@ -306,7 +328,9 @@ def evaluate(
         samples = samples[:limit] if limit else samples
         require_both_classes([s.label for s in samples], f"--split {split}" + (f" --limit {limit}" if limit else ""),
                              answers)
-    sc = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype)
+    sc, loaded = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype, allow_base_mismatch)
+    if loaded is not None:
+        result["loaded_base"] = loaded  # what the adapter ran on (a mismatch allowed is recorded here)
     if input is not None:
         P = sc.encode_alpaca(records)
     else:

@@ -190,7 +190,8 @@ class Reranker:
     # --- construction ---------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, adapter_dir: str | Path, *, catalog: Any = None, base_model: str | None = None,
-                        dtype: str = "auto", merge: bool = True, **kw) -> "Reranker":
+                        dtype: str = "auto", merge: bool = True, allow_base_mismatch: bool = False,
+                        **kw) -> "Reranker":
         """Load base model + LoRA adapter saved by ``eval/rerank_eval.py`` (or :func:`llmrec.adapter.save_adapter`).
 
         ``catalog`` defaults to the dataset recorded in the adapter (``protocol.data``), else the embedded
@@ -203,6 +204,7 @@ class Reranker:
         from llmrec.adapter import load_adapter
 
         model, tok, template, _verb, meta = load_adapter(adapter_dir, base_model=base_model, merge=merge,
+                                                         allow_base_mismatch=allow_base_mismatch,
                                                          kind=("rerank-listwise", "rerank-pointwise"),
                                                          user="a reranker (Reranker.from_pretrained, llmrec "
                                                               "recommend --adapter)")
