@@ -16,9 +16,51 @@ import torch
 from llmrec import assets, precision
 
 __all__ = ["DEFAULT_BASE_MODEL", "LoraSettings", "load_base_model", "add_lora", "Verbalizer", "verbalizer_for",
-           "context_length", "check_context", "base_fingerprint"]
+           "context_length", "check_context", "base_fingerprint", "check_model_name"]
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+
+
+def _offline() -> bool:
+    import os
+
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_model_name(base_model: str) -> None:
+    """Fail fast, in one line, on a model name that cannot load, instead of letting the hub client retry for tens
+    of seconds: a bare name close to an embedded one (``smollm2-360m-instruct``: a typo, not a hub id), or, in
+    Hugging Face offline mode (``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1``), a hub id that is not in the
+    local hub cache. Embedded names, existing folders and other ids pass.
+
+    Raises:
+        OSError: ``"base_model 'x': ..."`` (the CLI names ``--base-model``).
+    """
+    import difflib
+    from pathlib import Path
+
+    if base_model in assets.MODELS or Path(base_model).expanduser().is_dir():
+        return
+    if base_model.startswith(("/", ".", "~")):  # a folder that does not exist: transformers says so at once
+        return
+    embedded = ", ".join(assets.MODELS)
+    if "/" not in base_model:
+        close = difflib.get_close_matches(base_model.lower(), list(assets.MODELS), n=1, cutoff=0.6)
+        if close:
+            raise OSError(f"base_model {base_model!r}: unknown model name (did you mean {close[0]!r}? embedded: "
+                          f"{embedded}; else a local folder or a Hugging Face id owner/name)")
+    if _offline():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = isinstance(try_to_load_from_cache(base_model, "config.json"), str)
+        except Exception:  # not a valid hub id
+            cached = False
+        if not cached:
+            raise OSError(f"base_model {base_model!r}: not an embedded model ({embedded}), a local folder, or a "
+                          f"Hugging Face id in the local hub cache, and Hugging Face offline mode is on (nothing "
+                          f"is downloaded)")
 
 
 def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dtype = "float32",
@@ -43,6 +85,7 @@ def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dty
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars on every load; llmrec shows its own progress
+    check_model_name(base_model)
     path = assets.resolve_model(base_model)
     try:
         tok = AutoTokenizer.from_pretrained(path)
@@ -171,6 +214,7 @@ def load_tokenizer(base_model: str) -> Any:
 
     from llmrec import assets
 
+    check_model_name(base_model)
     try:
         tok = AutoTokenizer.from_pretrained(assets.resolve_model(base_model))
     except (OSError, ValueError) as e:
@@ -221,6 +265,7 @@ def model_max_positions(base_model: str) -> int | None:
 
     from llmrec import assets
 
+    check_model_name(base_model)
     try:
         cfg = AutoConfig.from_pretrained(assets.resolve_model(base_model))
     except (OSError, ValueError) as e:

@@ -397,3 +397,34 @@ def test_recorded_base_model_missing_names_llmrec_json(kinds_of_adapters, tmp_pa
     err = _fails(["score", "--adapter", str(d), "--input", str(f)], capsys)
     assert err.startswith(f"llmrec: error: adapter {d}: its base model '/nonexistent/base-model' (recorded in "
                           f"{d / 'llmrec.json'}) cannot be loaded (") and err.endswith("); pass --base-model a local copy of it")
+
+
+# ------------------------------------------------------------------ 7. long work shows it lives; unknown names fail fast
+def test_index_progress_lines_when_not_a_terminal(capsys):
+    """The tqdm bar switches itself off when stderr is not a terminal (here: captured): plain lines instead."""
+    from llmrec.cli.rec import _progress_log
+
+    bar, log = _progress_log(50)
+    log("epoch=10 loss=3.2100 seconds=4.0 valid_ndcg10=0.0812")
+    bar.close()
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "llmrec index: fitting SASRec (at most 50 epochs, early stopping on validation NDCG@10)"
+    assert err[1].startswith("llmrec index: SASRec epoch=10 loss=3.2100 seconds=4.0 valid_ndcg10=0.0812 (elapsed ")
+
+
+@pytest.mark.parametrize("name, env, message", [
+    ("smollm2-360m-instruct", {}, "--base-model 'smollm2-360m-instruct': unknown model name (did you mean "
+                                  "'smollm2-135m-instruct'? embedded: "),
+    ("someone/no-such-model-llmrec", {"HF_HUB_OFFLINE": "1"},
+     "--base-model 'someone/no-such-model-llmrec': not an embedded model ("),
+])
+def test_unknown_model_name_fails_fast(name, env, message, monkeypatch, tmp_path, capsys):
+    import time
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps([{**REC, "output": "Yes."}]))
+    t0 = time.monotonic()
+    err = _fails(["score", "--input", str(f), "--base-model", name], capsys)
+    assert err.startswith(f"llmrec: error: {message}") and time.monotonic() - t0 < 5
