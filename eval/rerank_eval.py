@@ -206,7 +206,7 @@ def main(argv=None) -> int:
             rank_by(t_ids, blend_scores(t_sc, s, alpha)), t_tgt, t_ret)
         np.savez(a.out / f"scores-{method}.npz", users=test_users, ids=t_ids, retriever=t_sc, lm=s, targets=t_tgt)
         save_adapter(scorer.model, a.out / f"adapter-{method}", base_model=a.base_model, template=scorer.template,
-                     verbalizer=scorer.verbalizer,
+                     verbalizer=scorer.verbalizer, kind=f"rerank-{method}",
                      protocol={"task": f"rerank-{method}", "data": str(data_path), "kcore": a.kcore,
                                "n_candidates": C, "max_history": a.history, "blend_alpha": alpha,
                                "train_users": a.train_users, "positions": a.positions, "seed": a.seed},

@@ -17,9 +17,17 @@ from typing import Any
 
 from llmrec._atomic import atomic_dir
 
-__all__ = ["AdapterError", "save_adapter", "read_metadata", "load_adapter"]
+__all__ = ["AdapterError", "KINDS", "save_adapter", "read_metadata", "recorded_template", "adapter_kind",
+           "check_kind", "load_adapter"]
 
 META = "llmrec.json"
+
+#: What an adapter was tuned for (``kind`` in llmrec.json) -> how messages name it.
+KINDS = {
+    "tallrec": "pointwise TALLRec adapter (llmrec train: P(Yes) that the user likes one target)",
+    "rerank-listwise": "listwise reranker adapter (eval/rerank_eval.py: letters over up to 20 candidates)",
+    "rerank-pointwise": "pointwise reranker adapter (eval/rerank_eval.py: P(Yes) per candidate after a history)",
+}
 
 
 class AdapterError(ValueError):
@@ -58,8 +66,57 @@ def _check_adapter_file(path: Path) -> int:
     return len(keys)
 
 
+def template_kind(template: Any) -> str:
+    """The adapter kind a template's task and variables imply: listwise -> ``rerank-listwise``; pointwise over a
+    ``history`` -> ``rerank-pointwise``; other pointwise (liked/disliked/target) -> ``tallrec``."""
+    if template.task == "listwise":
+        return "rerank-listwise"
+    v = template.referenced_variables()
+    if "history" in v and not {"liked", "disliked"} & v:
+        return "rerank-pointwise"
+    return "tallrec"
+
+
+def adapter_kind(meta: dict) -> str:
+    """The kind of an adapter from its llmrec.json: the recorded ``kind``; for adapters saved before kinds were
+    recorded, ``protocol.task`` (``rerank-listwise``/``rerank-pointwise``), ``protocol.name`` ``tallrec-*``, else
+    what the recorded template implies (:func:`template_kind`); ``"unknown"`` when none of these tells."""
+    k = meta.get("kind")
+    if k in KINDS:
+        return k
+    proto = meta.get("protocol") or {}
+    if proto.get("task") in KINDS:
+        return proto["task"]
+    if str(proto.get("name", "")).startswith("tallrec"):
+        return "tallrec"
+    try:
+        from llmrec.prompts import Template
+
+        t = meta["template"]
+        return template_kind(Template.from_string(t["source"], name=t.get("name", "recorded")))
+    except Exception:  # a template that no longer parses: the kind is not known
+        return "unknown"
+
+
+def check_kind(adapter_dir: str | os.PathLike, meta: dict, expected: Any, user: str) -> str:
+    """Refuse an adapter of another kind than ``expected`` (a kind or a tuple of kinds) in one line naming both;
+    ``user`` names what needs it (``"llmrec score"``). An ``"unknown"`` kind passes. Returns the kind.
+
+    Raises:
+        AdapterError: ``"adapter A is a pointwise TALLRec adapter (...) (kind 'tallrec'); Reranker.from_pretrained
+            needs a listwise reranker adapter (...) or ..."``.
+    """
+    expected = (expected,) if isinstance(expected, str) else tuple(expected)
+    kind = adapter_kind(meta)
+    if kind != "unknown" and kind not in expected:
+        want = " or ".join(f"a {KINDS[e]} (kind {e!r})" for e in expected)
+        raise AdapterError(f"adapter {adapter_dir} is a {KINDS[kind]} (kind {kind!r}); {user} needs {want}")
+    return kind
+
+
 def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, template: Any, verbalizer: Any,
-                 protocol: dict | None = None, metrics: dict | None = None, train: dict | None = None) -> Path:
+                 protocol: dict | None = None, metrics: dict | None = None, train: dict | None = None,
+                 kind: str | None = None) -> Path:
     """Save a peft model's adapter and llmrec metadata atomically.
 
     Args:
@@ -70,6 +127,11 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
         template: the :class:`llmrec.prompts.Template` used (name and sha256 are recorded).
         verbalizer: :class:`llmrec.model.Verbalizer` (words and token ids recorded).
         protocol / metrics / train: free-form JSON-serialisable records (data protocol, AUCs, settings).
+        kind: what it was tuned for, one of :data:`KINDS`; default: what the template implies
+            (:func:`template_kind`). Loading it where another kind is needed is refused (:func:`check_kind`).
+
+    The base model's weight fingerprint (:func:`llmrec.model.base_fingerprint`) is recorded as
+    ``base_fingerprint`` (null when its weights are not on disk as safetensors); :func:`load_adapter` checks it.
 
     Returns:
         ``out_dir`` as a Path.
@@ -80,12 +142,17 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
             would be wiped).
     """
     out = Path(out_dir)
+    kind = kind or template_kind(template)
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: expected one of {', '.join(KINDS)}")
     with atomic_dir(out, META, "LoRA adapter") as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         n = _check_adapter_file(tmp)
         meta = {
             "format": "llmrec-adapter/1",
+            "kind": kind,
             "base_model": base_model,
+            "base_fingerprint": _fingerprint_or_none(base_model),
             "template": {"name": template.name, "sha256": template.sha256, "task": template.task,
                          "format": template.format, "source": template.source},
             "verbalizer": {"words": verbalizer.words, "token_ids": verbalizer.token_ids},
@@ -98,6 +165,15 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
         }
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
     return out
+
+
+def _fingerprint_or_none(base_model: str) -> str | None:
+    from llmrec.model import base_fingerprint
+
+    try:
+        return base_fingerprint(base_model)
+    except Exception:  # e.g. an embedded model that cannot be fetched: nothing to record
+        return None
 
 
 def read_metadata(adapter_dir: str | os.PathLike) -> dict:
@@ -123,8 +199,27 @@ def read_metadata(adapter_dir: str | os.PathLike) -> dict:
     return meta
 
 
+def recorded_template(adapter_dir: str | os.PathLike, meta: dict | None = None):
+    """The :class:`llmrec.prompts.Template` an adapter was tuned with, rebuilt from ``llmrec.json`` (no model
+    loads: commands resolve it before loading weights).
+
+    Raises:
+        FileNotFoundError / AdapterError: as :func:`read_metadata`, or a stored source whose sha256 differs.
+    """
+    from llmrec.prompts import Template
+
+    d = Path(adapter_dir)
+    meta = read_metadata(d) if meta is None else meta
+    recorded = Template.from_string(meta["template"]["source"], name=meta["template"]["name"])
+    if recorded.sha256 != meta["template"].get("sha256"):
+        raise AdapterError(f"adapter {d}: {META} template.sha256 does not match its stored template source "
+                           f"(edited by hand?)")
+    return recorded
+
+
 def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_template_mismatch: bool = False,
-                 base_model: str | None = None, dtype: str = "float32", merge: bool = True):
+                 base_model: str | None = None, dtype: str = "float32", merge: bool = True,
+                 kind: Any = None, user: str = "this command", allow_base_mismatch: bool = False):
     """Load base model + adapter for scoring.
 
     Args:
@@ -132,8 +227,12 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
         template: the template to score with; default: the one recorded in the adapter (rebuilt from
             its stored source). A different template (by sha256) is an error unless
             ``allow_template_mismatch``.
-        base_model: override the recorded base model (e.g. a local copy of it).
+        base_model: load it onto this model instead of the recorded one (e.g. a local copy of it); either way
+            the weights must have the recorded fingerprint (``base_fingerprint`` in llmrec.json) unless
+            ``allow_base_mismatch``, and the returned metadata's ``loaded_base`` says what was loaded.
         merge: merge LoRA into the base weights (faster scoring; identical scores within fp32 rounding).
+        kind / user: the adapter kind(s) the caller needs (:data:`KINDS`) and its name for messages; another
+            kind is refused before the model loads (:func:`check_kind`). None: any kind.
 
     Returns:
         ``(model, tokenizer, template, verbalizer, metadata)``.
@@ -145,33 +244,54 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
     from peft import PeftModel
 
     from llmrec.model import load_base_model, peft_wrapping, verbalizer_for
-    from llmrec.prompts import Template
 
     d = Path(adapter_dir)
     meta = read_metadata(d)
+    if kind is not None:
+        check_kind(d, meta, kind, user)
     _check_adapter_file(d)
-    recorded = Template.from_string(meta["template"]["source"], name=meta["template"]["name"])
-    if recorded.sha256 != meta["template"].get("sha256"):
-        raise AdapterError(f"adapter {d}: {META} template.sha256 does not match its stored template source "
-                           f"(edited by hand?)")
+    recorded = recorded_template(d, meta)
     if template is None:
         template = recorded
     elif template.sha256 != meta["template"]["sha256"] and not allow_template_mismatch:
         raise AdapterError(f"adapter {d} was tuned with template {meta['template']['name']!r} "
                            f"(sha256 {meta['template']['sha256'][:12]}), not {template.name!r} "
                            f"(sha256 {template.sha256[:12]}); pass --allow-template-mismatch (allow_template_mismatch=True) to override")
-    model, tok = load_base_model(base_model or meta["base_model"], dtype=dtype)
+    name = base_model or meta["base_model"]
+    where = "base_model" if base_model else f"recorded in {d / META}"
+    recorded_fp = meta.get("base_fingerprint")
+    actual_fp = _fingerprint_or_none(name) if recorded_fp or base_model else None
+    if recorded_fp and actual_fp and actual_fp != recorded_fp and not allow_base_mismatch:
+        raise AdapterError(f"adapter {d} was tuned on base model {meta['base_model']!r} (weights sha256 "
+                           f"{recorded_fp[:12]}), but {name!r} ({where}) has weights sha256 {actual_fp[:12]}: another "
+                           f"model's weights give wrong scores; pass --allow-base-mismatch (allow_base_mismatch=True) "
+                           f"to load it anyway")
+    if base_model and not recorded_fp:
+        import warnings
+
+        warnings.warn(f"adapter {d} records no base-model fingerprint: cannot check that {name!r} is the model it "
+                      f"was tuned on ({meta['base_model']!r})", stacklevel=2)
+    try:
+        model, tok = load_base_model(name, dtype=dtype)
+    except OSError as e:
+        if base_model:
+            raise  # "base_model 'x': cannot load it ...": the caller's value (the CLI names --base-model)
+        raise AdapterError(f"adapter {d}: its base model {name!r} ({where}) cannot be loaded "
+                           f"({str(e).split(': ', 1)[-1]}); pass base_model= (--base-model) a local copy of it") from e
+    meta = {**meta, "loaded_base": {"base_model": name, "from": "base_model" if base_model else META,
+                                    "sha256": actual_fp, "recorded_sha256": recorded_fp,
+                                    "mismatch_allowed": bool(recorded_fp and actual_fp and actual_fp != recorded_fp)}}
     try:
         with peft_wrapping():
             model = PeftModel.from_pretrained(model, str(d))
     except Exception as e:
-        raise AdapterError(f"adapter {d}: peft cannot load it onto {base_model or meta['base_model']!r}: {e}") from e
+        raise AdapterError(f"adapter {d}: peft cannot load it onto {name!r} ({where}): {e}") from e
     if merge:
         model = model.merge_and_unload()
     model.eval()
     probe = template.render(_probe_variables(template), tok) if template.format != "plain" else None
     verb = verbalizer_for(template, tok, probe or "")
-    if template is recorded and verb.token_ids != meta["verbalizer"]["token_ids"]:
+    if template.sha256 == recorded.sha256 and verb.token_ids != meta["verbalizer"]["token_ids"]:
         raise AdapterError(f"adapter {d}: verbalizer token ids {meta['verbalizer']['token_ids']} differ from "
                            f"{verb.token_ids} under the loaded tokenizer (wrong base model?)")
     return model, tok, template, verb, meta

@@ -15,9 +15,52 @@ import torch
 
 from llmrec import assets, precision
 
-__all__ = ["DEFAULT_BASE_MODEL", "LoraSettings", "load_base_model", "add_lora", "Verbalizer", "verbalizer_for"]
+__all__ = ["DEFAULT_BASE_MODEL", "LoraSettings", "load_base_model", "add_lora", "Verbalizer", "verbalizer_for",
+           "context_length", "check_context", "base_fingerprint", "check_model_name"]
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+
+
+def _offline() -> bool:
+    import os
+
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_model_name(base_model: str) -> None:
+    """Fail fast, in one line, on a model name that cannot load, instead of letting the hub client retry for tens
+    of seconds: a bare name close to an embedded one (``smollm2-360m-instruct``: a typo, not a hub id), or, in
+    Hugging Face offline mode (``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1``), a hub id that is not in the
+    local hub cache. Embedded names, existing folders and other ids pass.
+
+    Raises:
+        OSError: ``"base_model 'x': ..."`` (the CLI names ``--base-model``).
+    """
+    import difflib
+    from pathlib import Path
+
+    if base_model in assets.MODELS or Path(base_model).expanduser().is_dir():
+        return
+    if base_model.startswith(("/", ".", "~")):  # a folder that does not exist: transformers says so at once
+        return
+    embedded = ", ".join(assets.MODELS)
+    if "/" not in base_model:
+        close = difflib.get_close_matches(base_model.lower(), list(assets.MODELS), n=1, cutoff=0.6)
+        if close:
+            raise OSError(f"base_model {base_model!r}: unknown model name (did you mean {close[0]!r}? embedded: "
+                          f"{embedded}; else a local folder or a Hugging Face id owner/name)")
+    if _offline():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = isinstance(try_to_load_from_cache(base_model, "config.json"), str)
+        except Exception:  # not a valid hub id
+            cached = False
+        if not cached:
+            raise OSError(f"base_model {base_model!r}: not an embedded model ({embedded}), a local folder, or a "
+                          f"Hugging Face id in the local hub cache, and Hugging Face offline mode is on (nothing "
+                          f"is downloaded)")
 
 
 def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dtype = "float32",
@@ -42,6 +85,7 @@ def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dty
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars on every load; llmrec shows its own progress
+    check_model_name(base_model)
     path = assets.resolve_model(base_model)
     try:
         tok = AutoTokenizer.from_pretrained(path)
@@ -170,6 +214,7 @@ def load_tokenizer(base_model: str) -> Any:
 
     from llmrec import assets
 
+    check_model_name(base_model)
     try:
         tok = AutoTokenizer.from_pretrained(assets.resolve_model(base_model))
     except (OSError, ValueError) as e:
@@ -177,6 +222,37 @@ def load_tokenizer(base_model: str) -> Any:
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+
+
+def context_length(model: Any) -> int | None:
+    """The positions a loaded model (``*ForCausalLM`` or peft model) can attend over: its config's
+    ``max_position_embeddings`` (or ``n_positions``/``max_seq_len``/``seq_length``); None if it records none."""
+    cfg = getattr(model, "config", None)
+    for k in _POSITION_KEYS:
+        v = getattr(cfg, k, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def check_context(model: Any, lengths: Sequence[int], what: str = "prompt") -> None:
+    """Refuse token sequences longer than the model's context (:func:`context_length`): past it, positions
+    are extrapolated and the score is silently wrong. The first one over is named by its index.
+
+    Raises:
+        ValueError: ``"prompt 3 has 8245 tokens, more than the model's context of 8192 positions (its config's
+            max_position_embeddings); shorten the template or the history"``.
+    """
+    limit = context_length(model)
+    if limit is None:
+        return
+    for i, n in enumerate(lengths):
+        if n > limit:
+            raise ValueError(f"{what} {i} has {n} tokens, more than the model's context of {limit} positions (its "
+                             f"config's max_position_embeddings); shorten the template or the history")
 
 
 def model_max_positions(base_model: str) -> int | None:
@@ -189,12 +265,72 @@ def model_max_positions(base_model: str) -> int | None:
 
     from llmrec import assets
 
+    check_model_name(base_model)
     try:
         cfg = AutoConfig.from_pretrained(assets.resolve_model(base_model))
     except (OSError, ValueError) as e:
         raise OSError(f"base_model {base_model!r}: cannot load its config: {e}") from e
-    for k in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+    for k in _POSITION_KEYS:
         v = getattr(cfg, k, None)
         if isinstance(v, int) and v > 0:
             return v
     return None
+
+
+def _weights_folder(base_model: str):
+    """The local folder holding ``base_model``'s weights (embedded name, folder, or an HF id in the hub cache);
+    None when there is none on disk."""
+    from pathlib import Path
+
+    path = Path(assets.resolve_model(base_model))
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(base_model, local_files_only=True))
+    except Exception:  # not a hub id, or not in the cache: nothing to fingerprint
+        return None
+
+
+def base_fingerprint(base_model: str) -> str | None:
+    """sha256 over the base model's weights: every ``*.safetensors`` file of its folder, by name order (name and
+    bytes). Two models of the same shape with other weights differ; one copied elsewhere does not. Cached in
+    ``<llmrec cache>/fingerprints.json`` by path, size and modification time (hashing reads every byte once).
+
+    Returns:
+        the hex digest, or None when the weights are not on disk as safetensors (nothing to compare).
+    """
+    import hashlib
+    import json
+
+    folder = _weights_folder(base_model)
+    files = sorted(folder.glob("*.safetensors")) if folder is not None else []
+    if not files:
+        return None
+    key = json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    cache_file = assets.cache_dir() / "fingerprints.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+    digest = h.hexdigest()
+    try:
+        from llmrec._atomic import write_json_atomic
+
+        from pathlib import Path
+
+        keep = {k: v for k, v in cache.items()  # entries of deleted folders go
+                if all(Path(f).exists() for f, *_ in json.loads(k))}
+        write_json_atomic(cache_file, {**keep, key: digest})
+    except OSError:  # a read-only cache only costs the next hash
+        pass
+    return digest

@@ -67,10 +67,19 @@ def load_tallrec(data: str | Path | None = None):
         ``(RecData, TallrecSplits)``; on ML-100K train/valid/test = 8000/1000/1000 samples.
 
     Raises:
-        FileNotFoundError / ValueError: from the readers (they name the file, field and value).
+        FileNotFoundError / ValueError: from the readers (they name the file, field and value), or no samples
+            at all (the message says why: every user has <= 10 ratings).
     """
     rec = load_dataset(data if data is not None else assets.ml100k_dir())
-    return rec, tallrec_splits(rec.interactions)
+    splits = tallrec_splits(rec.interactions)
+    if not (len(splits.train) or len(splits.valid) or len(splits.test)):
+        from llmrec.samples.tallrec import HISTORY_LEN
+
+        counts = rec.interactions.frame["user_id"].value_counts()
+        raise ValueError(f"data {data if data is not None else 'ml-100k'}: no TALLRec samples: every user has <= "
+                         f"{HISTORY_LEN} ratings (most: {int(counts.max()) if len(counts) else 0}; a sample is "
+                         f"{HISTORY_LEN} history ratings and a target)")
+    return rec, splits
 
 
 def like_rate_scores(samples: Sequence[Sample]) -> np.ndarray:

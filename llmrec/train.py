@@ -69,7 +69,7 @@ class TrainSettings:
             raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(NAMES)}")
         if self.patience < 0:
             raise ValueError(f"patience {self.patience!r}: must be >= 0 (0 = no early stopping)")
-        for name in ("epochs", "batch_size", "grad_accum"):
+        for name in ("epochs", "batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} {getattr(self, name)!r}: must be >= 1")
         if not self.learning_rate > 0:
@@ -112,8 +112,8 @@ def build_training_example(prompt_ids: Sequence[int], label: int, verbalizer: Ve
     target = verbalizer.target_ids[0 if label == 1 else 1]
     ids = list(prompt_ids) + list(target)
     if len(ids) > max_length:
-        raise ValueError(f"training example of {len(ids)} tokens exceeds max_length {max_length}; raise "
-                         f"max_length or shorten the template (truncation would cut the answer)")
+        raise ValueError(f"max_length {max_length}: a training example has {len(ids)} tokens (prompt + answer); "
+                         f"raise it or shorten the template (truncation would cut the answer)")
     labels = ([-100] * len(prompt_ids) if loss_on == "answer" else list(prompt_ids)) + list(target)
     return {"input_ids": ids, "labels": labels}
 
@@ -270,8 +270,11 @@ def train_lora(model: Any, tokenizer: Any, verbalizer: Verbalizer, train_ids: Se
     if has_val and len(set(int(x) for x in val_labels)) < 2:
         raise ValueError("validation labels hold one class only: AUC is undefined")
 
+    from llmrec.model import check_context
+
     examples = [build_training_example(p, int(y), verbalizer, settings.loss_on, settings.max_length)
                 for p, y in zip(train_ids, train_labels)]
+    check_context(model, [len(e["input_ids"]) for e in examples], "training example")
     run = run_trainer(model, tokenizer, examples, settings, lora, verbalizer=verbalizer,
                       val_ids=list(val_ids) if has_val else None, val_labels=list(val_labels) if has_val else None,
                       fingerprint=examples)

@@ -37,7 +37,7 @@ def test_training_example_masks_prompt(tiny_tokenizer):
     assert ex["labels"][n:] == verb.target_ids[0] and ex["input_ids"][n] == verb.token_ids[0]
     whole = build_training_example(ids[0], 0, verb, "prompt", 4096)
     assert whole["labels"] == whole["input_ids"] and whole["input_ids"][n] == verb.token_ids[1]
-    with pytest.raises(ValueError, match="exceeds max_length 5"):
+    with pytest.raises(ValueError, match=r"^max_length 5: a training example has \d+ tokens \(prompt \+ answer\); raise it"):
         build_training_example(ids[0], 1, verb, "answer", 5)
     with pytest.raises(ValueError, match="label 2"):
         build_training_example(ids[0], 2, verb, "answer", 4096)

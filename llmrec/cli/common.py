@@ -30,6 +30,7 @@ FLAGS = {
     "lora dropout": "--lora-dropout", "lora target_modules": "--target-modules", "seed": "--seed",
     "base_model": "--base-model", "split": "--split", "user": "--user", "target": "--target", "n": "--n",
     "shots": "--shots", "prompts": "--prompts", "start_template": "--template", "dtype": "--dtype",
+    "max_length": "--max-length", "allow_base_mismatch": "--allow-base-mismatch",
 }
 
 

@@ -21,12 +21,24 @@ __all__ = ["register"]
 
 
 def _progress_log(total: int):
-    """A SASRec ``log`` callback driving a tqdm bar over epochs (SASRec logs every few epochs)."""
+    """A SASRec ``log`` callback driving a tqdm bar over epochs (SASRec logs every few epochs). When stderr is not
+    a terminal (the bar switches itself off: a log file, a CI job, ``nohup``) every log line goes to stderr as
+    ``llmrec index: SASRec epoch=10 loss=... valid_ndcg10=... (elapsed 42 s)``, so long fits show they live."""
+    import sys
+    import time
+
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc="fitting SASRec", unit="epoch", disable=None)  # off when not a terminal
+    plain = bar.disable
+    t0 = time.monotonic()
+    if plain:
+        print(f"llmrec index: fitting SASRec (at most {total} epochs, early stopping on validation NDCG@10)",
+              file=sys.stderr, flush=True)
 
     def log(line: str) -> None:
+        if plain:
+            print(f"llmrec index: SASRec {line} (elapsed {time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
         m = re.search(r"epoch=(\d+)", line)
         if m:
             bar.update(int(m.group(1)) - bar.n)

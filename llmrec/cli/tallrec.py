@@ -25,6 +25,11 @@ DataTemplateOpt = typer.Option("tallrec", "--template", help="Template name or .
                                                              "TALLRec's published JSON exactly).")
 ScoreTemplateOpt = typer.Option(None, "--template", help="Template name or .jinja path; default: the adapter's own "
                                                          f"template, or {DEFAULT_TEMPLATE} without an adapter.")
+AdapterBaseOpt = typer.Option(None, "--base-model", help="Embedded model name, local folder or HF id. Default: the "
+                              "adapter's recorded base model, or smollm2-135m-instruct without --adapter. With "
+                              "--adapter, its weights must be the ones the adapter was tuned on (fingerprint).")
+AllowBaseOpt = typer.Option(False, "--allow-base-mismatch", help="Load the adapter onto base weights other than "
+                            "the ones it was tuned on (recorded in the output as loaded_base).")
 #: ``sample_k_shot`` names its arguments ``k=`` and ``seed=``; ``llmrec data`` sets k with --shots.
 KSHOT_FLAGS = {"k": "--shots"}
 
@@ -52,6 +57,9 @@ def data(
 
     rec, splits = load_tallrec(data)
     samples = _split(splits, split)
+    if not samples:
+        raise CliError(f"--split {split}: 0 samples (the data gives {len(splits.train)}/{len(splits.valid)}/"
+                       f"{len(splits.test)} train/valid/test samples); nothing written")
     if shots:
         try:
             samples = sample_k_shot(samples, shots, seed)
@@ -101,6 +109,9 @@ def train(
     augment: str = typer.Option(DEFAULT_AUGMENT, help="Few-shot augmentation from the k samples only: comma list "
                                                       "of rotate, permute, drop, mirror, or none."),
     augment_copies: int = typer.Option(1, help="New samples per k-shot sample and augmentation."),
+    max_length: int = typer.Option(default(TrainSettings, "max_length"), "--max-length",
+                                   help="Longest training example in tokens (prompt + answer); a longer one is "
+                                        "refused, never truncated. The model's context is a limit too."),
 ):
     """LoRA-tune the base model on k labelled samples; save the adapter (resumable checkpoints in --out)."""
     from llmrec.adapter import save_adapter
@@ -134,7 +145,8 @@ def train(
                                   batch_size=batch_size)
         settings = TrainSettings(output_dir=str(out.with_name(out.name + ".work")), epochs=epochs, learning_rate=lr,
                                  batch_size=batch_size, seed=seed, loss_on=loss_on, patience=patience,
-                                 precision=precision, lr_scheduler=lr_scheduler, warmup_ratio=warmup_ratio)
+                                 precision=precision, lr_scheduler=lr_scheduler, warmup_ratio=warmup_ratio,
+                                 max_length=max_length)
         lora = LoraSettings(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules)
     except ValueError as e:
         raise flag_error(e) from None
@@ -145,22 +157,31 @@ def train(
     rec, splits = load_tallrec(data)
     if train_json is None and shots > len(splits.train):
         raise CliError(f"--shots {shots}: larger than the train split ({len(splits.train)} samples)")
+    if train_json is not None:  # read and checked before the model loads
+        records = read_alpaca_json(train_json, answers=tuple(tpl.targets[:2]))
+        if not records:
+            raise CliError(f"--train-json {train_json}: holds no records to train on")
     model, tok = load_base_model(base_model)
     if train_json is not None:
-        records = read_alpaca_json(train_json, answers=tuple(tpl.targets[:2]))
         sc = PointwiseScorer(model, tok, tpl)
         tr = sc.encode_alpaca(records)
-        res = train_lora(model, tok, sc.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora)
+        try:
+            res = train_lora(model, tok, sc.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora)
+        except ValueError as e:
+            raise flag_error(e) from None
         model, verb, record = res.model, sc.verbalizer, {"train_json": str(train_json), "n": len(records)}
     else:
-        run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=shots, seed=seed, settings=settings,
-                          lora=lora, val_size=val_size, augment=augment_names, augment_copies=augment_copies)
+        try:
+            run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=shots, seed=seed, settings=settings,
+                              lora=lora, val_size=val_size, augment=augment_names, augment_copies=augment_copies)
+        except ValueError as e:
+            raise flag_error(e) from None
         model, verb, record = run.scorer.model, run.scorer.verbalizer, run.record
     from llmrec.scoring.pointwise import process_state
 
     if not process_state().is_main_process:  # under `accelerate launch`, one process writes
         return
-    save_adapter(model, out, base_model=base_model, template=tpl, verbalizer=verb,
+    save_adapter(model, out, base_model=base_model, template=tpl, verbalizer=verb, kind="tallrec",
                  protocol={"name": "tallrec-movie", "shots": shots, "seed": seed, "data": str(data or "ml-100k")},
                  metrics={"best_val_auc": record.get("best_val_auc")}, train=record)
     import shutil
@@ -170,21 +191,43 @@ def train(
     typer.echo(f"saved adapter to {out}" + (f" (best validation AUC {best:.4f})" if best is not None else ""))
 
 
-def _scorer(adapter: Optional[Path], base_model: str, template: str, prompts, allow_template_mismatch: bool,
-            dtype: str):
-    from llmrec.adapter import load_adapter
-    from llmrec.model import load_base_model
-    from llmrec.scoring.pointwise import PointwiseScorer
+def _template(adapter: Optional[Path], template: Optional[str], prompts):
+    """The template a command scores with, resolved before any model loads: ``--template``, else the adapter's
+    own (from its llmrec.json), else the default."""
     from llmrec.prompts import load_template
 
     if adapter is not None:
-        tpl = load_template(template, prompts) if template is not None else None
-        model, tok, tpl, verb, _ = load_adapter(adapter, template=tpl,
-                                                allow_template_mismatch=allow_template_mismatch)
-        return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb)
-    tpl = load_template(template or DEFAULT_TEMPLATE, prompts)  # fail fast, before the model loads
-    model, tok = load_base_model(base_model)
-    return PointwiseScorer(model, tok, tpl, dtype=dtype)
+        from llmrec.adapter import check_kind, read_metadata, recorded_template
+
+        meta = read_metadata(adapter)
+        check_kind(adapter, meta, "tallrec", "llmrec score/eval")
+        return load_template(template, prompts) if template is not None else recorded_template(adapter, meta)
+    return load_template(template or DEFAULT_TEMPLATE, prompts)
+
+
+def _scorer(adapter: Optional[Path], base_model: Optional[str], tpl, allow_template_mismatch: bool, dtype: str,
+            allow_base_mismatch: bool = False):
+    """The scorer, and what base model was loaded under an adapter (None without one)."""
+    from llmrec.adapter import load_adapter
+    from llmrec.model import DEFAULT_BASE_MODEL, load_base_model
+    from llmrec.scoring.pointwise import PointwiseScorer
+
+    if adapter is not None:  # --base-model, when given, is loaded under the adapter's fingerprint check
+        from llmrec.adapter import AdapterError
+
+        try:
+            model, tok, tpl, verb, meta = load_adapter(adapter, template=tpl, kind="tallrec",
+                                                       user="llmrec score/eval", base_model=base_model,
+                                                       allow_base_mismatch=allow_base_mismatch,
+                                                       allow_template_mismatch=allow_template_mismatch)
+        except AdapterError as e:  # the library names Python arguments; here they are flags
+            raise CliError(str(e).replace("(base_model)", "(--base-model)")
+                           .replace("pass base_model= (--base-model)", "pass --base-model")) from None
+        return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb), meta["loaded_base"]
+    if allow_base_mismatch:
+        raise CliError("--allow-base-mismatch needs --adapter (it loads an adapter onto other base weights)")
+    model, tok = load_base_model(base_model or DEFAULT_BASE_MODEL)
+    return PointwiseScorer(model, tok, tpl, dtype=dtype), None
 
 
 def score(
@@ -194,14 +237,16 @@ def score(
     target: Optional[str] = typer.Option(None, help="Target item id (with --user)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write scores as JSON here (else print every row "
                                                            "as a JSON line)."),
-    base_model: str = BaseOpt,
+    base_model: Optional[str] = AdapterBaseOpt,
     template: Optional[str] = ScoreTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
     allow_template_mismatch: bool = typer.Option(False, help="Score with another template than the adapter's."),
+    allow_base_mismatch: bool = AllowBaseOpt,
 ):
-    """Score alpaca JSON records, or one (user, target) pair: P(Yes) per prompt."""
+    """Score alpaca JSON records, or one (user, target) pair: P(Yes) per prompt. Records may be unlabelled
+    (``output`` missing or empty); rows of labelled ones carry their ``label``."""
     from llmrec.data.alpaca import read_alpaca_json
 
     if (input is None) == (user is None):
@@ -209,9 +254,16 @@ def score(
     if user is not None and target is None:
         raise CliError("--user needs --target ITEM")
     check_dtype(dtype)
-    sc = _scorer(adapter, base_model, template, prompts, allow_template_mismatch, dtype)
+    tpl = _template(adapter, template, prompts)
+    if input is not None:  # read and checked before the model loads
+        records = read_alpaca_json(input, answers=tuple(tpl.targets[:2]), unlabelled=True)
+        if not records:
+            raise CliError(f"--input {input}: holds no records to score")
+    sc, loaded = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype, allow_base_mismatch)
+    if loaded and loaded["mismatch_allowed"]:
+        typer.echo(f"llmrec: warning: adapter {adapter} scored on {loaded['base_model']!r} (weights sha256 "
+                   f"{loaded['sha256'][:12]}), not the base model it was tuned on (--allow-base-mismatch)", err=True)
     if input is not None:
-        records = read_alpaca_json(input, answers=None)
         P = sc.encode_alpaca(records)
     else:
         from llmrec import assets
@@ -244,7 +296,7 @@ def evaluate(
     adapter: Optional[Path] = typer.Option(None, help="Tuned adapter folder; without it, zero-shot."),
     split: str = typer.Option("test", help="TALLRec split to evaluate: valid or test."),
     input: Optional[Path] = typer.Option(None, "--input", help="Alpaca JSON records instead of a split."),
-    base_model: str = BaseOpt,
+    base_model: Optional[str] = AdapterBaseOpt,
     template: Optional[str] = ScoreTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
@@ -252,25 +304,36 @@ def evaluate(
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics JSON here."),
     allow_template_mismatch: bool = typer.Option(False),
+    allow_base_mismatch: bool = AllowBaseOpt,
 ):
-    """AUC of P(Yes) on a TALLRec split (or alpaca JSON), beside the like-rate baseline."""
-    from llmrec.data.alpaca import read_alpaca_json
+    """AUC of P(Yes) on a TALLRec split (or alpaca JSON), beside the like-rate baseline. The records must hold
+    both classes (checked before the model loads)."""
+    from llmrec.data.alpaca import read_alpaca_json, require_both_classes
     from llmrec.metrics import auc
     from llmrec.recipe import like_rate_scores, load_tallrec
 
     if limit < 0:
         raise CliError(f"--limit {limit}: must be >= 0 (0 = all samples)")
     check_dtype(dtype)
-    sc = _scorer(adapter, base_model, template, prompts, allow_template_mismatch, dtype)
+    tpl = _template(adapter, template, prompts)
+    answers = tuple(tpl.targets[:2])
     result = {}
-    if input is not None:
-        records = read_alpaca_json(input, answers=tuple(sc.template.targets[:2]))
+    if input is not None:  # the data is read and checked before the model loads
+        records = read_alpaca_json(input, answers=answers)
         records = records[:limit] if limit else records
-        P = sc.encode_alpaca(records)
+        require_both_classes([r["label"] for r in records], f"--input {input.name}", answers)
     else:
         rec, splits = load_tallrec(data)
         samples = _split(splits, split)
         samples = samples[:limit] if limit else samples
+        require_both_classes([s.label for s in samples], f"--split {split}" + (f" --limit {limit}" if limit else ""),
+                             answers)
+    sc, loaded = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype, allow_base_mismatch)
+    if loaded is not None:
+        result["loaded_base"] = loaded  # what the adapter ran on (a mismatch allowed is recorded here)
+    if input is not None:
+        P = sc.encode_alpaca(records)
+    else:
         P = sc.encode_samples(samples, rec.catalog)
         result["like_rate_auc"] = auc(P.labels, like_rate_scores(samples))
     r = sc.evaluate(P, progress=True, keep_scores=True)

@@ -27,6 +27,7 @@ from .core import Catalog, Interactions, RecData, year_from_title
 __all__ = [
     "GROUPLENS_GENRES",
     "RECBOLE_TYPES",
+    "RECBOLE_RATING_SCALE",
     "read_grouplens",
     "read_recbole",
     "read_recbole_atomic",
@@ -41,6 +42,11 @@ GROUPLENS_GENRES = (
     "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
     "War", "Western",
 )
+
+#: The rating scale ``(low, high, step)`` a RecBole ``rating`` column is checked against unless ``read_recbole``
+#: is given another (``rating_scale=``): MovieLens stars, whole or half, which TALLRec's like rule
+#: (``rating > 3``) assumes. ``None`` accepts any finite number.
+RECBOLE_RATING_SCALE = (0.5, 5.0, 0.5)
 
 #: Column types RecBole atomic files may declare.
 RECBOLE_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -68,6 +74,33 @@ def _require_file(folder: Path, name: str) -> Path:
     return p
 
 
+def _decode_error(path: Path, encoding: str) -> ValueError:
+    """The one-line error for a file that is not valid ``encoding`` text: file, byte offset (from the file's
+    start) and line of the first bad byte."""
+    raw = path.read_bytes()
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        NL = b"\n"
+        bad = raw[e.start:e.start + 1].hex()
+        return ValueError(f"{path.name}: not valid {encoding} text: byte 0x{bad} at offset {e.start} "
+                          f"(line {raw.count(NL, 0, e.start) + 1}); save it as {encoding}")
+    return ValueError(f"{path.name}: not valid {encoding} text")
+
+
+def _text_encoding(path: Path, declared: str = "ISO-8859-1") -> str:
+    """GroupLens files are ISO-8859-1; one re-saved as UTF-8 (non-ASCII bytes that decode as UTF-8, which
+    Latin-1 text almost never does) is read as UTF-8, so "Café Society" does not become "CafÃ© Society"."""
+    raw = path.read_bytes()
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")
+            return "utf-8"
+        except UnicodeDecodeError:
+            pass
+    return declared
+
+
 def _read_table(path: Path, *, sep: str, header: bool, names: list[str] | None = None,
                 encoding: str = "utf-8", quoting: int = csv.QUOTE_NONE) -> tuple[pd.DataFrame, np.ndarray]:
     """Read a delimited file as all-string columns.
@@ -91,8 +124,8 @@ def _read_table(path: Path, *, sep: str, header: bool, names: list[str] | None =
                     continue
                 rows.append(row)
                 lines.append(start)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path.name}: not valid {encoding} text at byte {e.start}") from None
+    except UnicodeDecodeError:
+        raise _decode_error(path, encoding) from None
     except csv.Error as e:
         raise ValueError(f"{path.name}: malformed CSV near line {reader.line_num}: {e}") from None
     if header:
@@ -200,7 +233,7 @@ def _read_genre_names(folder: Path) -> list[str]:
     if not p.is_file():
         return list(GROUPLENS_GENRES)
     pairs = []
-    for n, line in enumerate(p.read_text(encoding="ISO-8859-1").splitlines(), start=1):
+    for n, line in enumerate(p.read_text(encoding=_text_encoding(p)).splitlines(), start=1):
         if not line.strip():
             continue
         name, sep, idx = line.rpartition("|")
@@ -217,7 +250,8 @@ def read_grouplens(folder: str | os.PathLike) -> RecData:
     """Read a GroupLens raw MovieLens-100K folder.
 
     Files: ``u.data`` (tab-separated ``user item rating timestamp``, no header; required), ``u.item``
-    (``|``-separated, ISO-8859-1: ``id|title|release date|video release date|IMDb URL|<genre flags>``;
+    (``|``-separated, ISO-8859-1 -- or UTF-8 when the file decodes as UTF-8 with non-ASCII bytes, i.e. was
+    re-saved so: ``id|title|release date|video release date|IMDb URL|<genre flags>``;
     required), ``u.genre`` (``name|index``; optional, else :data:`GROUPLENS_GENRES`), ``u.user``
     (``id|age|gender|occupation|zip``; optional).
 
@@ -245,7 +279,7 @@ def read_grouplens(folder: str | os.PathLike) -> RecData:
     genre_names = _read_genre_names(folder)
     n_fixed = 5
     item_cols = ["item_id", "title", "release_date", "video_release_date", "imdb_url"] + genre_names
-    items, lines = _read_table(p_item, sep="|", header=False, names=item_cols, encoding="ISO-8859-1")
+    items, lines = _read_table(p_item, sep="|", header=False, names=item_cols, encoding=_text_encoding(p_item))
     records = []
     for n, row in zip(lines, items.itertuples(index=False)):
         item_id, title, release = row[0], row[1], row[2]
@@ -267,7 +301,7 @@ def read_grouplens(folder: str | os.PathLike) -> RecData:
     p_user = folder / "u.user"
     if p_user.is_file():
         cols = ["user_id", "age", "gender", "occupation", "zip_code"]
-        u, lines = _read_table(p_user, sep="|", header=False, names=cols, encoding="ISO-8859-1")
+        u, lines = _read_table(p_user, sep="|", header=False, names=cols, encoding=_text_encoding(p_user))
         u["age"] = _optional_int(u["age"], p_user, "age", lines)
         users = u
     return RecData(inter, catalog, users, "grouplens", folder)
@@ -289,8 +323,11 @@ def read_recbole_atomic(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path.name}: file not found in {path.parent}")
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\r\n")
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise _decode_error(path, "utf-8") from None
     if not header:
         raise ValueError(f"{path.name}: empty header (expected tab-separated 'field:type' columns)")
     names = []
@@ -334,7 +371,8 @@ def _recbole_title(title: str, year: str | None) -> str:
     return f"{title} ({year})"
 
 
-def read_recbole(folder: str | os.PathLike, name: str | None = None) -> RecData:
+def read_recbole(folder: str | os.PathLike, name: str | None = None,
+                 rating_scale: tuple[float, float, float] | None = RECBOLE_RATING_SCALE) -> RecData:
     """Read RecBole atomic files ``<name>.inter`` (required), ``<name>.item`` (required), ``<name>.user``.
 
     Columns are found by field name, not position: ``.inter`` needs ``user_id``, ``item_id``,
@@ -346,6 +384,9 @@ def read_recbole(folder: str | os.PathLike, name: str | None = None) -> RecData:
     Args:
         folder: the folder holding the files.
         name: the dataset name (file stem); default: the stem of the only ``*.inter`` file there.
+        rating_scale: ``(low, high, step)`` every rating must lie on (default :data:`RECBOLE_RATING_SCALE`,
+            0.5..5 stars: a 0, 6 or -1 is refused rather than judged by the ``rating > 3`` like rule);
+            None: any finite number.
 
     Returns:
         :class:`RecData` with ``format="recbole"``.
@@ -353,8 +394,8 @@ def read_recbole(folder: str | os.PathLike, name: str | None = None) -> RecData:
     Raises:
         FileNotFoundError: the folder, ``.inter`` or ``.item`` file is missing.
         ValueError: no or several ``*.inter`` files (when ``name`` is None), a malformed header, a missing
-            required field, a non-numeric or non-finite rating, a non-numeric timestamp (message names
-            file, line, field and value).
+            required field, a non-numeric, non-finite or off-scale rating, a non-numeric timestamp, text that
+            is not UTF-8 (message names file, line, field and value, or the byte offset).
     """
     folder = _require_dir(folder)
     if name is None:
@@ -369,7 +410,7 @@ def read_recbole(folder: str | os.PathLike, name: str | None = None) -> RecData:
     cols = {k: _pick(df, p_inter, (k,), required=True) for k in ("user_id", "item_id", "rating", "timestamp")}
     inter = _interactions(
         df[cols["user_id"]], df[cols["item_id"]],
-        _to_rating(df[cols["rating"]], p_inter, df.attrs["lines"]),
+        _to_rating(df[cols["rating"]], p_inter, df.attrs["lines"], scale=rating_scale),
         _to_timestamp(df[cols["timestamp"]], p_inter, "timestamp", df.attrs["lines"]), p_inter,
     )
 

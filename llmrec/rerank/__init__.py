@@ -24,11 +24,11 @@ from .data import ListExample, pointwise_pairs, training_lists
 from .listwise import ListwiseScorer, listwise_training_example
 from .lm import answer_logits, single_token_verbalizer
 from .pointwise import PointwiseRerankScorer, prefix_scoring_available
-from .reranker import ItemLookup, RankedItem, Reranker
+from .reranker import ItemLookup, RankedItem, Ranking, Reranker
 
 __all__ = [
     "ListwiseScorer", "PointwiseRerankScorer", "listwise_training_example", "answer_logits",
     "single_token_verbalizer", "prefix_scoring_available", "LOOData", "loo_from_recdata", "ListExample",
     "training_lists", "pointwise_pairs", "blend_scores", "rank_by", "tune_alpha", "one_se_choice", "zscore",
-    "Reranker", "ItemLookup", "RankedItem",
+    "Reranker", "ItemLookup", "RankedItem", "Ranking",
 ]

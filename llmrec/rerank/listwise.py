@@ -98,7 +98,10 @@ class ListwiseScorer:
             one float32 array ``(C_i,)`` per list: the logits of letters ``A..`` for its ``C_i``
             candidates at the answer position (higher = better), in presentation order.
         """
+        from llmrec.model import check_context
+
         enc = [self.encode(h, c) for h, c in lists]
+        check_context(self.model, [len(x) for x in enc], "listwise prompt")  # refused, never scored past it
         n_c = [len(c) for _, c in lists]
         W = max(n_c, default=0)
         logits = answer_logits(self.model, enc, self.verbalizer.token_ids[:W],

@@ -6,6 +6,9 @@
   :class:`~llmrec.rerank.pointwise.PointwiseRerankScorer`: anything with ``score_lists`` and
   ``max_candidates``).
 * :class:`RankedItem` - one result: ``item_id``, ``title``, ``score``, ``rank`` (1-based).
+* :class:`Ranking` - what :meth:`Reranker.rerank` returns: a list of :class:`RankedItem` whose ``excluded``
+  holds the candidates left out because they are in the history (the user has them already; Recommender never
+  proposes them either). ``Reranker(..., exclude_history=False)`` ranks them like any other candidate.
 * :class:`ItemLookup` - items given by id (``"50"`` or ``50``) or by exact title (``"Star Wars (1977)"``,
   case-insensitive; for duplicated titles the first catalogue entry wins).
 
@@ -45,7 +48,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["RankedItem", "Reranker", "ItemLookup", "as_catalog"]
+__all__ = ["RankedItem", "Ranking", "Reranker", "ItemLookup", "as_catalog"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,15 @@ class RankedItem:
     title: str
     score: float
     rank: int
+
+
+class Ranking(list):
+    """A list of :class:`RankedItem` (best first) with ``excluded``: the ids of candidates left out because
+    they are in the user's history (empty when none were, or with ``exclude_history=False``)."""
+
+    def __init__(self, items: Iterable[RankedItem] = (), excluded: Sequence[str] = ()) -> None:
+        super().__init__(items)
+        self.excluded: list[str] = list(excluded)
 
 
 def as_catalog(catalog: Any):
@@ -147,6 +159,9 @@ class Reranker:
         shuffle: present listwise candidates in a fixed seeded random order (the order tuned adapters
             were trained on) instead of the caller's order.
         seed: seed of that order.
+        exclude_history: :meth:`rerank` leaves out candidates that are in the history (reported in
+            :attr:`Ranking.excluded`); False ranks them like any other. :meth:`scores` always scores every
+            candidate it is given.
 
     Raises:
         ValueError: unknown method, or a template of the other task.
@@ -154,7 +169,7 @@ class Reranker:
 
     def __init__(self, model: Any, tokenizer: Any, catalog: Any = None, *, method: str | None = None,
                  template: Any = None, max_history: int = 10, dtype: str = "auto", shuffle: bool = True,
-                 seed: int = 0, metadata: dict | None = None) -> None:
+                 seed: int = 0, metadata: dict | None = None, exclude_history: bool = True) -> None:
         from llmrec.prompts import Template, load_template
         from llmrec.rerank.listwise import ListwiseScorer
         from llmrec.rerank.pointwise import PointwiseRerankScorer
@@ -167,6 +182,7 @@ class Reranker:
         Scorer = ListwiseScorer if method == "listwise" else PointwiseRerankScorer
         self.scorer = Scorer(model, tokenizer, template, max_history=max_history, dtype=dtype)
         self.method, self.shuffle, self.seed = method, bool(shuffle), int(seed)
+        self.exclude_history = bool(exclude_history)
         self.lookup = ItemLookup(as_catalog(catalog))
         self.metadata = metadata or {}
         self._lock = threading.Lock()
@@ -174,18 +190,24 @@ class Reranker:
     # --- construction ---------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, adapter_dir: str | Path, *, catalog: Any = None, base_model: str | None = None,
-                        dtype: str = "auto", merge: bool = True, **kw) -> "Reranker":
+                        dtype: str = "auto", merge: bool = True, allow_base_mismatch: bool = False,
+                        **kw) -> "Reranker":
         """Load base model + LoRA adapter saved by ``eval/rerank_eval.py`` (or :func:`llmrec.adapter.save_adapter`).
 
         ``catalog`` defaults to the dataset recorded in the adapter (``protocol.data``), else the embedded
         MovieLens-100K; ``max_history`` defaults to the recorded one.
 
         Raises:
-            FileNotFoundError / llmrec.adapter.AdapterError: missing or corrupt adapter.
+            FileNotFoundError / llmrec.adapter.AdapterError: missing or corrupt adapter, or one of another kind
+                (a ``llmrec train`` TALLRec adapter: one line naming both kinds, before the model loads).
         """
         from llmrec.adapter import load_adapter
 
-        model, tok, template, _verb, meta = load_adapter(adapter_dir, base_model=base_model, merge=merge)
+        model, tok, template, _verb, meta = load_adapter(adapter_dir, base_model=base_model, merge=merge,
+                                                         allow_base_mismatch=allow_base_mismatch,
+                                                         kind=("rerank-listwise", "rerank-pointwise"),
+                                                         user="a reranker (Reranker.from_pretrained, llmrec "
+                                                              "recommend --adapter)")
         proto = meta.get("protocol", {})
         if catalog is None and proto.get("data") and Path(proto["data"]).exists():
             catalog = proto["data"]
@@ -257,8 +279,10 @@ class Reranker:
         """
         return self.scores_many([self.check(history, candidates)])[0]
 
-    def rerank(self, history: Sequence[Any], candidates: Sequence[Any], top_k: int | None = None) -> list[RankedItem]:
+    def rerank(self, history: Sequence[Any], candidates: Sequence[Any], top_k: int | None = None) -> Ranking:
         """Candidates sorted by LM score (ties keep the given order), the best ``top_k`` (default all).
+        Candidates that are in the history are left out (their ids in ``.excluded`` of the result) unless the
+        reranker was made with ``exclude_history=False``.
 
         Args:
             history: items the user interacted with, oldest first (ids or titles).
@@ -266,25 +290,42 @@ class Reranker:
             top_k: how many to return.
 
         Returns:
-            list of :class:`RankedItem`, ranks 1..top_k, scores non-increasing.
+            :class:`Ranking` (a list of :class:`RankedItem`), ranks 1..top_k, scores non-increasing.
 
         Raises:
-            ValueError: as :meth:`scores`, or top_k < 1.
+            ValueError: as :meth:`scores`, top_k < 1, or every candidate is in the history.
         """
         return self.rerank_batch([history], [candidates], top_k)[0]
 
     def rerank_batch(self, histories: Sequence[Sequence[Any]], candidate_lists: Sequence[Sequence[Any]],
-                     top_k: int | None = None) -> list[list[RankedItem]]:
+                     top_k: int | None = None) -> list[Ranking]:
         """:meth:`rerank` for many users (one validation pass, then the forwards)."""
         if len(histories) != len(candidate_lists):
             raise ValueError(f"{len(histories)} histories but {len(candidate_lists)} candidate lists")
-        lists = [self.check(h, c) for h, c in zip(histories, candidate_lists)]
+        lists, excluded = [], []
+        for h, c in zip(histories, candidate_lists):
+            h, c = self.check(h, c)
+            seen = set(h) if self.exclude_history else set()
+            drop = [x for x in c if x in seen]
+            if drop:
+                c = [x for x in c if x not in seen]
+                if not c:
+                    raise ValueError(f"every candidate ({len(drop)}) is in the history: nothing to rerank (the user "
+                                     f"has them already; exclude_history=False ranks them anyway)")
+                import logging
+
+                logging.getLogger(__name__).info("left out %d candidate(s) that are in the history", len(drop))
+            lists.append((h, c))
+            excluded.append(drop)
+        if top_k is not None:
+            _check_top_k(top_k, 1)
         out = []
-        for (h, c), s in zip(lists, self.scores_many(lists)):
-            out.append(self._ranked(c, s, top_k))
+        for (h, c), s, drop in zip(lists, self.scores_many(lists), excluded):
+            out.append(self._ranked(c, s, top_k, drop))
         return out
 
-    def _ranked(self, ids: Sequence[str], s: np.ndarray, top_k: int | None) -> list[RankedItem]:
+    def _ranked(self, ids: Sequence[str], s: np.ndarray, top_k: int | None, excluded: Sequence[str] = ()) -> Ranking:
         k = _check_top_k(top_k, len(ids))
         order = np.argsort(-s, kind="stable")[:k]
-        return [RankedItem(ids[j], self.lookup.title(ids[j]), float(s[j]), r + 1) for r, j in enumerate(order)]
+        return Ranking((RankedItem(ids[j], self.lookup.title(ids[j]), float(s[j]), r + 1) for r, j in enumerate(order)),
+                       excluded)

@@ -65,12 +65,20 @@ class PointwiseScorer:
         self.verbalizer = verbalizer
 
     def encode(self, texts: Sequence[str], labels: Sequence[int] | None = None) -> Prompts:
-        """Tokenise prompt texts (no extra special tokens for chat-format output) and fix the verbalizer ids."""
+        """Tokenise prompt texts (no extra special tokens for chat-format output) and fix the verbalizer ids.
+
+        Raises:
+            ValueError: no texts, or a prompt longer than the model's context (:func:`llmrec.model.check_context`:
+                refused, never truncated or scored past the positions the model was trained on).
+        """
         if not texts:
             raise ValueError("no prompts to encode")
         if self.verbalizer is None:
             self.verbalizer = verbalizer_for(self.template, self.tokenizer, texts[0])
         ids = encode_prompts(self.tokenizer, texts, add_special_tokens=self.template.format != "chat")
+        from llmrec.model import check_context
+
+        check_context(self.model, [len(x) for x in ids])  # past the model's positions the score is wrong
         lab = np.asarray(labels if labels is not None else [-1] * len(texts), dtype=np.int64)
         return Prompts(ids, lab, list(texts))
 
@@ -78,7 +86,11 @@ class PointwiseScorer:
         return self.encode(render_samples(self.template, samples, catalog, self.tokenizer), [s.label for s in samples])
 
     def encode_alpaca(self, records: Sequence[dict]) -> Prompts:
-        labels = [answer_label(r["output"]) if "output" in r else -1 for r in records]
+        """Render and tokenise alpaca records; label from ``label`` if present, else from ``output`` against
+        the template's answers (-1 for a missing or empty output: unlabelled records can be scored)."""
+        answers = tuple(self.template.targets[:2])
+        labels = [int(r["label"]) if "label" in r else
+                  (answer_label(r["output"], answers) if str(r.get("output") or "").strip() else -1) for r in records]
         return self.encode(render_alpaca(self.template, records, self.tokenizer), labels)
 
     def score(self, prompts: Prompts, progress: bool = False, desc: str = "scoring") -> np.ndarray:

@@ -246,13 +246,17 @@ def test_error_recbole_rating_non_finite(recbole, value):
         read_recbole(recbole)
 
 
-def test_recbole_rating_scale_is_not_assumed(recbole):
-    """RecBole atomic files come from many datasets: any finite rating is kept as it is."""
+def test_recbole_rating_scale_is_declared(recbole):
+    """RecBole ratings are checked against a declared scale (default 0.5..5 stars: TALLRec's like rule assumes
+    it, issue 18); ``rating_scale=None`` keeps any finite rating as it is."""
     p = recbole / "toy.inter"
     lines = p.read_text().splitlines()
     lines[2] = lines[2].replace("\t5\t", "\t10\t")
     p.write_text("\n".join(lines) + "\n")
-    assert 10.0 in read_recbole(recbole).interactions.frame["rating"].tolist()
+    with pytest.raises(ValueError, match=r"^toy\.inter: line 3: field 'rating' has value '10'; expected a rating "
+                                         r"0\.5\.\.5 in steps of 0\.5$"):
+        read_recbole(recbole)
+    assert 10.0 in read_recbole(recbole, rating_scale=None).interactions.frame["rating"].tolist()
 
 
 def test_error_recbole_headers(recbole):
