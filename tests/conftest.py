@@ -41,6 +41,22 @@ def make_tiny_tokenizer():
     return fast
 
 
+def write_toy_movielens(d: Path, n_items: int = 30) -> Path:
+    """A MovieLens-latest CSV folder in ``d``: 40 users, each watching a run of 8-12 consecutive items
+    (wrapping), all rated 4.0; titles 'Film i (1960+i)'. Returns ``d``."""
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    lines = ["userId,movieId,rating,timestamp"]
+    for u in range(1, 41):
+        s, n = int(g.integers(n_items)), int(g.integers(8, 13))
+        lines += [f"{u},{(s + t) % n_items},4.0,{1000 + 10 * t}" for t in range(n)]
+    (d / "ratings.csv").write_text("\n".join(lines) + "\n")
+    (d / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{i},Film {i} ({1960 + i}),Drama\n" for i in range(n_items)))
+    return d
+
+
 def make_tiny_llama(vocab_size: int, seed: int = 0, heads: int = 6, kv_heads: int = 2):
     """A 2-layer Llama (hidden 48, GQA 6 query / 2 KV heads, tied embeddings) with random weights, fp32."""
     import torch

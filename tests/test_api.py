@@ -27,16 +27,9 @@ def _catalog(n=N_ITEMS):
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory):
     """MovieLens-latest CSV folder: 40 users, each watching a run of consecutive items (wrapping)."""
-    d = tmp_path_factory.mktemp("toy-ml")
-    g = np.random.default_rng(0)
-    lines = ["userId,movieId,rating,timestamp"]
-    for u in range(1, 41):
-        s, n = int(g.integers(N_ITEMS)), int(g.integers(8, 13))
-        lines += [f"{u},{(s + t) % N_ITEMS},4.0,{1000 + 10 * t}" for t in range(n)]
-    (d / "ratings.csv").write_text("\n".join(lines) + "\n")
-    (d / "movies.csv").write_text("movieId,title,genres\n" + "".join(
-        f"{i},Film {i} ({1960 + i}),Drama\n" for i in range(N_ITEMS)))
-    return d
+    from tests.conftest import write_toy_movielens
+
+    return write_toy_movielens(tmp_path_factory.mktemp("toy-ml"), N_ITEMS)
 
 
 @pytest.fixture()
