@@ -277,7 +277,7 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
         if base_model:
             raise  # "base_model 'x': cannot load it ...": the caller's value (the CLI names --base-model)
         raise AdapterError(f"adapter {d}: its base model {name!r} ({where}) cannot be loaded "
-                           f"({str(e).split(': ', 1)[-1]}); pass base_model= (--base-model) a local copy of it") from e
+                           f"({str(e).split(': ', 1)[-1]}); pass base_model= a local copy of it") from e
     meta = {**meta, "loaded_base": {"base_model": name, "from": "base_model" if base_model else META,
                                     "sha256": actual_fp, "recorded_sha256": recorded_fp,
                                     "mismatch_allowed": bool(recorded_fp and actual_fp and actual_fp != recorded_fp)}}

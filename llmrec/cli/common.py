@@ -35,9 +35,12 @@ FLAGS = {
 
 
 def flag_name(msg: str, overrides: Optional[Mapping[str, str]] = None) -> str:
-    """``msg`` with a leading Python argument name (followed by a space, ``=`` or ``:``) replaced by its flag."""
+    """``msg`` with its Python argument names replaced by their flags: a leading name (followed by a space,
+    ``=`` or ``:``), and inside the message ``(name)`` (where a value came from) and ``pass name=``."""
     table = {**FLAGS, **(overrides or {})}
     for name in sorted(table, key=len, reverse=True):  # "lora target_modules" before a shorter name
+        msg = msg.replace(f"({name})", f"({table[name]})").replace(f"pass {name}=", f"pass {table[name]}")
+    for name in sorted(table, key=len, reverse=True):
         if msg.startswith(name) and msg[len(name):len(name) + 1] in (" ", "=", ":"):
             rest = msg[len(name):]
             return table[name] + (" " + rest[1:] if rest[0] == "=" else rest)

@@ -213,16 +213,9 @@ def _scorer(adapter: Optional[Path], base_model: Optional[str], tpl, allow_templ
     from llmrec.scoring.pointwise import PointwiseScorer
 
     if adapter is not None:  # --base-model, when given, is loaded under the adapter's fingerprint check
-        from llmrec.adapter import AdapterError
-
-        try:
-            model, tok, tpl, verb, meta = load_adapter(adapter, template=tpl, kind="tallrec",
-                                                       user="llmrec score/eval", base_model=base_model,
-                                                       allow_base_mismatch=allow_base_mismatch,
-                                                       allow_template_mismatch=allow_template_mismatch)
-        except AdapterError as e:  # the library names Python arguments; here they are flags
-            raise CliError(str(e).replace("(base_model)", "(--base-model)")
-                           .replace("pass base_model= (--base-model)", "pass --base-model")) from None
+        model, tok, tpl, verb, meta = load_adapter(adapter, template=tpl, kind="tallrec", user="llmrec score/eval",
+                                                   base_model=base_model, allow_base_mismatch=allow_base_mismatch,
+                                                   allow_template_mismatch=allow_template_mismatch)
         return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb), meta["loaded_base"]
     if allow_base_mismatch:
         raise CliError("--allow-base-mismatch needs --adapter (it loads an adapter onto other base weights)")
