@@ -81,7 +81,7 @@ def _mean_std(xs):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from llmrec.metrics import auc
+    from llmrec.metrics import auc, uauc
     from llmrec.model import LoraSettings, load_base_model
     from llmrec.recipe import (LikeRateBlend, epoch_budget, like_rate_product, like_rate_scores, load_tallrec, tune_k_shot)
     from llmrec.scoring.pointwise import PointwiseScorer
@@ -97,8 +97,11 @@ def main(argv=None) -> int:
     test = splits.test[: args.limit] if args.limit else splits.test
     labels = np.array([s.label for s in test])
     like_auc = auc(labels, like_rate_scores(test))
+    users = [s.user_id for s in test]
+    like_uauc = uauc(users, labels, like_rate_scores(test))
     out = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-           "scoring_dtype": dtype, "n_test": len(test), "like_rate_auc": like_auc, "zero_shot": None, "runs": [],
+           "scoring_dtype": dtype, "n_test": len(test), "like_rate_auc": like_auc,
+           "like_rate_uauc": like_uauc["uauc"], "uauc_users": like_uauc["n_users"], "zero_shot": None, "runs": [],
            "summary": {}}
     work = args.work_dir or args.out.with_suffix(".work")
 
@@ -109,9 +112,10 @@ def main(argv=None) -> int:
         model, tok = load_base_model(args.base_model)
         sc = PointwiseScorer(model, tok, tpl, dtype=dtype)
         P = sc.encode_samples(test, rec.catalog)
-        r = sc.evaluate(P, progress=True, desc="zero-shot test")
+        r = sc.evaluate(P, progress=True, desc="zero-shot test", keep_scores=True)
+        r["uauc"] = uauc(users, P.labels, r.pop("scores"))["uauc"]
         out["zero_shot"] = r
-        print(f"zero-shot AUC {r['auc']:.4f} ({r['seconds']:.0f} s, {r['tokens_per_s']:.0f} tokens/s)", flush=True)
+        print(f"zero-shot AUC {r['auc']:.4f}, UAUC {r['uauc']:.4f} ({r['seconds']:.0f} s, {r['tokens_per_s']:.0f} tokens/s)", flush=True)
         save()
 
     lora = LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha, dropout=args.lora_dropout,
@@ -138,7 +142,9 @@ def main(argv=None) -> int:
             r = {"auc": auc(P.labels, p_test), "seconds": test_seconds, "tokens_per_s": P.tokens / test_seconds}
             rec_run = {**run.record, "test_auc": r["auc"], "test_seconds": r["seconds"],
                        "test_tokens_per_s": r["tokens_per_s"], "wall_seconds": time.perf_counter() - t0}
+            rec_run["test_uauc"] = uauc(users, P.labels, p_test)["uauc"]
             rec_run["like_product_test_auc"] = auc(P.labels, like_rate_product(p_test, test))  # no fit, no labels
+            rec_run["like_product_test_uauc"] = uauc(users, P.labels, like_rate_product(p_test, test))["uauc"]
             if run.val_samples:  # like-rate blend fitted on the early-stopping validation subset
                 V = run.scorer.encode_samples(run.val_samples, rec.catalog)
                 blend = LikeRateBlend.fit(run.scorer.score(V), like_rate_scores(run.val_samples), V.labels)
@@ -147,21 +153,27 @@ def main(argv=None) -> int:
             if args.save_scores:
                 rec_run["test_scores"] = p_test.tolist()
             out["runs"].append(rec_run)
-            print(f"{k}-shot seed {seed}: test AUC {r['auc']:.4f}, x like-rate {rec_run['like_product_test_auc']:.4f}, "
+            print(f"{k}-shot seed {seed}: test AUC {r['auc']:.4f} (UAUC {rec_run['test_uauc']:.4f}), x like-rate {rec_run['like_product_test_auc']:.4f}, "
                   f"like-rate blend "
                   f"{rec_run.get('blend_test_auc', float('nan')):.4f}  (val AUC {run.record['best_val_auc']}, "
                   f"train {run.record['train_seconds']:.0f} s, {run.record['epochs_run']:.0f} epochs)", flush=True)
             mean, std = _mean_std([x["test_auc"] for x in out["runs"] if x["shots"] == k])
             bmean, bstd = _mean_std([x.get("blend_test_auc") for x in out["runs"] if x["shots"] == k])
             pmean, pstd = _mean_std([x.get("like_product_test_auc") for x in out["runs"] if x["shots"] == k])
+            umean, ustd = _mean_std([x.get("test_uauc") for x in out["runs"] if x["shots"] == k])
+            pumean, pustd = _mean_std([x.get("like_product_test_uauc") for x in out["runs"] if x["shots"] == k])
             out["summary"][str(k)] = {"mean_auc": mean, "std_auc": std, "blend_mean_auc": bmean, "blend_std_auc": bstd,
                                       "like_product_mean_auc": pmean, "like_product_std_auc": pstd,
+                                      "mean_uauc": umean, "std_uauc": ustd,
+                                      "like_product_mean_uauc": pumean, "like_product_std_uauc": pustd,
                                       "n_seeds": sum(1 for x in out["runs"] if x["shots"] == k),
                                       "mean_train_seconds": float(np.mean([x["train_seconds"] for x in out["runs"]
                                                                            if x["shots"] == k]))}
             save()
     print()
     print(format_table(out, args))
+    print()
+    print(format_uauc_table(out, args))
     save()
     print(f"\nwrote {args.out}")
     return 0
@@ -198,6 +210,29 @@ def format_table(out: dict, args) -> str:
         bcells.append(f"{s['blend_mean_auc']:.4f} ± {s['blend_std_auc']:.4f}" if s and s.get("blend_mean_auc") else "-")
     if any(c != "-" for c in bcells):
         rows.append(f"| llmrec + like-rate blend (fit on val subset) | - | " + " | ".join(bcells) + " |")
+    return "\n".join(rows)
+
+
+def format_uauc_table(out: dict, args) -> str:
+    """UAUC (mean per-user AUC over the users whose test samples hold both labels; CoLLM's metric). The
+    like-rate is constant within a user, so its UAUC is 0.5 by construction: what rises above it is what a
+    model knows beyond "this user likes most things". TALLRec did not publish UAUC."""
+    shots = [k for k in args.shots if k > 0]
+    rows = [f"UAUC over {out.get('uauc_users', '?')} test users with both labels",
+            "| model | zero-shot | " + " | ".join(f"{k}-shot" for k in shots) + " |",
+            "|---|---|" + "---|" * len(shots)]
+    lr = out.get("like_rate_uauc")
+    rows.append(f"| like-rate baseline (no model) | {lr:.4f} | " + " | ".join(f"{lr:.4f}" for _ in shots) + " |")
+    zs = (out.get("zero_shot") or {}).get("uauc")
+    for label, key, std in ((f"llmrec {args.base_model} / {args.template}", "mean_uauc", "std_uauc"),
+                            ("llmrec × like-rate (logit sum, no fit)", "like_product_mean_uauc",
+                             "like_product_std_uauc")):
+        cells = []
+        for k in shots:
+            s = out["summary"].get(str(k)) or {}
+            cells.append(f"{s[key]:.4f} ± {s[std]:.4f}" if s.get(key) is not None else "-")
+        first = f"{zs:.4f}" if (zs is not None and key == "mean_uauc") else "-"
+        rows.append(f"| {label} | {first} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

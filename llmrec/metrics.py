@@ -19,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["true_item_rank", "ndcg_at_k", "recall_at_k", "hit_rate_at_k", "mrr_at_k", "ranking_metrics", "auc"]
+__all__ = ["true_item_rank", "ndcg_at_k", "recall_at_k", "hit_rate_at_k", "mrr_at_k", "ranking_metrics", "auc", "uauc"]
 
 
 def _check_ranked(ranked, true_items) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +164,60 @@ def auc(labels, scores) -> float:
     if not np.isfinite(s).all():
         raise ValueError("scores contains NaN or infinite values")
     return float(roc_auc_score(y.astype(np.int64), s))
+
+
+def uauc(users, labels, scores) -> dict:
+    """User-averaged AUC (UAUC): the mean over users of each user's own ROC-AUC.
+
+    Follows CoLLM (Zhang et al., "CoLLM: Integrating Collaborative Embeddings into Large Language Models for
+    Recommendation", TKDE; ``uAUC`` in the authors' evaluation code): samples are grouped by user, a user
+    counts only when its samples hold both labels, and the result is the unweighted mean of those users'
+    AUCs (``sklearn.metrics.roc_auc_score`` per user, ties count 1/2). Because a user's like-rate is almost
+    constant across the user's own samples, UAUC shows what a score knows beyond "this user likes most
+    things"; a per-user constant scores exactly 0.5.
+
+    Args:
+        users: 1-D sequence ``(n,)`` of user ids (any hashable; compared with ``==``).
+        labels: 1-D 0/1 (or bool) array ``(n,)``.
+        scores: 1-D float array ``(n,)``, higher = more likely positive.
+
+    Returns:
+        ``{"uauc": float, "n_users": users counted, "n_users_total": distinct users, "n_samples": samples of
+        the counted users}``. ``uauc`` is NaN when no user holds both labels.
+
+    Raises:
+        ValueError: lengths differ or are not 1-D, empty input, labels not in {0, 1}, non-finite scores.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    u = np.asarray(list(users), dtype=object)
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    if u.ndim != 1 or y.ndim != 1 or s.ndim != 1:
+        raise ValueError(f"users, labels and scores must be 1-D, got shapes {u.shape}, {y.shape}, {s.shape}")
+    if not u.shape == y.shape == s.shape:
+        raise ValueError(f"users has {u.shape[0]} entries, labels {y.shape[0]}, scores {s.shape[0]}: must be equal")
+    if y.size == 0:
+        raise ValueError("labels is empty")
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    bad = ~np.isin(y, [0, 1])
+    if bad.any():
+        raise ValueError(f"labels must be 0/1, found values {np.unique(y[bad])[:5].tolist()}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contains NaN or infinite values")
+    groups: dict = {}
+    for i, user in enumerate(u.tolist()):
+        groups.setdefault(user, []).append(i)
+    per_user, n_samples = [], 0
+    for idx in groups.values():
+        yy = y[idx]
+        if yy.min() == yy.max():
+            continue
+        per_user.append(roc_auc_score(yy.astype(np.int64), s[idx]))
+        n_samples += len(idx)
+    return {"uauc": float(np.mean(per_user)) if per_user else float("nan"), "n_users": len(per_user),
+            "n_users_total": len(groups), "n_samples": n_samples}
 
 
 def paired_bootstrap_auc(labels, scores_a, scores_b, *, n_resamples: int = 1000, seed: int = 0,

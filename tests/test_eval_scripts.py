@@ -19,7 +19,7 @@ def test_tallrec_auc_script(tiny_model_dir, tmp_path):
     cmd = [sys.executable, str(REPO / "eval" / "tallrec_auc.py"), "--base-model", str(tiny_model_dir),
            "--shots", "8", "--seeds", "0", "1", "--epochs", "1", "--limit", "60", "--val-size", "24",
            "--precision", "fp32", "--dtype", "float32", "--save-scores", "--out", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert "| llmrec × like-rate (logit sum, no fit) |" in r.stdout
@@ -42,6 +42,21 @@ def test_tallrec_auc_script(tiny_model_dir, tmp_path):
         assert run["like_product_test_auc"] == pytest.approx(roc_auc_score([s.label for s in test], z), abs=1e-12)
     s = res["summary"]["8"]
     assert s["mean_auc"] == pytest.approx(np.mean([x["test_auc"] for x in res["runs"]]))
+    # UAUC recomputed per user with sklearn (independent of llmrec.metrics.uauc); the like-rate is constant
+    # within a user's windows only if the history is, so it is recomputed too, not assumed 0.5
+    def ref_uauc(scores):
+        by = {}
+        for smp, sc in zip(test, scores):
+            by.setdefault(smp.user_id, []).append((smp.label, sc))
+        vals = [roc_auc_score([a for a, _ in v], [b for _, b in v]) for v in by.values()
+                if len({a for a, _ in v}) == 2]
+        return float(np.mean(vals))
+
+    assert res["like_rate_uauc"] == pytest.approx(ref_uauc(like), abs=1e-12)
+    for run in res["runs"]:
+        assert run["test_uauc"] == pytest.approx(ref_uauc(run["test_scores"]), abs=1e-12)
+    assert s["mean_uauc"] == pytest.approx(np.mean([x["test_uauc"] for x in res["runs"]]))
+    assert "UAUC over" in proc.stdout
 
 
 @pytest.mark.integration

@@ -100,3 +100,60 @@ def test_auc_hand_worked_and_sklearn():
 def test_auc_errors(labels, scores, msg):
     with pytest.raises(ValueError, match=msg):
         auc(labels, scores)
+
+
+def _pair_count_auc(y, s):
+    """Independent reference: fraction of (positive, negative) pairs ordered correctly, ties 1/2."""
+    pos = [b for a, b in zip(y, s) if a == 1]
+    neg = [b for a, b in zip(y, s) if a == 0]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_uauc_hand_worked():
+    from llmrec.metrics import uauc
+
+    # user a: pairs (0.9>0.1) (0.2>0.1) -> 1.0; user b: (0.3 vs 0.7) -> 0.0 ... one pair, wrong -> 0.0
+    # user c holds one class only -> not counted
+    users = ["a", "a", "a", "b", "b", "c", "c"]
+    labels = [1, 1, 0, 1, 0, 1, 1]
+    scores = [0.9, 0.2, 0.1, 0.3, 0.7, 0.5, 0.6]
+    r = uauc(users, labels, scores)
+    assert r == {"uauc": 0.5, "n_users": 2, "n_users_total": 3, "n_samples": 5}
+
+
+def test_uauc_against_pair_count_reference_and_constant_per_user():
+    from llmrec.metrics import auc, uauc
+
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 25, 400)
+    labels = rng.integers(0, 2, 400)
+    scores = rng.normal(size=400) + labels * 0.5
+    ref = []
+    for u in np.unique(users):
+        m = users == u
+        if labels[m].min() != labels[m].max():
+            ref.append(_pair_count_auc(labels[m].tolist(), scores[m].tolist()))
+    assert abs(uauc(users, labels, scores)["uauc"] - np.mean(ref)) < 1e-12
+    # a score that is constant within each user (e.g. the user's like-rate) has UAUC exactly 0.5,
+    # while its global AUC can be far from 0.5
+    per_user = {u: rng.random() for u in np.unique(users)}
+    const = np.array([per_user[u] for u in users])
+    assert uauc(users, labels, const)["uauc"] == 0.5
+    assert 0.0 <= auc(labels, const) <= 1.0
+
+
+def test_uauc_errors_and_no_user_with_both_labels():
+    import math
+
+    from llmrec.metrics import uauc
+
+    assert math.isnan(uauc(["a", "b"], [1, 0], [0.1, 0.2])["uauc"])
+    with pytest.raises(ValueError, match="users has 2 entries, labels 1"):
+        uauc(["a", "b"], [1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="0/1"):
+        uauc(["a", "a"], [1, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        uauc(["a", "a"], [1, 0], [float("nan"), 0.2])
+    with pytest.raises(ValueError, match="empty"):
+        uauc([], [], [])

@@ -299,10 +299,10 @@ def evaluate(
     allow_template_mismatch: bool = typer.Option(False),
     allow_base_mismatch: bool = AllowBaseOpt,
 ):
-    """AUC of P(Yes) on a TALLRec split (or alpaca JSON), beside the like-rate baseline. The records must hold
+    """AUC and UAUC of P(Yes) on a TALLRec split (or alpaca JSON), beside the like-rate baseline. The records must hold
     both classes (checked before the model loads)."""
     from llmrec.data.alpaca import read_alpaca_json, require_both_classes
-    from llmrec.metrics import auc
+    from llmrec.metrics import auc, uauc
     from llmrec.recipe import like_rate_scores, load_tallrec
 
     if limit < 0:
@@ -336,6 +336,10 @@ def evaluate(
         from llmrec.recipe import like_rate_product
 
         result["like_product_auc"] = auc(P.labels, like_rate_product(scores, samples))
+        users = [s.user_id for s in samples]
+        u = uauc(users, P.labels, scores)
+        result.update(uauc=u["uauc"], uauc_users=u["n_users"],
+                      like_rate_uauc=uauc(users, P.labels, like_rate_scores(samples))["uauc"])
     typer.echo(json.dumps(result, indent=2))
     if out:
         write_json_atomic(out, result)

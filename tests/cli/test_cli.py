@@ -247,6 +247,11 @@ def test_eval_and_score_report_lm_times_like_rate(tiny_model_dir, tmp_path, caps
     rate = np.array([(sum(x > 3 for x in s.history_ratings) + 1) / 12 for s in test])
     z = np.log(p / (1 - p)) + np.log(rate / (1 - rate))
     assert res["like_product_auc"] == pytest.approx(roc_auc_score([s.label for s in test], z), abs=1e-9)
+    by = {}  # UAUC by hand: per-user sklearn AUC over users holding both labels, unweighted mean
+    for smp, sc in zip(test, p):
+        by.setdefault(smp.user_id, []).append((smp.label, sc))
+    per_user = [roc_auc_score(*zip(*v)) for v in by.values() if len({a for a, _ in v}) == 2]
+    assert res["uauc_users"] == len(per_user) and res["uauc"] == pytest.approx(np.mean(per_user), abs=1e-9)
     capsys.readouterr()
     main(["score", "--base-model", str(tiny_model_dir), "--user", "1", "--target", "50"])
     (row,) = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
