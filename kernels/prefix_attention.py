@@ -67,6 +67,10 @@ __all__ = [
     "attention",
     "HAS_TRITON",
     "triton_interpreter_active",
+    "prefix_shared_attention_op",
+    "bucket_size",
+    "SUFFIX_BUCKETS",
+    "pad_to_buckets",
 ]
 
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -74,7 +78,10 @@ _LOG2E = 1.4426950408889634
 
 if HAS_TRITON:
 
-    @triton.jit
+    # B, Ls, Lp vary with every request: keep them out of Triton's integer specialisation (value 1 and
+    # divisibility by 16 would otherwise each select another compiled variant); strides stay specialised
+    # (the unit inner strides let loads vectorise).
+    @triton.jit(do_not_specialize=["B", "Ls", "Lp"])
     def _prefix_shared_attn_fwd(
         Q, KS, VS, KP, VP, MASK, O, LSE,
         stride_qb, stride_qh, stride_qs, stride_qd,
@@ -400,3 +407,139 @@ def attention(
     if backend == "triton":
         return prefix_shared_attention(q, k_suffix, v_suffix, k_prefix, v_prefix, suffix_mask, scale, out)
     return _ref.prefix_shared_attention(q, k_suffix, v_suffix, k_prefix, v_prefix, suffix_mask, scale, out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# torch.library custom op: llmrec::prefix_shared_attention
+# ----------------------------------------------------------------------------------------------------
+def _op_forward(q: torch.Tensor, k_suffix: torch.Tensor, v_suffix: torch.Tensor, k_prefix: torch.Tensor,
+                v_prefix: torch.Tensor, suffix_mask: Optional[torch.Tensor], scale: float) -> torch.Tensor:
+    """Body of the custom op (no input validation: callers validate once per call).  Returns a new
+    contiguous (B, Ls, Hq, D) tensor (transformers' attention-output layout) of ``q.dtype``."""
+    B, Hq, Ls, D = q.shape
+    out = torch.empty((B, Ls, Hq, D), dtype=q.dtype, device=q.device)
+    if q.is_cuda and HAS_TRITON and q.dtype in _TRITON_DTYPES and not triton_interpreter_active():
+        _launch(q, k_suffix, v_suffix, k_prefix, v_prefix, suffix_mask, scale, out.transpose(1, 2), None,
+                True, True, None, None, None, None)
+        return out
+    o1, l1 = _ref._prefix_partial(q, k_prefix, v_prefix, scale)
+    o2, l2 = _ref._suffix_partial(q, k_suffix, v_suffix, suffix_mask, scale)
+    o, _ = _ref.merge_attention_states(o1, l1, o2, l2)
+    out.copy_(o.transpose(1, 2))
+    return out
+
+
+def _op_fake(q, k_suffix, v_suffix, k_prefix, v_prefix, suffix_mask, scale):
+    B, Hq, Ls, D = q.shape
+    return q.new_empty((B, Ls, Hq, D))
+
+
+def _register_op():
+    """Register ``llmrec::prefix_shared_attention`` once per process (this file can be imported under two
+    module names through the ``llmrec/kernels`` symlinks); return the op."""
+    ns = torch.ops.llmrec
+    try:
+        return getattr(ns, "prefix_shared_attention").default
+    except (AttributeError, RuntimeError):
+        pass
+    op = torch.library.custom_op("llmrec::prefix_shared_attention", mutates_args=())(_op_signature)
+    op.register_fake(_op_fake)
+    return torch.ops.llmrec.prefix_shared_attention.default
+
+
+def _op_signature(q: torch.Tensor, k_suffix: torch.Tensor, v_suffix: torch.Tensor, k_prefix: torch.Tensor,
+                  v_prefix: torch.Tensor, suffix_mask: Optional[torch.Tensor], scale: float) -> torch.Tensor:
+    return _op_forward(q, k_suffix, v_suffix, k_prefix, v_prefix, suffix_mask, scale)
+
+
+_OP = _register_op()
+
+
+def prefix_shared_attention_op(q: torch.Tensor, k_suffix: torch.Tensor, v_suffix: torch.Tensor,
+                               k_prefix: torch.Tensor, v_prefix: torch.Tensor,
+                               suffix_mask: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+                               *, validate: bool = True) -> torch.Tensor:
+    """Prefix-shared attention through the PyTorch custom op ``torch.ops.llmrec.prefix_shared_attention``.
+
+    The op has a fake (meta) implementation, so ``torch.compile`` (also ``fullgraph=True``) traces a
+    function calling it without a graph break, and CUDA graphs can capture it (the Triton launch has no
+    host synchronisation).  Device dispatch inside the op: CUDA tensors of fp16/bf16/fp32 -> the fused
+    Triton kernel; anything else (CPU, float64) -> the PyTorch reference (two partial softmaxes + LSE merge,
+    :mod:`prefix_attention_ref`).  Forward only (no autograd formula is registered).
+
+    Args:
+        q: (B, Hq, Ls, D); k_suffix, v_suffix: (B, Hkv, Ls, D); k_prefix, v_prefix: (Hkv, Lp, D) or
+            (1, Hkv, Lp, D); suffix_mask: optional (B, Ls) bool/int (0 = right padding); scale: default
+            ``1/sqrt(D)``.  Any strides.
+        validate: run :func:`check_inputs` (default).  ``False`` skips all Python checks: the per-layer fast
+            path of :mod:`llmrec.scoring.prefix`, which validates once per call; then ``k_prefix`` must
+            already be (Hkv, Lp, D) and ``scale`` a float.
+
+    Returns:
+        a new contiguous **(B, Ls, Hq, D)** tensor of ``q.dtype`` (transformers' attention-output layout;
+        ``.transpose(1, 2)`` gives the (B, Hq, Ls, D) view).
+
+    Raises:
+        ValueError: as :func:`check_inputs` (only with ``validate=True``).
+    """
+    if validate:
+        k_prefix, v_prefix, scale = check_inputs(q, k_suffix, v_suffix, k_prefix, v_prefix, suffix_mask, scale)
+    elif scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    return _OP(q, k_suffix, v_suffix, k_prefix, v_prefix, suffix_mask, float(scale))
+
+
+# ----------------------------------------------------------------------------------------------------
+# shape buckets
+# ----------------------------------------------------------------------------------------------------
+#: suffix-length buckets: a suffix of length Ls is right-padded (masked) to the smallest bucket >= Ls
+SUFFIX_BUCKETS: Tuple[int, ...] = (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+def bucket_size(n: int, buckets: Optional[Tuple[int, ...]] = None) -> int:
+    """The smallest bucket >= ``n``.
+
+    ``buckets=None`` uses powers of two (1, 2, 4, ...; candidate counts).  Beyond the last entry of
+    ``buckets``, ``n`` is rounded up to a multiple of that entry.  Each distinct (B, Ls) pair is one
+    compiled variant / one CUDA graph, so a handful of buckets cover all traffic; padding costs at most
+    the bucket step (<= 50% of suffix tokens for :data:`SUFFIX_BUCKETS`, < 2x rows for powers of two).
+
+    Raises:
+        ValueError: ``n < 1``.
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"bucket_size: n must be >= 1, got {n}")
+    if buckets is None:
+        return 1 << (n - 1).bit_length()
+    for b in buckets:
+        if b >= n:
+            return int(b)
+    last = int(buckets[-1])
+    return -(-n // last) * last
+
+
+def pad_to_buckets(q: torch.Tensor, k_suffix: torch.Tensor, v_suffix: torch.Tensor,
+                   suffix_mask: Optional[torch.Tensor], *, ls_buckets: Optional[Tuple[int, ...]] = SUFFIX_BUCKETS,
+                   pad_rows: bool = True):
+    """Pad (B, H, Ls, D) suffix tensors to bucketed shapes: Ls -> :func:`bucket_size` (Ls, ls_buckets),
+    B -> the next power of two (if ``pad_rows``).  Padded positions are zero and masked out as keys
+    (``suffix_mask`` False), so the attention of every real (row, position) is unchanged; padded candidate
+    rows attend only to the prefix and are dropped by the caller (``out[:B, :Ls]``).
+
+    Returns:
+        ``(q, k_suffix, v_suffix, suffix_mask, (B, Ls))``: padded tensors, a (B', Ls') bool mask (always
+        present), and the original sizes.
+    """
+    B, Hq, Ls, D = q.shape
+    Lb = bucket_size(Ls, ls_buckets) if ls_buckets else Ls
+    Bb = bucket_size(B) if pad_rows else B
+    mask = torch.ones((B, Ls), dtype=torch.bool, device=q.device) if suffix_mask is None else suffix_mask.bool()
+    if (Bb, Lb) == (B, Ls):
+        return q, k_suffix, v_suffix, mask, (B, Ls)
+
+    def pad(t):
+        return torch.nn.functional.pad(t, (0, 0, 0, Lb - Ls, 0, 0, 0, Bb - B))
+
+    m = torch.nn.functional.pad(mask, (0, Lb - Ls, 0, Bb - B), value=False)
+    return pad(q), pad(k_suffix), pad(v_suffix), m, (B, Ls)

@@ -218,7 +218,7 @@ def recorded_template(adapter_dir: str | os.PathLike, meta: dict | None = None):
 
 
 def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_template_mismatch: bool = False,
-                 base_model: str | None = None, dtype: str = "float32", merge: bool = True,
+                 base_model: str | None = None, dtype: str = "auto", merge: bool = True,
                  kind: Any = None, user: str = "this command", allow_base_mismatch: bool = False):
     """Load base model + adapter for scoring.
 
@@ -231,6 +231,8 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
             the weights must have the recorded fingerprint (``base_fingerprint`` in llmrec.json) unless
             ``allow_base_mismatch``, and the returned metadata's ``loaded_base`` says what was loaded.
         merge: merge LoRA into the base weights (faster scoring; identical scores within fp32 rounding).
+        dtype: weight dtype for scoring (:func:`llmrec.precision.weight_dtype`): ``"auto"`` (default) loads and
+            merges in float32, then casts to bf16 on a CUDA GPU with bf16 (float32 stays on a CPU).
         kind / user: the adapter kind(s) the caller needs (:data:`KINDS`) and its name for messages; another
             kind is refused before the model loads (:func:`check_kind`). None: any kind.
 
@@ -243,7 +245,7 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
     """
     from peft import PeftModel
 
-    from llmrec.model import load_base_model, peft_wrapping, verbalizer_for
+    from llmrec.model import cast_for_scoring, load_base_model, peft_wrapping, verbalizer_for
 
     d = Path(adapter_dir)
     meta = read_metadata(d)
@@ -272,7 +274,7 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
         warnings.warn(f"adapter {d} records no base-model fingerprint: cannot check that {name!r} is the model it "
                       f"was tuned on ({meta['base_model']!r})", stacklevel=2)
     try:
-        model, tok = load_base_model(name, dtype=dtype)
+        model, tok = load_base_model(name, dtype="float32" if dtype == "auto" else dtype)
     except OSError as e:
         if base_model:
             raise  # "base_model 'x': cannot load it ...": the caller's value (the CLI names --base-model)
@@ -288,6 +290,8 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
         raise AdapterError(f"adapter {d}: peft cannot load it onto {name!r} ({where}): {e}") from e
     if merge:
         model = model.merge_and_unload()
+    if dtype == "auto":  # merged in float32 first; bf16 weights on a CUDA GPU (no-op on a CPU)
+        cast_for_scoring(model, "auto")
     model.eval()
     probe = template.render(_probe_variables(template), tok) if template.format != "plain" else None
     verb = verbalizer_for(template, tok, probe or "")

@@ -16,7 +16,7 @@ import torch
 from llmrec import assets, precision
 
 __all__ = ["DEFAULT_BASE_MODEL", "LoraSettings", "load_base_model", "add_lora", "Verbalizer", "verbalizer_for",
-           "context_length", "check_context", "base_fingerprint", "check_model_name"]
+           "context_length", "check_context", "base_fingerprint", "check_model_name", "cast_for_scoring"]
 
 DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
 
@@ -63,14 +63,17 @@ def check_model_name(base_model: str) -> None:
                           f"is downloaded)")
 
 
-def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dtype = "float32",
+def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dtype = "auto",
                     device: str | torch.device | None = None) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for scoring or tuning.
 
     Args:
         base_model: embedded model name, local folder or Hugging Face id.
-        dtype: weight dtype (:mod:`llmrec.precision`; ``"auto"`` = bf16 where native); scoring
-            can still use bf16 autocast on float32 weights.
+        dtype: weight dtype (:func:`llmrec.precision.weight_dtype`): ``"auto"`` (default) is bf16 on a CUDA GPU
+            with bf16 and float32 on a CPU (where scoring still uses bf16 autocast if the CPU runs it natively);
+            an explicit name is honoured. Weights put in bf16 by ``"auto"`` are marked
+            (``model._llmrec_auto_half = True``) and :func:`llmrec.train.run_trainer` puts them back in float32
+            before tuning, so training keeps float32 master weights as before.
         device: torch device; default CUDA if available else CPU.
 
     Returns:
@@ -87,17 +90,34 @@ def load_base_model(base_model: str = DEFAULT_BASE_MODEL, dtype: str | torch.dty
     hf_logging.disable_progress_bar()  # "Loading weights" bars on every load; llmrec shows its own progress
     check_model_name(base_model)
     path = assets.resolve_model(base_model)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    wdt = precision.weight_dtype(dtype, device)
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=precision.torch_dtype(dtype, device))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=wdt)
     except (OSError, ValueError) as e:
         raise OSError(f"base_model {base_model!r}: cannot load it with transformers: {e}") from e
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     model.config.use_cache = False
+    model._llmrec_auto_half = dtype == "auto" and wdt != torch.float32
     return model, tok
+
+
+def cast_for_scoring(model: Any, dtype: str | torch.dtype = "auto") -> Any:
+    """Put a loaded (and, for scoring, LoRA-merged) model's floating-point weights in
+    :func:`llmrec.precision.weight_dtype` ``(dtype, its device)``: bf16 on a CUDA GPU with bf16 for ``"auto"``,
+    unchanged (float32) on a CPU. In place; returns ``model``. Marks the model as
+    :func:`load_base_model` does, so tuning it later restores float32."""
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    if not params:
+        return model
+    wdt = precision.weight_dtype(dtype, params[0].device)
+    if any(p.dtype != wdt for p in params):
+        model.to(wdt)
+        model._llmrec_auto_half = dtype == "auto" and wdt != torch.float32
+    return model
 
 
 

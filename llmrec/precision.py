@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["DTYPES", "NAMES", "cpu_flags", "cpu_has_native_bf16", "native_bf16", "resolve", "torch_dtype",
-           "scoring_dtype", "training_precision"]
+           "scoring_dtype", "training_precision", "weight_dtype"]
 
 #: precision name -> torch dtype (the one dtype table)
 DTYPES: dict[str, torch.dtype] = {
@@ -110,3 +110,24 @@ def training_precision(name: str = "auto", device: torch.device | str | None = N
     """The Trainer precision for ``name`` on ``device``: ``"fp32"``, ``"bf16"`` or ``"fp16"``
     (argument named ``precision`` in errors)."""
     return resolve(name, device, arg="precision")
+
+
+def weight_dtype(name: str | torch.dtype = "auto", device: torch.device | str | None = None) -> torch.dtype:
+    """The dtype to keep a model's weights in on ``device`` for scoring.
+
+    ``"auto"`` on CUDA is bf16 where the GPU supports it (:func:`native_bf16`), so scoring runs on tensor cores
+    with half the weight traffic and no per-forward autocast weight casts, and the prefix-shared Triton kernel
+    takes its bf16 branch; ``"auto"`` on a CPU stays float32 (bf16 matrix products come from autocast where
+    they are native, see :func:`llmrec.scoring.autocast_for`), so CPU behaviour is unchanged. An explicit name
+    (or torch dtype) is honoured on every device.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`NAMES` (argument named ``dtype``).
+    """
+    if isinstance(name, torch.dtype):
+        return name
+    _check(name, "dtype")
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "auto":
+        return torch.bfloat16 if dev.type == "cuda" and native_bf16(dev) else torch.float32
+    return DTYPES[resolve(name, dev)]

@@ -328,6 +328,9 @@ def run_trainer(model: Any, tokenizer: Any, examples: Sequence[dict], settings: 
     has_val = val_ids is not None and len(val_ids) > 0
     lora = lora or LoraSettings()
     set_seed(settings.seed)
+    if getattr(model, "_llmrec_auto_half", False):  # bf16 for scoring by load_base_model("auto") on a GPU
+        model.float()  # tuning keeps float32 master weights (mixed precision comes from TrainingArguments)
+        model._llmrec_auto_half = False
     if not hasattr(model, "peft_config"):
         model = add_lora(model, lora)
     ds = Dataset.from_list([dict(e) for e in examples])
