@@ -97,3 +97,67 @@ def test_cpu_flags_reads_this_machine():
     want = next((line.partition(":")[2].split() for line in text.splitlines() if line.startswith("flags")), [])
     assert precision.cpu_flags() == frozenset(want)
     assert precision.cpu_has_native_bf16() == ("avx512_bf16" in want or "amx_bf16" in want)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# weight dtype for scoring (issue 17): bf16 weights on a CUDA GPU with bf16, float32 weights on every CPU
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags", [NATIVE, AVX2])
+def test_weight_dtype_auto_is_fp32_on_any_cpu(cpu, flags):
+    cpu(flags)
+    assert precision.weight_dtype("auto", "cpu") == torch.float32  # CPU behaviour unchanged: autocast does bf16
+    assert precision.weight_dtype("auto") == torch.float32  # default device: CPU (CUDA mocked absent)
+    assert precision.weight_dtype("float32", "cpu") == torch.float32
+    assert precision.weight_dtype(torch.float16, "cpu") == torch.float16
+
+
+def test_weight_dtype_auto_is_bf16_on_cuda_with_bf16(cpu, monkeypatch):
+    cpu(AVX2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert precision.weight_dtype("auto", "cuda") == torch.bfloat16
+    assert precision.weight_dtype("auto") == torch.bfloat16  # default device is CUDA when it is there
+    assert precision.weight_dtype("fp32", "cuda") == torch.float32  # explicit names are honoured
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert precision.weight_dtype("auto", "cuda") == torch.float32
+    with pytest.raises(ValueError, match=r"^dtype 'half'"):
+        precision.weight_dtype("half", "cuda")
+
+
+def test_load_base_model_follows_weight_dtype(cpu, tiny_model_dir, monkeypatch):
+    """load_base_model('auto') loads the weights in precision.weight_dtype: float32 on this (mocked AVX2) CPU;
+    with the CUDA answer (bf16) mocked in, bf16 and marked, so tuning puts them back in float32."""
+    from llmrec import model as M
+
+    cpu(AVX2)
+    m, _ = M.load_base_model(str(tiny_model_dir), device="cpu")
+    assert {p.dtype for p in m.parameters()} == {torch.float32} and not m._llmrec_auto_half
+    real = precision.weight_dtype
+    monkeypatch.setattr(precision, "weight_dtype",
+                        lambda name="auto", device=None: torch.bfloat16 if name == "auto" else real(name, device))
+    m, _ = M.load_base_model(str(tiny_model_dir), device="cpu")
+    assert {p.dtype for p in m.parameters()} == {torch.bfloat16} and m._llmrec_auto_half
+    m32, _ = M.load_base_model(str(tiny_model_dir), dtype="float32", device="cpu")
+    assert {p.dtype for p in m32.parameters()} == {torch.float32} and not m32._llmrec_auto_half
+    assert M.cast_for_scoring(m32, "auto") is m32 and next(m32.parameters()).dtype == torch.bfloat16
+
+
+def test_run_trainer_restores_fp32_master_weights(cpu, monkeypatch, tmp_path):
+    """A model put in bf16 by the 'auto' scoring default is back in float32 before LoRA is attached."""
+    import llmrec.train as T
+
+    cpu(AVX2)
+    from tests.conftest import make_tiny_llama
+
+    m = make_tiny_llama(64).to(torch.bfloat16)
+    m._llmrec_auto_half = True
+    seen = {}
+
+    def stop(model, lora):
+        seen["dtypes"] = {p.dtype for p in model.parameters()}
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(T, "add_lora", stop)
+    with pytest.raises(RuntimeError, match="stop here"):
+        T.run_trainer(m, None, [{"input_ids": [1, 2], "labels": [-100, 2]}], T.TrainSettings(output_dir=str(tmp_path)))
+    assert seen["dtypes"] == {torch.float32}
