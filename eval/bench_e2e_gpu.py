@@ -14,6 +14,8 @@ For each N it measures (each timing twice, after one warm-up call that also comp
 
 * ``prefix``  :func:`llmrec.scoring.prefix.score_candidates` (one user: prefix run once, N suffixes batched by the
   GPU token budget, the kernel through the custom op, shape buckets);
+* ``prefix_bucketed`` the same with ``bucket=True`` (suffix length and rows padded to shape buckets): the cost
+  of the padding that compiled variants / CUDA graphs of the forward would need;
 * ``full``    :func:`llmrec.scoring.score_encoded` on the N full prompts ``prefix + suffix`` (no sharing; the
   same GPU token budget);
 * ``packed``  (largest N only) :func:`llmrec.scoring.prefix.score_users` on the same candidates split over
@@ -143,18 +145,22 @@ def main(argv=None) -> int:
         sufs = g.integers(3, V, (n, S)).tolist()
         row = {"N": n}
         pre = measure(lambda: score_candidates(model, prefix, sufs, VERB), n, cuda)
+        preb = measure(lambda: score_candidates(model, prefix, sufs, VERB, bucket=True), n, cuda)
+        p_b = preb.pop("_out")[:, 0]
+        row["prefix_bucketed"] = preb
         full = measure(lambda: score_encoded(model, [prefix + s for s in sufs], VERB, batch_tokens=batch_tokens,
                                              max_batch=full_batch), n, cuda)
         p_pre, p_full = pre.pop("_out")[:, 0], full.pop("_out")[:, 0]
         row["prefix"], row["full"] = pre, full
         row["speedup"] = pre["mean_cand_per_s"] / full["mean_cand_per_s"]
         row["max_dp_vs_full_same_dtype"] = float(np.abs(p_pre - p_full).max())
+        row["max_dp_bucketed_vs_not"] = float(np.abs(p_b - p_pre).max())
         m = min(n, 512)  # the float32 reference on a subset (it is the slowest path)
         p32 = score_encoded(model32, [prefix + s for s in sufs[:m]], VERB, dtype="float32",
                             batch_tokens=batch_tokens, max_batch=full_batch)[:, 0]
         row["max_dp_vs_full_fp32"] = float(np.abs(p_pre[:m] - p32).max())
         row["p_yes_std"] = float(p_pre.std())
-        for k in ("max_dp_vs_full_same_dtype", "max_dp_vs_full_fp32"):
+        for k in ("max_dp_vs_full_same_dtype", "max_dp_vs_full_fp32", "max_dp_bucketed_vs_not"):
             if not row[k] <= tol:
                 res["failures"].append(f"N={n}: {k} = {row[k]:.3g} > {tol}")
         if n == max(ns) and args.users > 1:
@@ -199,9 +205,9 @@ def markdown(res: dict) -> str:
     lines = [f"End-to-end scoring on {res['device']} (torch {res['torch']}), random model of SmolLM2-135M's shape, "
              f"weights {res['weights']}, P={res['P']}, S={res['S']}, {res['batch_tokens']} tokens per forward; "
              f"candidates/s: mean of two runs (spread); P(Yes) tolerance {res['tolerance']}.", "",
-             "| N | prefix-shared cand/s | peak MiB | full prompts cand/s | peak MiB | speed-up | max dP vs full "
-             "(same dtype) | max dP vs full fp32 | P(Yes) std | packed users cand/s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| N | prefix-shared cand/s | peak MiB | bucketed cand/s | full prompts cand/s | peak MiB | speed-up | "
+             "max dP vs full (same dtype) | max dP vs full fp32 | P(Yes) std | packed users cand/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def mib(v):
         return "-" if v is None else f"{v:.0f}"
@@ -210,7 +216,8 @@ def markdown(res: dict) -> str:
         pk = r.get("packed")
         lines.append(
             f"| {r['N']} | {r['prefix']['mean_cand_per_s']:.0f} ({100 * r['prefix']['spread']:.0f}%) | "
-            f"{mib(r['prefix']['peak_mib'])} | {r['full']['mean_cand_per_s']:.0f} ({100 * r['full']['spread']:.0f}%) | "
+            f"{mib(r['prefix']['peak_mib'])} | {r['prefix_bucketed']['mean_cand_per_s']:.0f} | "
+            f"{r['full']['mean_cand_per_s']:.0f} ({100 * r['full']['spread']:.0f}%) | "
             f"{mib(r['full']['peak_mib'])} | {r['speedup']:.1f}x | {r['max_dp_vs_full_same_dtype']:.1e} | "
             f"{r['max_dp_vs_full_fp32']:.1e} | {r['p_yes_std']:.3f} | "
             + (f"{pk['mean_cand_per_s']:.0f} ({pk['users']} users)" if pk else "-") + " |")

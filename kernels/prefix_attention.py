@@ -189,16 +189,23 @@ if HAS_TRITON:
             tl.store(l_ptrs, lse, mask=row_ok)
 
 
+_INTERPRETED: Optional[bool] = None
+
+
 def triton_interpreter_active() -> bool:
     """True when this module's kernel was built by Triton's CPU interpreter (``TRITON_INTERPRET=1``
-    was set before ``triton`` was first imported in this process)."""
-    if not HAS_TRITON:
-        return False
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except Exception:  # pragma: no cover
-        return False
-    return isinstance(_prefix_shared_attn_fwd, InterpretedFunction)
+    was set before ``triton`` was first imported in this process). Fixed at import, so cached."""
+    global _INTERPRETED
+    if _INTERPRETED is None:
+        _INTERPRETED = False
+        if HAS_TRITON:
+            try:
+                from triton.runtime.interpreter import InterpretedFunction
+
+                _INTERPRETED = isinstance(_prefix_shared_attn_fwd, InterpretedFunction)
+            except Exception:  # pragma: no cover
+                pass
+    return _INTERPRETED
 
 
 def _default_launch(q: torch.Tensor, n_rows: int, D: int) -> Tuple[int, int, int, int]:
@@ -493,7 +500,7 @@ def prefix_shared_attention_op(q: torch.Tensor, k_suffix: torch.Tensor, v_suffix
 # shape buckets
 # ----------------------------------------------------------------------------------------------------
 #: suffix-length buckets: a suffix of length Ls is right-padded (masked) to the smallest bucket >= Ls
-SUFFIX_BUCKETS: Tuple[int, ...] = (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+SUFFIX_BUCKETS: Tuple[int, ...] = (4, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
 def bucket_size(n: int, buckets: Optional[Tuple[int, ...]] = None) -> int:
@@ -502,7 +509,8 @@ def bucket_size(n: int, buckets: Optional[Tuple[int, ...]] = None) -> int:
     ``buckets=None`` uses powers of two (1, 2, 4, ...; candidate counts).  Beyond the last entry of
     ``buckets``, ``n`` is rounded up to a multiple of that entry.  Each distinct (B, Ls) pair is one
     compiled variant / one CUDA graph, so a handful of buckets cover all traffic; padding costs at most
-    the bucket step (<= 50% of suffix tokens for :data:`SUFFIX_BUCKETS`, < 2x rows for powers of two).
+    the bucket step (<= 25% of suffix tokens up to 64 for :data:`SUFFIX_BUCKETS`, <= 50% beyond; < 2x rows for
+    powers of two, which :mod:`llmrec.scoring.prefix` pays only on the last batch of a call).
 
     Raises:
         ValueError: ``n < 1``.

@@ -362,7 +362,11 @@ def _score_rows(decoder: Any, head: torch.Tensor, cap: float | None, st: _Prefix
     try:
         with prefix_attention_mode(decoder, ATTN_PREFIX):
             while i < n:
-                idx = _next_bucket(lengths, order, i, max_batch, batch_tokens)
+                row_cap = max_batch
+                if bucket:  # full batches exactly a power of two rows: only the call's last batch pads rows
+                    row_cap = 1 << (max(1, min(max_batch, batch_tokens // bucket_size(
+                        int(lengths[order[i]]), SUFFIX_BUCKETS))).bit_length() - 1)
+                idx = _next_bucket(lengths, order, i, row_cap, batch_tokens)
                 i += len(idx)
                 idx = idx[np.argsort(users[idx], kind="stable")]  # rows grouped by user: one segment each
                 L = int(lengths[idx].max())
@@ -440,8 +444,7 @@ def score_users(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[Seq
     mb, bt = default_batch(head.device)
     max_batch = mb if max_batch is None else int(max_batch)
     batch_tokens = bt if batch_tokens is None else int(batch_tokens)
-    if bucket is None:
-        bucket = head.device.type == "cuda"
+    bucket = bool(bucket)
     prefixes = [list(requests[u][0]) for u in live]
     sufs = [list(s) for u in live for s in requests[u][1]]
     users = np.concatenate([np.full(len(requests[u][1]), k, dtype=np.int64) for k, u in enumerate(live)])
@@ -490,8 +493,11 @@ def score_candidates(model: Any, prefix_ids: Sequence[int], suffix_ids: Sequence
             ``"triton"`` (``llmrec.kernels.attention`` with that backend: the PyTorch reference / the Triton
             kernel).
         bucket: pad each batch to bucketed shapes (suffix length to
-            :data:`llmrec.kernels.prefix_attention.SUFFIX_BUCKETS`, rows to a power of two; padding is
-            masked, results unchanged) so a handful of shapes cover all traffic; None: on CUDA only.
+            :data:`llmrec.kernels.prefix_attention.SUFFIX_BUCKETS`, rows to a power of two; full batches are
+            sized to a power of two, so only a call's last batch pads rows; padding is masked, results
+            unchanged) so a handful of shapes cover all traffic: what compiled variants / CUDA graphs of the
+            forward need. Off by default (None, False): eager PyTorch runs any shape, and the Triton kernel does
+            not specialise on B, Ls or Lp, so padding would only cost compute.
 
     Returns:
         (N, W) float64 softmax probabilities over the verbalizer tokens, in input order; equal to
