@@ -47,7 +47,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from llmrec.scoring.logits import _backbone_and_head, autocast_for, score_encoded, verbalizer_logits
+from llmrec.scoring.logits import _backbone_and_head, autocast_for, score_encoded
 
 __all__ = [
     "score_candidates",
@@ -357,6 +357,9 @@ def _score_rows(decoder: Any, head: torch.Tensor, cap: float | None, st: _Prefix
     order = np.argsort(-lengths, kind="stable")
     plens = np.asarray(st.prefix_lens, dtype=np.int64)
     res = torch.empty((n, W), dtype=torch.float32, device=device)
+    # the verbalizer rows of the LM head, gathered once per call (verbalizer_logits would copy the ids to the
+    # device once per batch)
+    w_verb = head[torch.as_tensor(list(token_ids), device=device)].float()
     i = 0
     token = _STATE.set(st)
     try:
@@ -394,13 +397,21 @@ def _score_rows(decoder: Any, head: torch.Tensor, cap: float | None, st: _Prefix
                                      use_cache=False).last_hidden_state
                 last = _to_device(lengths[idx] - 1, device)
                 h = hidden[torch.arange(len(idx), device=device), last]
-                probs = torch.softmax(verbalizer_logits(h, head, token_ids, cap), dim=-1)
+                probs = torch.softmax(_verb_logits(h, w_verb, cap), dim=-1)
                 res[_to_device(idx.astype(np.int64), device)] = probs
     finally:
         st.suffix_mask = None
         st.segments = []
         _STATE.reset(token)
     return res.cpu().double().numpy()
+
+
+def _verb_logits(hidden: torch.Tensor, w_verb: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """:func:`llmrec.scoring.verbalizer_logits` with the verbalizer rows already gathered (``w_verb`` (W, H))."""
+    logits = hidden.float() @ w_verb.T
+    if cap:
+        logits = cap * torch.tanh(logits / cap)
+    return logits
 
 
 def score_users(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
