@@ -3,15 +3,21 @@
 Reranking scores many candidates for one user, and every candidate prompt is the same long history
 prefix followed by a short candidate suffix. Instead of running ``N`` full prompts, this module
 
-1. runs the shared prefix once (batch 1) and keeps every layer's key/value states (after RoPE), and
-2. runs all candidate suffixes as one right-padded batch whose positions start at the prefix length;
-   in every layer each suffix query attends to the single shared prefix K/V (never copied per
-   candidate) and, causally, to its own suffix, as two partial softmaxes merged by their log-sum-exp.
-   Every path goes through the one dispatcher :func:`llmrec.kernels.attention`: on CUDA the fused Triton
-   kernel; on CPU (``backend="cpu"``, :mod:`llmrec.kernels.prefix_attention_cpu`) by default the same
-   decomposition with PyTorch's fused CPU
-   flash-attention op for each partial (faster than the kernels' PyTorch reference on CPU; timings in the
-   README, "Scoring speed"); ``backend="torch"`` selects that reference instead.
+1. runs the shared prefix once (one row per user) and keeps every layer's key/value states (after RoPE), and
+2. runs all candidate suffixes as right-padded batches (a token budget per forward: :func:`default_batch`,
+   tens of thousands of tokens on a GPU) whose positions start at the prefix length; in every layer each
+   suffix query attends to its user's single shared prefix K/V (never copied per candidate) and, causally,
+   to its own suffix, as two partial softmaxes merged by their log-sum-exp. On CUDA through the custom op
+   ``torch.ops.llmrec.prefix_shared_attention`` (the fused Triton kernel; traceable by ``torch.compile``);
+   on CPU (``backend="cpu"``, :mod:`llmrec.kernels.prefix_attention_cpu`) by default the same decomposition
+   with PyTorch's fused CPU flash-attention op for each partial (faster than the kernels' PyTorch reference
+   on CPU; timings in the README, "Scoring speed"); ``backend="torch"`` selects that reference instead.
+   :func:`score_users` packs the candidates of several users into the same forwards.
+
+Per-call validation: the first suffix-pass layer of a call checks every input (shapes, dtypes, devices,
+mask, unsupported attention features), fixes the compute dtype and path, and casts all layers' prefix K/V
+once; every other layer runs a fast path without Python checks or host synchronisation, and a call copies
+its probabilities to the host once.
 
 The final hidden state at each candidate's answer position (its last suffix token) goes through the
 verbalizer rows of the LM head only (:func:`llmrec.scoring.verbalizer_logits`), never the vocabulary.

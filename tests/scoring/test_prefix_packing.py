@@ -53,6 +53,15 @@ def test_several_users_match_full_prompts(gqa_model, tiny_tokenizer, backend, ma
         assert np.abs(g - want).max(initial=0.0) <= TOL
 
 
+def test_small_token_budget_splits_prefix_and_suffix_passes(gqa_model, tiny_tokenizer):
+    """batch_tokens=64: the prefixes run in several capture passes (one or two users each) and the suffixes in
+    many small batches; the results are unchanged."""
+    reqs = _requests(len(tiny_tokenizer), seed=13)
+    got = P.score_users(gqa_model, reqs, VERB, batch_tokens=64)
+    for req, g in zip(reqs, got):
+        assert np.abs(g - _full(gqa_model, req)).max(initial=0.0) <= TOL
+
+
 def test_packed_users_share_forwards(gqa_model, tiny_tokenizer, monkeypatch):
     """All users' suffixes go through one forward when they fit the budget (rows of several users, one
     segment each), and every user's result equals scoring that user alone."""
