@@ -46,8 +46,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 GPU_TESTS = ["tests/test_kernels.py", "tests/test_kernel_op.py", "tests/scoring/test_prefix_packing.py"]
-#: step -> timeout in seconds (sum ~ 9 minutes: the device tool's 10-minute limit per command)
-TIMEOUTS = {"env": 30, "gpu_tests": 150, "kernel": 170, "e2e": 150, "faiss": 60}
+#: step -> timeout in seconds (sum 9 min 35 s: inside the device tool's 10-minute limit per command; expected
+#: total ~5 min). If a step times out, rerun the rest alone: ``--steps kernel,e2e`` (or ``--scale 1.5``).
+TIMEOUTS = {"env": 30, "gpu_tests": 140, "kernel": 210, "e2e": 150, "faiss": 45}
 
 FAISS_PROBE = r"""
 import json, sys, time
