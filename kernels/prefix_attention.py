@@ -425,7 +425,7 @@ def _op_forward(q: torch.Tensor, k_suffix: torch.Tensor, v_suffix: torch.Tensor,
     contiguous (B, Ls, Hq, D) tensor (transformers' attention-output layout) of ``q.dtype``."""
     B, Hq, Ls, D = q.shape
     out = torch.empty((B, Ls, Hq, D), dtype=q.dtype, device=q.device)
-    if q.is_cuda and HAS_TRITON and q.dtype in _TRITON_DTYPES and not triton_interpreter_active():
+    if HAS_TRITON and q.dtype in _TRITON_DTYPES and (q.is_cuda or triton_interpreter_active()):
         _launch(q, k_suffix, v_suffix, k_prefix, v_prefix, suffix_mask, scale, out.transpose(1, 2), None,
                 True, True, None, None, None, None)
         return out
@@ -471,8 +471,9 @@ def prefix_shared_attention_op(q: torch.Tensor, k_suffix: torch.Tensor, v_suffix
     The op has a fake (meta) implementation, so ``torch.compile`` (also ``fullgraph=True``) traces a
     function calling it without a graph break, and CUDA graphs can capture it (the Triton launch has no
     host synchronisation).  Device dispatch inside the op: CUDA tensors of fp16/bf16/fp32 -> the fused
-    Triton kernel; anything else (CPU, float64) -> the PyTorch reference (two partial softmaxes + LSE merge,
-    :mod:`prefix_attention_ref`).  Forward only (no autograd formula is registered).
+    Triton kernel (also CPU tensors when Triton's interpreter is active, ``TRITON_INTERPRET=1``: how the
+    tests run this launch path without a GPU); anything else (CPU, float64) -> the PyTorch reference (two
+    partial softmaxes + LSE merge, :mod:`prefix_attention_ref`).  Forward only (no autograd formula).
 
     Args:
         q: (B, Hq, Ls, D); k_suffix, v_suffix: (B, Hkv, Ls, D); k_prefix, v_prefix: (Hkv, Lp, D) or

@@ -10,6 +10,12 @@ naive reference with the bf16 tolerance of tests/test_kernels.py, and the op ins
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -108,6 +114,56 @@ def test_padded_to_buckets_equals_unpadded(name):
     assert _err(got, want) <= 1e-6
     naive, _ = naive_attention(q, ks, vs, kp, vp, mask)
     assert _err(got.transpose(1, 2), naive) <= ATOL
+
+
+INTERP_SCRIPT = r"""
+import json, numpy as np, torch
+from llmrec.kernels import prefix_attention as pa
+from tests.test_kernels import CASES, _err, make_inputs, naive_attention
+from tests.conftest import make_tiny_llama, make_tiny_tokenizer
+from llmrec.scoring import prefix as P
+from llmrec.scoring import score_encoded
+res = {"interpreter": pa.triton_interpreter_active(), "op": {}}
+for name in ("b13_gqa9x3_lp37_ls5_d64_pad", "b4_gqa9x3_lp29_ls6_d64_strided", "b2_mha4x4_lp32_ls16_d32"):
+    q, ks, vs, kp, vp, mask = make_inputs(CASES[name])
+    want, _ = naive_attention(q, ks, vs, kp, vp, mask)
+    got = pa.prefix_shared_attention_op(q, ks, vs, kp, vp, None if mask is None else mask.bool())
+    res["op"][name] = _err(got.transpose(1, 2), want)
+calls = {"n": 0}
+real = pa._launch
+def counting(*a, **k):
+    calls["n"] += 1
+    return real(*a, **k)
+pa._launch = counting
+tok = make_tiny_tokenizer()
+m = make_tiny_llama(len(tok), seed=1, heads=6, kv_heads=2)
+g = torch.Generator().manual_seed(0)
+ids = lambda n: torch.randint(3, len(tok), (n,), generator=g).tolist()
+reqs = [(ids(37), [ids(int(k)) for k in (1, 11, 4, 7, 9)]), (ids(20), [ids(3), ids(8)])]
+got = P.score_users(m, reqs, [5, 7], backend="kernels", bucket=True)
+res["scoring_err"] = max(float(np.abs(gu - score_encoded(m, [p + s for s in sufs], [5, 7])).max())
+                         for (p, sufs), gu in zip(reqs, got))
+res["triton_launches"] = calls["n"]
+print("RESULT " + json.dumps(res))
+"""
+
+
+def test_op_and_scoring_through_the_triton_interpreter():
+    """The op's Triton branch (the one CUDA takes: transformers-layout output, bool mask viewed as uint8) and
+    prefix scoring through it (backend="kernels", two users in one forward, buckets), run by Triton's CPU
+    interpreter in a subprocess (TRITON_INTERPRET=1 must be set before triton is imported): the op against
+    the float64 naive attention (1e-5), P(Yes) against full-prompt scoring (1e-4, float32)."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", INTERP_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=str(root))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    assert res["interpreter"]
+    assert all(e <= ATOL for e in res["op"].values()), res["op"]
+    assert res["scoring_err"] <= 1e-4, res
+    assert res["triton_launches"] == 2 * 2, res  # 2 layers x 2 users, one forward (all rows fit one batch)
 
 
 def _cuda():
