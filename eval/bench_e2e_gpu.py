@@ -112,7 +112,7 @@ def main(argv=None) -> int:
 
     from llmrec.model import cast_for_scoring
     from llmrec.scoring import score_encoded
-    from llmrec.scoring.prefix import GPU_BATCH, default_batch, score_candidates, score_users
+    from llmrec.scoring.prefix import default_batch, score_candidates, score_users
 
     cuda = torch.cuda.is_available() and not args.cpu_small
     if not cuda and not args.cpu_small:
