@@ -83,8 +83,16 @@ def load_tallrec(data: str | Path | None = None):
 
 
 def like_rate_scores(samples: Sequence[Sample]) -> np.ndarray:
-    """No-model baseline: fraction of liked items among the history (rating > 3). (N,) float64."""
-    return np.array([np.mean([r > 3 for r in s.history_ratings]) for s in samples], dtype=np.float64)
+    """No-model baseline: fraction of liked items among the history, liked = ``rating > s.like_threshold`` (each
+    sample's protocol threshold; TALLRec-movie: 3). (N,) float64.
+
+    Raises:
+        ValueError: a sample with an empty history (names its index and user): it has no like-rate.
+    """
+    for i, s in enumerate(samples):
+        if not len(s.history_ratings):
+            raise ValueError(f"sample {i} (user {s.user_id!r}): empty history, no like-rate")
+    return np.array([np.mean([r > s.like_threshold for r in s.history_ratings]) for s in samples], dtype=np.float64)
 
 
 def like_rate_product(p_yes: np.ndarray, samples: Sequence[Sample], prior: float = 1.0) -> np.ndarray:
