@@ -112,12 +112,15 @@ class Catalog:
             missing as ``<NA>``) and ``genres`` (``list[str]`` per row, possibly empty), then any extra text
             columns the source has (e.g. ``author``, ``brand``; str, missing as ``""``) in source order.
             MovieLens readers produce no extra columns. :meth:`item_text` formats an item from all of them.
+        item_noun: what an item is in a prompt's words (``"movie"``, the default, for MovieLens; ``"book"``,
+            ``"product"``); templates read it as ``{{ item_noun }}``.
 
     Raises:
         ValueError: (on construction) a column is missing or an item id is duplicated.
     """
 
     frame: pd.DataFrame
+    item_noun: str = "movie"
 
     def __post_init__(self) -> None:
         f = self.frame
@@ -149,11 +152,12 @@ class Catalog:
             {i: dict(zip(extra, vals)) for i, *vals in zip(f.index, *(f[c] for c in extra))} if extra else {})
 
     @classmethod
-    def from_records(cls, records: list[dict], extra_columns: tuple[str, ...] | list[str] = ()) -> "Catalog":
+    def from_records(cls, records: list[dict], extra_columns: tuple[str, ...] | list[str] = (),
+                     item_noun: str = "movie") -> "Catalog":
         """Build from dicts with keys ``item_id``, ``title``, ``year`` (int or None), ``genres`` (list), plus the
         ``extra_columns`` (str) when given."""
         frame = pd.DataFrame.from_records(records, columns=list(CATALOG_COLUMNS) + list(extra_columns))
-        return cls(frame.set_index("item_id"))
+        return cls(frame.set_index("item_id"), item_noun)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -181,12 +185,12 @@ class Catalog:
             ValueError: a malformed format, a field that is not a column (the message names it and lists
                 :attr:`columns`), or a format with no field at all.
         """
-        names = format_fields(fmt, self.columns, "item text")
+        format_fields(fmt, self.columns, "item text")
         if fmt == "{title}":
             return self
         frame = self.frame.copy()
         frame["title"] = [fmt.format_map(self.fields(i)) for i in frame.index]
-        return Catalog(frame)
+        return Catalog(frame, self.item_noun)
 
     def __len__(self) -> int:
         return len(self.frame)

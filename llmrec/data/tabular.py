@@ -194,7 +194,7 @@ def _to_time(col: pd.Series, path: Path, field: str, lines: np.ndarray) -> np.nd
     return (stamps.astype("int64") // 10**9).to_numpy(dtype=np.int64)
 
 
-def _read_items(path: Path, item_id: str, title: str | None) -> Catalog:
+def _read_items(path: Path, item_id: str, title: str | None, item_noun: str) -> Catalog:
     frame, lines = read_table_file(path)
     ids = _column(frame, path, item_id, "item id", lines)
     dup = ids[ids.duplicated()]
@@ -225,12 +225,12 @@ def _read_items(path: Path, item_id: str, title: str | None) -> Catalog:
             v = frame[c].iloc[k]
             rec[c] = "" if v is None else str(v)
         records.append(rec)
-    return Catalog.from_records(records, extra_columns=extra)
+    return Catalog.from_records(records, extra_columns=extra, item_noun=item_noun)
 
 
 def read_tabular(interactions: str | os.PathLike, items: str | os.PathLike | None = None, *,
                  columns: ColumnMap = ColumnMap(), rating_scale: str | tuple | None = None,
-                 item_id: str | None = None, title: str | None = "title") -> RecData:
+                 item_id: str | None = None, title: str | None = "title", item_noun: str = "item") -> RecData:
     """Read the user's interactions file (and item metadata file) into :class:`~llmrec.data.RecData`.
 
     Args:
@@ -244,6 +244,7 @@ def read_tabular(interactions: str | os.PathLike, items: str | os.PathLike | Non
             the first one that does not are named). None: no check, and the scale recorded is the observed
             ``(min, max, None)``. With ``columns.label``: :data:`LABEL_SCALE`.
         item_id / title: the item file's id and title columns.
+        item_noun: what the items are in prompts (``"book"``); recorded on the catalog.
 
     Returns:
         :class:`RecData` with ``format="tabular"``, ``path=interactions``, ``rating_scale`` set; ratings float64
@@ -282,7 +283,7 @@ def read_tabular(interactions: str | os.PathLike, items: str | os.PathLike | Non
 
     if items is not None:
         ip = Path(items)
-        catalog = _read_items(ip, item_id or columns.item, title)
+        catalog = _read_items(ip, item_id or columns.item, title, item_noun)
         known = set(catalog.frame.index)
         missing = ~item_col.isin(known).to_numpy()
         if missing.any():
@@ -291,5 +292,5 @@ def read_tabular(interactions: str | os.PathLike, items: str | os.PathLike | Non
                              f"{ip.name} ({int(missing.sum())} interaction(s) name items it lacks)")
     else:
         catalog = Catalog.from_records([{"item_id": i, "title": i, "year": None, "genres": []}
-                                        for i in pd.unique(item_col)])
+                                        for i in pd.unique(item_col)], item_noun=item_noun)
     return RecData(inter, catalog, None, "tabular", p, rating_scale=scale)

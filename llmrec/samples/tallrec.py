@@ -207,7 +207,7 @@ def tallrec_splits(
 
 
 def template_variables(sample: Sample, catalog: Catalog, like_threshold: float | None = None,
-                       item_noun: str = "movie") -> dict:
+                       item_noun: str | None = None) -> dict:
     """The variables a prompt template sees for one sample.
 
     Args:
@@ -215,7 +215,7 @@ def template_variables(sample: Sample, catalog: Catalog, like_threshold: float |
         like_threshold: liked means ``rating > like_threshold``; default: the sample's own
             (``sample.like_threshold``, 3 for TALLRec-movie).
         item_noun: what an item is, in the prompt's words (``"movie"``, ``"book"``); templates read it as
-            ``{{ item_noun }}``.
+            ``{{ item_noun }}``. Default: the catalog's own (``catalog.item_noun``, ``"movie"`` for MovieLens).
 
     Returns:
         dict with keys
@@ -231,6 +231,8 @@ def template_variables(sample: Sample, catalog: Catalog, like_threshold: float |
     """
     if like_threshold is None:
         like_threshold = sample.like_threshold
+    if item_noun is None:
+        item_noun = getattr(catalog, "item_noun", "movie")
     history = []
     for item, rating in zip(sample.history, sample.history_ratings):
         title, year, genres = catalog._row(item)
@@ -273,7 +275,7 @@ def to_alpaca(
     catalog: Catalog,
     render: Callable[[dict], tuple[str, str]] | None = None,
     answers: tuple[str, str] = ("Yes.", "No."),
-    item_noun: str = "movie",
+    item_noun: str | None = None,
 ) -> list[dict]:
     """Samples -> alpaca records ``{"instruction", "input", "output"}``.
 
@@ -283,7 +285,8 @@ def to_alpaca(
         render: ``variables -> (instruction, input)``; default TALLRec's (:data:`TALLREC_INSTRUCTION`,
             :func:`tallrec_input`).
         answers: outputs for label 1 and 0.
-        item_noun: the item word of TALLRec's wording (``"movie"``, ``"book"``), also given to ``render``.
+        item_noun: the item word of TALLRec's wording (``"movie"``, ``"book"``), also given to ``render``;
+            default the catalog's (``"movie"`` for MovieLens).
 
     Returns:
         ``list[dict]``; with the defaults, identical to TALLRec's published records.
@@ -294,7 +297,7 @@ def to_alpaca(
     out = []
     for s in samples:
         v = template_variables(s, catalog, item_noun=item_noun)
-        instruction, inp = render(v) if render else (tallrec_instruction(item_noun), tallrec_input(v))
+        instruction, inp = render(v) if render else (tallrec_instruction(v["item_noun"]), tallrec_input(v))
         out.append({"instruction": instruction, "input": inp, "output": answers[0] if s.label else answers[1]})
     return out
 
