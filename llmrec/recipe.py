@@ -20,7 +20,7 @@ from llmrec.prompts.template import Template
 from llmrec.samples.tallrec import Sample, TallrecSplits, tallrec_splits
 from llmrec.scoring.pointwise import PointwiseScorer
 
-__all__ = ["load_tallrec", "like_rate_scores", "like_rate_product", "KShotRun", "tune_k_shot", "LikeRateBlend",
+__all__ = ["load_tallrec", "load_protocol", "encode_sample_set", "like_rate_scores", "like_rate_product", "KShotRun", "tune_k_shot", "LikeRateBlend",
            "DEFAULT_TEMPLATE", "DEFAULT_AUGMENT", "TALLREC_EPOCHS", "MIN_STEPS", "epoch_budget"]
 
 
@@ -80,6 +80,47 @@ def load_tallrec(data: str | Path | None = None):
                          f"{HISTORY_LEN} ratings (most: {int(counts.max()) if len(counts) else 0}; a sample is "
                          f"{HISTORY_LEN} history ratings and a target)")
     return rec, splits
+
+
+def load_protocol(data: str | Path | None = None, config=None, *, interactions: str | Path | None = None,
+                  items: str | Path | None = None, columns=None, rating_scale=None, item_id: str | None = None,
+                  title: str | None = "title", item_noun: str | None = None):
+    """Read a dataset -- a MovieLens folder (``data``, default the embedded ML-100K) or the user's own
+    interactions file (``interactions`` + ``items``, :func:`llmrec.data.read_tabular`) -- and build the samples of
+    a protocol (:func:`llmrec.samples.protocol.build_protocol`; default: TALLRec-movie for a MovieLens folder, a
+    custom protocol with the threshold derived from the rating scale for the user's file).
+
+    Returns:
+        :class:`llmrec.samples.protocol.ProtocolResult` (splits, catalogue with the item text, the like rule).
+
+    Raises:
+        FileNotFoundError / ValueError: from the readers and the protocol (they name the file, line, field, value).
+    """
+    from llmrec.data.tabular import ColumnMap, read_tabular
+    from llmrec.samples.protocol import TALLREC_MOVIE, ProtocolConfig, build_protocol
+
+    if interactions is not None:
+        rec = read_tabular(interactions, items, columns=columns or ColumnMap(), rating_scale=rating_scale,
+                           item_id=item_id, title=title, item_noun=item_noun or "item")
+        config = config or ProtocolConfig()
+        source = str(interactions)
+    else:
+        rec = load_dataset(data if data is not None else assets.ml100k_dir())
+        config = config or TALLREC_MOVIE
+        source = str(data or "ml-100k")
+    return build_protocol(rec, config, source=source)
+
+
+def encode_sample_set(scorer: PointwiseScorer, sset, samples: Sequence[Sample] | None = None):
+    """Render and tokenise a :class:`llmrec.samples.records.SampleSet` (or ``samples`` made from it, e.g.
+    augmented): structured JSONL through the scorer's template and the set's catalogue; TALLRec alpaca records in
+    their own wording (:meth:`SampleSet.alpaca`; all of them: the records as read), wrapped in the template's format.
+    Returns :class:`llmrec.scoring.pointwise.Prompts` with the labels."""
+    if sset.kind == "jsonl":
+        return scorer.encode_samples(list(sset.samples if samples is None else samples), sset.catalog)
+    if samples is None:
+        return scorer.encode_alpaca(sset.records)
+    return scorer.encode_alpaca(sset.alpaca(samples, answers=tuple(scorer.template.targets[:2])))
 
 
 def like_rate_scores(samples: Sequence[Sample]) -> np.ndarray:

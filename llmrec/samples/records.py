@@ -92,6 +92,13 @@ class SampleSet:
     def __len__(self) -> int:
         return len(self.samples) if self.samples is not None else len(self.records)
 
+    def subset(self, indices) -> "SampleSet":
+        """The set restricted to ``indices`` (a list of positions, in that order)."""
+        idx = [int(i) for i in indices]
+        return SampleSet(None if self.samples is None else [self.samples[i] for i in idx], self.catalog, self.kind,
+                         self.source, None if self.records is None else [self.records[i] for i in idx],
+                         self.instruction, self.unstructured)
+
     def require_structured(self, what: str) -> list:
         """The samples, or ValueError naming ``what`` needs them and why they are not there."""
         if self.samples is None:
