@@ -173,6 +173,7 @@ def read_samples_jsonl(path: str | os.PathLike, *, catalog: Catalog | None = Non
     except UnicodeDecodeError as e:
         raise ValueError(f"{path.name}: not valid UTF-8 text (byte offset {e.start})") from None
     samples: list[Sample] = []
+    line_of: list[int] = []
     texts: dict[str, str] = {}
     nouns: set[str] = set()
     name = path.name
@@ -224,7 +225,7 @@ def read_samples_jsonl(path: str | os.PathLike, *, catalog: Catalog | None = Non
                              f"(liked = rating > threshold) must be given in the record or by the protocol")
         th = _num(th, f"{where}: field 'like_threshold'")
         if scale is not None:
-            if not (isinstance(scale, list) and len(scale) >= 2):
+            if not (isinstance(scale, (list, tuple)) and len(scale) >= 2):
                 raise ValueError(f"{where}: field 'rating_scale' must be [low, high], got {scale!r}")
             scale = (_num(scale[0], f"{where}: field 'rating_scale'"), _num(scale[1], f"{where}: field 'rating_scale'"))
         if "target_rating" in obj:
@@ -238,6 +239,7 @@ def read_samples_jsonl(path: str | os.PathLike, *, catalog: Catalog | None = Non
             nouns.add(str(obj["item_noun"]))
         user = obj.get("user", obj.get("user_id", ""))
         samples.append(Sample(str(user) if user is not None else "", items, ratings, target, tr, label, th, scale))
+        line_of.append(n)
     if not samples:
         raise ValueError(f"{name}: holds no sample records")
     if len(nouns) > 1:
@@ -256,7 +258,7 @@ def read_samples_jsonl(path: str | os.PathLike, *, catalog: Catalog | None = Non
                 title = catalog.title(item)
             else:
                 where = "the item catalogue" if catalog is not None else "no item catalogue was given"
-                raise ValueError(f"{name}: record {n + 1}: field 'item': unknown item {item!r} (no 'text' for it in "
+                raise ValueError(f"{name}: line {line_of[n]}: field 'item': unknown item {item!r} (no 'text' for it in "
                                  f"the file, and {where}{' lacks it' if catalog is not None else ''})")
             records.append({"item_id": item, "title": title, "year": None, "genres": []})
     return SampleSet(samples, Catalog.from_records(records, item_noun=noun), "jsonl", name)
