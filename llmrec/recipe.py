@@ -167,14 +167,17 @@ class KShotRun:
 
 def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecSplits, catalog, *, shots: int,
                 seed: int, settings, lora=None, val_size: int = 128, val_seed: int = 1234,
-                dtype: str = "auto", augment: str | Sequence[str] = (), augment_copies: int = 1) -> KShotRun:
+                dtype: str = "auto", augment: str | Sequence[str] = (), augment_copies: int = 1,
+                encode=None) -> KShotRun:
     """LoRA-tune on ``shots`` samples drawn from the train split with ``seed`` (TALLRec's k-shot protocol).
 
     The validation subset for early stopping is ``val_size`` samples of the valid split, drawn with
     ``val_seed`` (the same for every run, so runs are comparable). ``augment`` (names from
     :data:`llmrec.samples.augment.AUGMENTATIONS`) adds ``augment_copies`` new samples per k-shot sample and
     method, made from those samples only (:func:`llmrec.samples.augment.augment_samples`, seeded with
-    ``seed``). Returns a :class:`KShotRun`.
+    ``seed``). ``encode(scorer, samples) -> Prompts`` renders them (default: the template over ``catalog``; samples
+    parsed from TALLRec alpaca records pass one that keeps their own wording, see :func:`encode_sample_set`).
+    Returns a :class:`KShotRun`.
 
     Raises:
         ValueError: ``shots`` < 1 or larger than the train split (names the value); an unknown augmentation.
@@ -191,8 +194,9 @@ def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecS
         train = augment_samples(train, augment, copies=augment_copies, seed=seed)
     val = sample_k_shot(splits.valid, min(val_size, len(splits.valid)), val_seed) if val_size > 0 else []
     scorer = PointwiseScorer(model, tokenizer, template, dtype=dtype)
-    tr = scorer.encode_samples(train, catalog)
-    va = scorer.encode_samples(val, catalog) if val else None
+    enc = encode or (lambda sc, ss: sc.encode_samples(ss, catalog))
+    tr = enc(scorer, train)
+    va = enc(scorer, val) if val else None
     result = train_lora(model, tokenizer, scorer.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora,
                         va.input_ids if va else None, va.labels.tolist() if va else None)
     scorer.model = result.model

@@ -61,27 +61,16 @@ ValJsonOpt = typer.Option(None, "--val-json", help="Validation records for early
 PROTOCOL_FLAGS = {"history_len": "--history-len", "history_order": "--history-order", "split": "--split-by",
                   "n_keep": "--n-keep", "like threshold": "--like-threshold", "item text": "--item-text",
                   "rating scale": "--rating-scale", "item_noun": "--item-noun"}
-_COLUMN_KEYS = ("user", "item", "rating", "label", "timestamp", "item_id", "title")
 
 
 def _parse_columns(spec: Optional[str]) -> tuple:
-    """``--columns`` -> ``(ColumnMap, item_id, title)``. Raises CliError naming a bad key or pair."""
-    from llmrec.data.tabular import ColumnMap
+    """``--columns`` -> ``(ColumnMap, item_id, title)`` (:func:`llmrec.data.tabular.parse_columns`)."""
+    from llmrec.data.tabular import parse_columns
 
-    vals: dict = {}
-    for part in (spec or "").split(","):
-        if not part.strip():
-            continue
-        key, sep, name = part.partition("=")
-        key, name = key.strip(), name.strip()
-        if not sep or key not in _COLUMN_KEYS:
-            raise CliError(f"--columns {spec!r}: {part.strip()!r} is not key=column with key one of "
-                           f"{', '.join(_COLUMN_KEYS)}")
-        vals[key] = None if name.lower() in ("", "none") else name
-    if "label" in vals and "rating" not in vals:
-        vals["rating"] = None
-    cm = ColumnMap(**{k: v for k, v in vals.items() if k in ("user", "item", "rating", "label", "timestamp")})
-    return cm, vals.get("item_id"), vals.get("title", "title")
+    try:
+        return parse_columns(spec)
+    except ValueError as e:
+        raise CliError(f"--{e}") from None
 
 
 def _protocol_options_given(*values) -> bool:

@@ -26,7 +26,8 @@ import pandas as pd
 from .core import Catalog, RecData, year_from_title
 from .readers import _decode_error, _interactions, _read_table, _to_number, _to_rating, _to_timestamp
 
-__all__ = ["ColumnMap", "read_tabular", "read_table_file", "parse_rating_scale", "LABEL_SCALE"]
+__all__ = ["ColumnMap", "read_tabular", "read_table_file", "parse_rating_scale", "parse_columns", "COLUMN_KEYS",
+           "LABEL_SCALE"]
 
 #: The scale of a 0/1 label column read as ratings (liked = rating > 0.5).
 LABEL_SCALE = (0.0, 1.0, 1.0)
@@ -50,6 +51,35 @@ class ColumnMap:
     rating: str | None = "rating"
     label: str | None = None
     timestamp: str | None = "timestamp"
+
+
+#: Keys of a column mapping string (:func:`parse_columns`).
+COLUMN_KEYS = ("user", "item", "rating", "label", "timestamp", "item_id", "title")
+
+
+def parse_columns(spec: str | None) -> tuple[ColumnMap, str | None, str | None]:
+    """``"user=reader,item=isbn,rating=stars,timestamp=none"`` -> ``(ColumnMap, item_id, title)`` for
+    :func:`read_tabular` (keys :data:`COLUMN_KEYS`; ``none`` or empty: no such column; a ``label`` without a
+    ``rating`` key means labels, not ratings). Unnamed keys keep :class:`ColumnMap`'s defaults; ``title``
+    defaults to ``"title"``.
+
+    Raises:
+        ValueError: a part that is not ``key=column`` or an unknown key (names it and lists the keys).
+    """
+    vals: dict = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, name = part.partition("=")
+        key, name = key.strip(), name.strip()
+        if not sep or key not in COLUMN_KEYS:
+            raise ValueError(f"columns {spec!r}: {part.strip()!r} is not key=column with key one of "
+                             f"{', '.join(COLUMN_KEYS)}")
+        vals[key] = None if name.lower() in ("", "none") else name
+    if "label" in vals and "rating" not in vals:
+        vals["rating"] = None
+    cm = ColumnMap(**{k: v for k, v in vals.items() if k in ("user", "item", "rating", "label", "timestamp")})
+    return cm, vals.get("item_id"), vals.get("title", "title")
 
 
 def parse_rating_scale(spec: str | tuple | None) -> tuple | None:
