@@ -156,19 +156,21 @@ class ProtocolResult:
                 "sizes": {k: len(v) for k, v in self.splits}, **self.data}
 
 
+#: The rating scales the MovieLens readers check (RecBole's is not fixed: None).
+_FORMAT_SCALES = {"grouplens": (1.0, 5.0, 1.0), "movielens-csv": (0.5, 5.0, 0.5), "recbole": None}
+
+
 def _resolve_threshold(cfg: ProtocolConfig, rec: RecData) -> tuple[float, str, tuple | None]:
-    scale = rec.rating_scale
-    if scale is None and rec.format in ("grouplens", "recbole", "movielens-csv"):
-        scale = (0.5, 5.0, 0.5) if rec.format == "movielens-csv" else (1.0, 5.0, 1.0) \
-            if rec.format == "grouplens" else None
+    """``(threshold, rule in words, rating scale)`` of a config on a dataset (module docstring)."""
+    scale = rec.rating_scale if rec.rating_scale is not None else _FORMAT_SCALES.get(rec.format)
     if cfg.like_threshold is not None:
         t = float(cfg.like_threshold)
         check_threshold(t, scale)
         where = f" (given; rating scale {_fmt_scale(scale)})" if scale else " (given)"
         return t, f"liked = rating > {t:g}{where}", scale
+    if rec.format in _FORMAT_SCALES:  # MovieLens: TALLRec's own rule (the midpoint of 1..5 too)
+        return LIKE_THRESHOLD, f"liked = rating > {LIKE_THRESHOLD:g} (TALLRec's MovieLens rule)", scale
     if scale is None:
-        if rec.format in ("grouplens", "recbole", "movielens-csv"):
-            return LIKE_THRESHOLD, f"liked = rating > {LIKE_THRESHOLD:g} (TALLRec's MovieLens rule)", None
         raise ValueError("like threshold: the data declares no rating scale; give the threshold or the scale")
     t, rule = derive_threshold(scale)
     return t, rule, scale

@@ -237,3 +237,29 @@ def test_like_rate_and_mirror_use_the_samples_threshold():
     assert augment_samples([movie], "mirror")[1].history_ratings == [4.0, 1.0]
     with pytest.raises(ValueError, match="sample 0 \\(user 'u'\\): empty history"):
         like_rate_scores([Sample("u", [], [], "t", 4.0, 1)])
+
+
+@pytest.mark.integration
+def test_tallrec_movie_preset_still_regenerates_the_published_splits(tmp_path):
+    """The named preset through the general builder, a custom config with the same values, and `llmrec data` with
+    the built-in template (now reading {{ item_noun }}) all give TALLRec's published records."""
+    from tests.conftest import benchmark_dir, ml100k_path
+
+    from llmrec.cli import main
+    from llmrec.data import load_dataset
+    from llmrec.samples import to_alpaca
+    from llmrec.samples.protocol import TALLREC_MOVIE
+
+    bdir = benchmark_dir()
+    if bdir is None:
+        pytest.skip("TALLRec's published splits are not available")
+    rec = load_dataset(ml100k_path())
+    res = build_protocol(rec, TALLREC_MOVIE)
+    same = build_protocol(rec, ProtocolConfig(like_threshold=3, item_noun="movie"))
+    assert res.rule.startswith("liked = rating > 3")
+    for split in ("valid", "test"):
+        published = json.loads((bdir / f"{split}.json").read_text())
+        assert to_alpaca(getattr(res.splits, split), res.catalog) == published
+        assert to_alpaca(getattr(same.splits, split), same.catalog) == published
+    main(["data", "--data", str(ml100k_path()), "--split", "test", "--out", str(tmp_path / "t.json")])
+    assert json.loads((tmp_path / "t.json").read_text()) == json.loads((bdir / "test.json").read_text())
