@@ -79,8 +79,9 @@ def _protocol_options_given(*values) -> bool:
 
 def _load_protocol(data, interactions, items, columns, rating_scale, like_threshold, history_len, history_order,
                    split_by, n_keep, item_text, item_noun):
-    """``(splits, catalog, protocol record, rec)`` of the data and protocol the flags name, with the like rule
-    printed on stderr. No protocol flag: TALLRec-movie through :func:`llmrec.recipe.load_tallrec` (as before)."""
+    """``(splits, catalog, protocol record, ProtocolResult or None)`` of the data and protocol the flags name, with
+    the like rule printed on stderr. No protocol flag: TALLRec-movie through :func:`llmrec.recipe.load_tallrec` (as
+    before; None in the last place)."""
     from llmrec.samples.protocol import TALLREC_MOVIE, ProtocolConfig, data_sha256
 
     if interactions is not None and data is not None:
@@ -98,7 +99,7 @@ def _load_protocol(data, interactions, items, columns, rating_scale, like_thresh
                   "like_rule": "liked = rating > 3 (TALLRec)", "history_len": TALLREC_MOVIE.history_len,
                   "item_noun": rec.catalog.item_noun, "item_text": "{title}", "split": "user",
                   "data_sha256": data_sha256(rec)}
-        return splits, rec.catalog, record, rec
+        return splits, rec.catalog, record, None
     from llmrec.recipe import load_protocol
 
     cm, item_id, title = _parse_columns(columns)
@@ -119,7 +120,7 @@ def _load_protocol(data, interactions, items, columns, rating_scale, like_thresh
     typer.echo(f"protocol: {res.rule}; {c.history_len}-item histories {c.history_order}, split by {c.split}; "
                f"train/valid/test {len(res.splits.train)}/{len(res.splits.valid)}/{len(res.splits.test)} samples; "
                f"items are {c.item_noun!r} ({c.item_text})", err=True)
-    return res.splits, res.catalog, res.record(), None
+    return res.splits, res.catalog, res.record(), res
 
 
 def _read_sample_set(path: Path, flag: str, answers, catalog=None, like_threshold=None, item_noun=None):
@@ -417,8 +418,10 @@ def _scorer(adapter: Optional[Path], base_model: Optional[str], tpl, allow_templ
 
 def score(
     adapter: Optional[Path] = typer.Option(None, help="Tuned adapter folder; without it, the base model zero-shot."),
-    input: Optional[Path] = typer.Option(None, "--input", help="Alpaca JSON records to score."),
-    user: Optional[str] = typer.Option(None, help="Score one user (with --target): last 10 ratings are the history."),
+    input: Optional[Path] = typer.Option(None, "--input", help="Records to score: alpaca JSON or structured sample "
+                                         "JSONL (labels optional)."),
+    user: Optional[str] = typer.Option(None, help="Score one user (with --target): the last --history-len (10) "
+                                                  "ratings are the history."),
     target: Optional[str] = typer.Option(None, help="Target item id (with --user)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write scores as JSON here (else print every row "
                                                            "as a JSON line)."),
@@ -429,10 +432,16 @@ def score(
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
     allow_template_mismatch: bool = typer.Option(False, help="Score with another template than the adapter's."),
     allow_base_mismatch: bool = AllowBaseOpt,
+    interactions: Optional[Path] = InteractionsOpt, items: Optional[Path] = ItemsOpt,
+    columns: Optional[str] = ColumnsOpt, rating_scale: Optional[str] = RatingScaleOpt,
+    like_threshold: Optional[float] = LikeThresholdOpt, history_len: Optional[int] = HistoryLenOpt,
+    item_text: Optional[str] = ItemTextOpt, item_noun: Optional[str] = ItemNounOpt,
 ):
-    """Score alpaca JSON records, or one (user, target) pair: P(Yes) per prompt. Records may be unlabelled
-    (``output`` missing or empty); rows of labelled ones carry their ``label``."""
+    """Score records (alpaca JSON or structured JSONL), or one (user, target) pair of a dataset (MovieLens or your
+    own --interactions): P(Yes) per prompt. Records may be unlabelled (alpaca ``output`` or JSONL ``label`` missing
+    or empty); rows of labelled ones carry their ``label``."""
     from llmrec.data.alpaca import read_alpaca_json
+    from llmrec.samples.records import read_samples_jsonl, sample_file_kind
 
     if (input is None) == (user is None):
         raise CliError("give either --input FILE or --user ID --target ITEM")
@@ -440,26 +449,48 @@ def score(
         raise CliError("--user needs --target ITEM")
     check_dtype(dtype)
     tpl = _template(adapter, template, prompts)
+    jsonl = None
+    custom = _protocol_options_given(interactions, like_threshold, history_len, item_text, item_noun)
     if input is not None:  # read and checked before the model loads
-        records = read_alpaca_json(input, answers=tuple(tpl.targets[:2]), unlabelled=True)
-        if not records:
-            raise CliError(f"--input {input}: holds no records to score")
+        if sample_file_kind(input) == "jsonl":
+            catalog = None
+            if data is not None or interactions is not None:
+                _, catalog, _, _ = _load_protocol(data, interactions, items, columns, rating_scale, like_threshold,
+                                                  history_len, None, None, None, item_text, item_noun)
+            jsonl = read_samples_jsonl(input, catalog=catalog, like_threshold=like_threshold, item_noun=item_noun,
+                                       unlabelled=True)
+        else:
+            records = read_alpaca_json(input, answers=tuple(tpl.targets[:2]), unlabelled=True)
+            if not records:
+                raise CliError(f"--input {input}: holds no records to score")
+    elif custom or items is not None or columns is not None or rating_scale is not None:  # before the model loads
+        _, catalog, _, res = _load_protocol(data, interactions, items, columns, rating_scale, like_threshold,
+                                            history_len, None, None, None, item_text, item_noun)
     sc, loaded = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype, allow_base_mismatch)
     if loaded and loaded["mismatch_allowed"]:
         typer.echo(f"llmrec: warning: adapter {adapter} scored on {loaded['base_model']!r} (weights sha256 "
                    f"{loaded['sha256'][:12]}), not the base model it was tuned on (--allow-base-mismatch)", err=True)
-    if input is not None:
+    if jsonl is not None:
+        P = sc.encode_samples(jsonl.samples, jsonl.catalog)
+    elif input is not None:
         P = sc.encode_alpaca(records)
     else:
-        from llmrec import assets
-        from llmrec.data import load_dataset
+        from llmrec.prompts.render import render_samples
         from llmrec.samples.tallrec import sample_for_user
 
-        rec = load_dataset(data if data is not None else assets.ml100k_dir())
-        s = sample_for_user(rec, user, target)  # history without the target (as `prompts render` shows it)
-        from llmrec.prompts.render import render_samples
+        if custom or items is not None or columns is not None or rating_scale is not None:
+            c = res.config
+            pair = None if res.rating_scale is None else tuple(float(x) for x in res.rating_scale[:2])
+            s = sample_for_user(res.rec, user, target, c.history_len, c.like_threshold,
+                                None if pair == (1.0, 5.0) else pair)
+        else:
+            from llmrec import assets
+            from llmrec.data import load_dataset
 
-        P = sc.encode(render_samples(sc.template, [s], rec.catalog, sc.tokenizer))
+            rec = load_dataset(data if data is not None else assets.ml100k_dir())
+            catalog = rec.catalog
+            s = sample_for_user(rec, user, target)  # history without the target (as `prompts render` shows it)
+        P = sc.encode(render_samples(sc.template, [s], catalog, sc.tokenizer))
     scores = sc.score(P, progress=len(P.input_ids) > 50)
     rows = [{"index": i, "p_yes": float(p), **({"label": int(y)} if y >= 0 else {})}
             for i, (p, y) in enumerate(zip(scores, P.labels))]

@@ -138,6 +138,8 @@ class ProtocolResult:
         config: the config as applied (``like_threshold`` resolved, ``item_noun`` resolved).
         rule: the like rule in words (printed by the commands).
         rating_scale: ``(low, high, step)`` of the data, or None when unknown.
+        data: ``data`` (path), ``data_format``, ``data_sha256`` for the record.
+        rec: the :class:`~llmrec.data.RecData` read.
     """
 
     splits: TallrecSplits
@@ -146,6 +148,7 @@ class ProtocolResult:
     rule: str
     rating_scale: tuple | None = None
     data: dict = field(default_factory=dict)
+    rec: RecData | None = field(default=None, repr=False)  # the data the samples were built from
 
     def record(self) -> dict:
         """The protocol as recorded in adapters and sample files (JSON-serialisable)."""
@@ -227,7 +230,7 @@ def build_protocol(rec: RecData, config: ProtocolConfig = TALLREC_MOVIE, *, sour
                          f"(most: {int(counts.max()) if len(counts) else 0}; a sample is {resolved.history_len} history "
                          f"ratings and a target; lower the history length)")
     data = {"data": str(source or rec.path or ""), "data_format": rec.format, "data_sha256": data_sha256(rec)}
-    return ProtocolResult(splits, catalog, resolved, rule, scale, data)
+    return ProtocolResult(splits, catalog, resolved, rule, scale, data, rec)
 
 
 def _target_times(rec: RecData, history_len: int) -> list[int]:

@@ -150,7 +150,7 @@ def _label01(v, where: str) -> int:
 
 
 def read_samples_jsonl(path: str | os.PathLike, *, catalog: Catalog | None = None, like_threshold: float | None = None,
-                       item_noun: str | None = None) -> SampleSet:
+                       item_noun: str | None = None, unlabelled: bool = False) -> SampleSet:
     """Read structured sample records (module docstring) into a :class:`SampleSet` of kind ``"jsonl"``.
 
     Args:
@@ -158,6 +158,7 @@ def read_samples_jsonl(path: str | os.PathLike, *, catalog: Catalog | None = Non
         catalog: item texts for ids the records give no ``text`` for (an id in neither is an error).
         like_threshold: the threshold of records that carry none (the protocol's).
         item_noun: the domain word when the records carry none (default: the catalogue's, else ``"item"``).
+        unlabelled: records to score: ``label`` may be missing (such samples get label -1).
 
     Raises:
         FileNotFoundError: no such file.
@@ -187,6 +188,8 @@ def read_samples_jsonl(path: str | os.PathLike, *, catalog: Catalog | None = Non
             raise ValueError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
         if not isinstance(obj, dict):
             raise ValueError(f"{where}: expected a JSON object (a sample record), got {type(obj).__name__}")
+        if unlabelled and obj.get("label") is None:
+            obj = {**obj, "label": -1}
         for k in ("history", "target", "label"):
             if k not in obj:
                 raise ValueError(f"{where}: missing field {k!r} (has {', '.join(sorted(obj)) or 'no fields'})")
@@ -214,7 +217,7 @@ def read_samples_jsonl(path: str | os.PathLike, *, catalog: Catalog | None = Non
         target = str(obj["target"])
         if obj.get("target_text") is not None:
             texts.setdefault(target, str(obj["target_text"]))
-        label = _label01(obj["label"], f"{where}: field 'label'")
+        label = -1 if obj["label"] == -1 and unlabelled else _label01(obj["label"], f"{where}: field 'label'")
         th = obj.get("like_threshold", like_threshold)
         scale = obj.get("rating_scale")
         if label_only and "target_rating" not in obj:
@@ -230,11 +233,11 @@ def read_samples_jsonl(path: str | os.PathLike, *, catalog: Catalog | None = Non
             scale = (_num(scale[0], f"{where}: field 'rating_scale'"), _num(scale[1], f"{where}: field 'rating_scale'"))
         if "target_rating" in obj:
             tr = _num(obj["target_rating"], f"{where}: field 'target_rating'")
-            if int(tr > th) != label:
+            if label >= 0 and int(tr > th) != label:
                 raise ValueError(f"{where}: field 'label' {label} disagrees with target_rating {tr:g} under the like "
                                  f"rule rating > {th:g}")
         else:
-            tr = (1.0 if label else 0.0) if label_only else (th + 0.5 if label else th)
+            tr = (1.0 if label == 1 else 0.0) if label_only else (th + 0.5 if label == 1 else th)
         if obj.get("item_noun"):
             nouns.add(str(obj["item_noun"]))
         user = obj.get("user", obj.get("user_id", ""))

@@ -172,3 +172,22 @@ def test_bad_input_one_line_and_nothing_damaged(tuned, books, tmp_path, capsys):
                           "likes), but record 0's input is not in TALLRec's format") and err.endswith(
                           "; pass --augment none")
     assert _snapshot(adapter) == before
+
+
+def test_score_on_user_data(tuned, books, tmp_path, capsys):
+    import csv
+
+    rows = [r for r in csv.DictReader(open(books / "interactions.csv")) if r["reader"] == "r001"]
+    target = rows[5]["book_id"]
+    capsys.readouterr()
+    main(["score", "--adapter", str(tuned / "adapter"), *_data_args(books), "--user", "r001", "--target", target])
+    (row,) = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert row["label"] == int(float(rows[5]["stars"]) > 5.5) and 0 < row["p_yes"] < 1
+    recs = _jsonl(tuned / "va.jsonl")[:3]
+    for r in recs:
+        r.pop("label")
+    (tmp_path / "u.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    main(["score", "--adapter", str(tuned / "adapter"), "--input", str(tmp_path / "u.jsonl"), "--out",
+          str(tmp_path / "s.json")])
+    out = json.loads((tmp_path / "s.json").read_text())
+    assert [set(r) for r in out] == [{"index", "p_yes"}] * 3
