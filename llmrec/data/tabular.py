@@ -221,7 +221,8 @@ def _to_time(col: pd.Series, path: Path, field: str, lines: np.ndarray) -> np.nd
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{path.name}: line {lines[i]}: field {field!r} has value {col.iloc[i]!r}; expected integer "
                          f"seconds or an ISO date/time (2024-01-31 or 2024-01-31T12:00:00)")
-    return (stamps.astype("int64") // 10**9).to_numpy(dtype=np.int64)
+    secs = (stamps - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(seconds=1)  # whatever the unit
+    return secs.to_numpy(dtype=np.int64)
 
 
 def _read_items(path: Path, item_id: str, title: str | None, item_noun: str) -> Catalog:

@@ -138,7 +138,7 @@ def test_lint_python_repr_and_listwise(ml100k):
 
 def test_lint_answer_boundary_marker(ml100k):
     rec, splits = ml100k
-    src = load_template("tallrec").source.replace('{{ item_noun }} "{{ target }}"?', 'movie "{{ target }}"?\n\n### Response:\nNo.')
+    src = load_template("tallrec").source.replace('{{ item_noun | default("movie") }} "{{ target }}"?', 'movie "{{ target }}"?\n\n### Response:\nNo.')
     assert src != load_template("tallrec").source
     rep = lint_template(Template.from_string(src), splits.valid[:30], rec.catalog)
     assert "answer-boundary" in codes(rep, "warning")

@@ -77,6 +77,13 @@ def test_labels_and_no_timestamp(books):
     assert derive_threshold(rec.rating_scale)[0] == 0.5
 
 
+def test_iso_timestamps(tmp_path):
+    (tmp_path / "iso.csv").write_text("user_id,item_id,rating,timestamp\na,x,4,2024-01-31\na,y,2,2024-01-30T12:00:00\n")
+    rec = read_tabular(tmp_path / "iso.csv", rating_scale="1-5")
+    # 2024-01-31 00:00 UTC = 19,753 days after 1970-01-01 = 1,706,659,200 s; the other 12 hours earlier
+    assert rec.interactions.frame["timestamp"].tolist() == [1_706_659_200, 1_706_659_200 - 43_200]
+
+
 def test_protocol_by_user_derived_threshold(books):
     res = build_protocol(_read(books), ProtocolConfig(history_len=2, item_text="{title} by {author}"))
     assert res.rule == "liked = rating > 5.5 (the midpoint of the rating scale [1, 10])"
