@@ -38,7 +38,7 @@ def features(samples, catalog, genres: list[str]) -> np.ndarray:
     """(N, 2 + len(genres)) float64: smoothed like-rate logit, (year - 1990) / 10, target genre indicators."""
     rows = []
     for s in samples:
-        liked = sum(r > 3 for r in s.history_ratings)
+        liked = sum(r > s.like_threshold for r in s.history_ratings)
         rate = (liked + 0.5) / (len(s.history_ratings) + 1)
         year = catalog.year(s.target) or 1990
         g = set(catalog.genres(s.target))

@@ -1,7 +1,15 @@
 #!/usr/bin/env python
-"""Zero-shot and k-shot AUC on the TALLRec movie test set, beside TALLRec's published numbers.
+"""Zero-shot and k-shot AUC on the TALLRec movie test set, beside TALLRec's published numbers -- or on any data.
 
     python eval/tallrec_auc.py --shots 16 64 256 --seeds 0 1 2 --out results/tallrec.json
+
+Any data (issue 19), with the same tables (zero-shot, k-shot per seed, like-rate, AUC and UAUC):
+
+    # your own interactions + item files, with a protocol (threshold derived from the scale unless given)
+    python eval/tallrec_auc.py --interactions ratings.csv --items books.csv --columns user=reader,item=book_id \
+        --rating-scale 1-10 --item-noun book --item-text '{title} by {author}' --shots 16 64
+    # or sample files (alpaca JSON in TALLRec's format or structured JSONL): k shots drawn from --train-json
+    python eval/tallrec_auc.py --train-json train.json --val-json valid.json --test-json test.json --shots 64
 
 Protocol (Bao et al., RecSys 2023): MovieLens-100K, 10-item windows, like = rating > 3, the last 10,000
 windows split 80/10/10; k training samples drawn from the train split with each seed; early stopping
@@ -69,7 +77,83 @@ def parse_args(argv=None):
     p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot row")
     p.add_argument("--save-scores", action="store_true", help="keep per-sample test scores in the JSON")
     p.add_argument("--work-dir", type=Path, default=None, help="checkpoints (default: <out>.work)")
+    g = p.add_argument_group("any data (the options of `llmrec data/train/eval`; see README)")
+    g.add_argument("--interactions", type=Path, default=None, help="your interactions file (CSV, TSV, JSONL)")
+    g.add_argument("--items", type=Path, default=None, help="item file for --interactions")
+    g.add_argument("--columns", default=None, help="key=column pairs: user, item, rating, label, timestamp, item_id, title")
+    g.add_argument("--rating-scale", default=None, help="LOW-HIGH[:STEP], e.g. 1-10")
+    g.add_argument("--like-threshold", type=float, default=None, help="liked = rating > this (default: derived)")
+    g.add_argument("--history-len", type=int, default=None)
+    g.add_argument("--history-order", default=None, choices=["oldest-first", "newest-first"])
+    g.add_argument("--split-by", default=None, choices=["user", "time"])
+    g.add_argument("--n-keep", type=int, default=None, help="last N windows before the split (0 = all)")
+    g.add_argument("--item-text", default=None, help="e.g. '{title} by {author}'")
+    g.add_argument("--item-noun", default=None, help="book, product, ... (default: movie on MovieLens)")
+    g.add_argument("--train-json", type=Path, default=None, help="sample file to draw the k shots from (with --test-json)")
+    g.add_argument("--val-json", type=Path, default=None, help="sample file for early stopping (default: none)")
+    g.add_argument("--test-json", type=Path, default=None, help="sample file to test on")
     return p.parse_args(argv)
+
+
+def load_data(args, answers):
+    """``(splits, encode, protocol record, published)``: the samples to draw from / validate / test, how to render
+    them, what protocol made them, and whether TALLRec's published movie rows apply."""
+    from llmrec.samples.tallrec import TallrecSplits
+
+    if args.train_json or args.test_json or args.val_json:
+        if not (args.train_json and args.test_json):
+            raise SystemExit("error: sample files need both --train-json and --test-json (and optionally --val-json)")
+        from llmrec.data import Catalog
+        from llmrec.samples.records import read_sample_file
+
+        sets = {k: read_sample_file(f, answers=answers, like_threshold=args.like_threshold, item_noun=args.item_noun)
+                for k, f in (("train", args.train_json), ("valid", args.val_json), ("test", args.test_json)) if f}
+        for k, ss in sets.items():
+            ss.require_structured(f"eval/tallrec_auc.py ({k})")
+        kinds = {ss.kind for ss in sets.values()}
+        if len(kinds) > 1:
+            raise SystemExit(f"error: the sample files mix kinds {sorted(kinds)}; give all as alpaca or all as JSONL")
+        first = sets["train"]
+        if first.kind == "jsonl":
+            texts = {}
+            for ss in sets.values():
+                texts.update({i: ss.catalog.title(i) for i in ss.catalog.frame.index})
+            catalog = Catalog.from_records([{"item_id": i, "title": t, "year": None, "genres": []}
+                                            for i, t in texts.items()], item_noun=first.item_noun)
+
+            def encode(sc, samples):
+                return sc.encode_samples(list(samples), catalog)
+        else:
+            def encode(sc, samples):
+                return sc.encode_alpaca(first.alpaca(samples, answers=answers))
+        splits = TallrecSplits(first.samples, sets["valid"].samples if "valid" in sets else [], sets["test"].samples)
+        record = {"name": "records", "files": {k: str(f) for k, f in (("train", args.train_json),
+                  ("valid", args.val_json), ("test", args.test_json)) if f}, "item_noun": first.item_noun}
+        return splits, encode, record, False
+    custom = any(getattr(args, a) is not None for a in ("interactions", "like_threshold", "history_len", "history_order",
+                                                        "split_by", "n_keep", "item_text", "item_noun"))
+    from llmrec.recipe import load_protocol
+    from llmrec.samples.protocol import TALLREC_MOVIE, ProtocolConfig
+
+    config = TALLREC_MOVIE
+    if custom:
+        config = ProtocolConfig(like_threshold=args.like_threshold, history_len=args.history_len or 10,
+                                history_order=args.history_order or "oldest-first", split=args.split_by or "user",
+                                n_keep=TALLREC_MOVIE.n_keep if args.n_keep is None else (args.n_keep or None),
+                                item_text=args.item_text or "{title}", item_noun=args.item_noun)
+    cols, item_id, title = None, None, "title"
+    if args.columns:
+        from llmrec.data.tabular import parse_columns
+
+        cols, item_id, title = parse_columns(args.columns)
+    res = load_protocol(args.data, config, interactions=args.interactions, items=args.items, columns=cols,
+                        rating_scale=args.rating_scale, item_id=item_id, title=title, item_noun=args.item_noun)
+    print(f"protocol: {res.rule}; train/valid/test {len(res.splits.train)}/{len(res.splits.valid)}/"
+          f"{len(res.splits.test)} samples; items are {res.config.item_noun!r}", flush=True)
+
+    def encode(sc, samples):
+        return sc.encode_samples(list(samples), res.catalog)
+    return res.splits, encode, res.record(), not custom
 
 
 def _mean_std(xs):
@@ -81,9 +165,12 @@ def _mean_std(xs):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from llmrec.metrics import auc, uauc
+    from llmrec.metrics import auc, uauc as _uauc
+
+    def uauc(users, labels, scores):  # records that name no users have no UAUC (not one user's AUC)
+        return _uauc(users, labels, scores) if all(users) else {"uauc": None, "n_users": 0}
     from llmrec.model import LoraSettings, load_base_model
-    from llmrec.recipe import (LikeRateBlend, epoch_budget, like_rate_product, like_rate_scores, load_tallrec, tune_k_shot)
+    from llmrec.recipe import LikeRateBlend, epoch_budget, like_rate_product, like_rate_scores, tune_k_shot
     from llmrec.scoring.pointwise import PointwiseScorer
     from llmrec.samples.augment import parse_augmentations
     from llmrec.prompts import load_template
@@ -93,7 +180,8 @@ def main(argv=None) -> int:
     augment = parse_augmentations(args.augment)
     dtype = scoring_dtype(args.dtype)
     tpl = load_template(args.template, args.prompts)
-    rec, splits = load_tallrec(args.data)
+    splits, encode, protocol, published = load_data(args, tuple(tpl.targets[:2]))
+    args.published = published
     test = splits.test[: args.limit] if args.limit else splits.test
     labels = np.array([s.label for s in test])
     like_auc = auc(labels, like_rate_scores(test))
@@ -102,7 +190,7 @@ def main(argv=None) -> int:
     out = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
            "scoring_dtype": dtype, "n_test": len(test), "like_rate_auc": like_auc,
            "like_rate_uauc": like_uauc["uauc"], "uauc_users": like_uauc["n_users"], "zero_shot": None, "runs": [],
-           "summary": {}}
+           "summary": {}, "protocol": protocol}
     work = args.work_dir or args.out.with_suffix(".work")
 
     def save():
@@ -111,11 +199,11 @@ def main(argv=None) -> int:
     if not args.no_zero_shot:
         model, tok = load_base_model(args.base_model)
         sc = PointwiseScorer(model, tok, tpl, dtype=dtype)
-        P = sc.encode_samples(test, rec.catalog)
+        P = encode(sc, test)
         r = sc.evaluate(P, progress=True, desc="zero-shot test", keep_scores=True)
         r["uauc"] = uauc(users, P.labels, r.pop("scores"))["uauc"]
         out["zero_shot"] = r
-        print(f"zero-shot AUC {r['auc']:.4f}, UAUC {r['uauc']:.4f} ({r['seconds']:.0f} s, {r['tokens_per_s']:.0f} tokens/s)", flush=True)
+        print(f"zero-shot AUC {r['auc']:.4f}, UAUC {_f(r['uauc'])} ({r['seconds']:.0f} s, {r['tokens_per_s']:.0f} tokens/s)", flush=True)
         save()
 
     lora = LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha, dropout=args.lora_dropout,
@@ -130,12 +218,12 @@ def main(argv=None) -> int:
                                      learning_rate=args.lr, batch_size=args.batch_size, seed=seed,
                                      loss_on=args.loss_on, patience=args.patience, precision=args.precision,
                                      lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio)
-            run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=k, seed=seed, settings=settings,
+            run = tune_k_shot(model, tok, tpl, splits, None, shots=k, seed=seed, settings=settings,
                               lora=lora, val_size=args.val_size, dtype=dtype, augment=augment,
-                              augment_copies=args.augment_copies)
+                              augment_copies=args.augment_copies, encode=encode)
             if hasattr(run.scorer.model, "merge_and_unload"):
                 run.scorer.model = run.scorer.model.merge_and_unload()
-            P = run.scorer.encode_samples(test, rec.catalog)
+            P = encode(run.scorer, test)
             t1 = time.perf_counter()
             p_test = run.scorer.score(P, progress=True, desc=f"{k}-shot seed {seed} test")
             test_seconds = time.perf_counter() - t1
@@ -146,14 +234,14 @@ def main(argv=None) -> int:
             rec_run["like_product_test_auc"] = auc(P.labels, like_rate_product(p_test, test))  # no fit, no labels
             rec_run["like_product_test_uauc"] = uauc(users, P.labels, like_rate_product(p_test, test))["uauc"]
             if run.val_samples:  # like-rate blend fitted on the early-stopping validation subset
-                V = run.scorer.encode_samples(run.val_samples, rec.catalog)
+                V = encode(run.scorer, run.val_samples)
                 blend = LikeRateBlend.fit(run.scorer.score(V), like_rate_scores(run.val_samples), V.labels)
                 rec_run["blend"] = vars(blend)
                 rec_run["blend_test_auc"] = auc(P.labels, blend(p_test, like_rate_scores(test)))
             if args.save_scores:
                 rec_run["test_scores"] = p_test.tolist()
             out["runs"].append(rec_run)
-            print(f"{k}-shot seed {seed}: test AUC {r['auc']:.4f} (UAUC {rec_run['test_uauc']:.4f}), x like-rate {rec_run['like_product_test_auc']:.4f}, "
+            print(f"{k}-shot seed {seed}: test AUC {r['auc']:.4f} (UAUC {_f(rec_run['test_uauc'])}), x like-rate {rec_run['like_product_test_auc']:.4f}, "
                   f"like-rate blend "
                   f"{rec_run.get('blend_test_auc', float('nan')):.4f}  (val AUC {run.record['best_val_auc']}, "
                   f"train {run.record['train_seconds']:.0f} s, {run.record['epochs_run']:.0f} epochs)", flush=True)
@@ -179,6 +267,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def format_table(out: dict, args) -> str:
     shots = [k for k in args.shots if k > 0]
     head = "| model | zero-shot | " + " | ".join(f"{k}-shot" for k in shots) + " |"
@@ -186,7 +278,7 @@ def format_table(out: dict, args) -> str:
     rows = [head, sep]
     rows.append(f"| like-rate baseline (no model) | {out['like_rate_auc']:.4f} | "
                 + " | ".join(f"{out['like_rate_auc']:.4f}" for _ in shots) + " |")
-    for name, vals in TALLREC_PUBLISHED.items():
+    for name, vals in (TALLREC_PUBLISHED if getattr(args, "published", True) else {}).items():
         rows.append(f"| {name} (published) | - | " + " | ".join(
             f"{vals[k]:.4f}" if k in vals else "-" for k in shots) + " |")
     zs = out["zero_shot"]["auc"] if out.get("zero_shot") else None
@@ -222,7 +314,7 @@ def format_uauc_table(out: dict, args) -> str:
             "| model | zero-shot | " + " | ".join(f"{k}-shot" for k in shots) + " |",
             "|---|---|" + "---|" * len(shots)]
     lr = out.get("like_rate_uauc")
-    rows.append(f"| like-rate baseline (no model) | {lr:.4f} | " + " | ".join(f"{lr:.4f}" for _ in shots) + " |")
+    rows.append(f"| like-rate baseline (no model) | {_f(lr)} | " + " | ".join(_f(lr) for _ in shots) + " |")
     zs = (out.get("zero_shot") or {}).get("uauc")
     for label, key, std in ((f"llmrec {args.base_model} / {args.template}", "mean_uauc", "std_uauc"),
                             ("llmrec × like-rate (logit sum, no fit)", "like_product_mean_uauc",

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_dir", "check_replaceable", "write_json_atomic"]
+__all__ = ["atomic_dir", "check_replaceable", "write_json_atomic", "write_text_atomic"]
 
 
 def check_replaceable(out: str | os.PathLike, marker: str, what: str) -> None:
@@ -81,6 +81,20 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None =
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text(json.dumps(obj, indent=indent, default=float))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a sibling temporary file and :func:`os.replace` (as
+    :func:`write_json_atomic`): an interrupted write never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -20,7 +20,7 @@ from llmrec.prompts.template import Template
 from llmrec.samples.tallrec import Sample, TallrecSplits, tallrec_splits
 from llmrec.scoring.pointwise import PointwiseScorer
 
-__all__ = ["load_tallrec", "like_rate_scores", "like_rate_product", "KShotRun", "tune_k_shot", "LikeRateBlend",
+__all__ = ["load_tallrec", "load_protocol", "encode_sample_set", "like_rate_scores", "like_rate_product", "KShotRun", "tune_k_shot", "LikeRateBlend",
            "DEFAULT_TEMPLATE", "DEFAULT_AUGMENT", "TALLREC_EPOCHS", "MIN_STEPS", "epoch_budget"]
 
 
@@ -82,9 +82,58 @@ def load_tallrec(data: str | Path | None = None):
     return rec, splits
 
 
+def load_protocol(data: str | Path | None = None, config=None, *, interactions: str | Path | None = None,
+                  items: str | Path | None = None, columns=None, rating_scale=None, item_id: str | None = None,
+                  title: str | None = "title", item_noun: str | None = None):
+    """Read a dataset -- a MovieLens folder (``data``, default the embedded ML-100K) or the user's own
+    interactions file (``interactions`` + ``items``, :func:`llmrec.data.read_tabular`) -- and build the samples of
+    a protocol (:func:`llmrec.samples.protocol.build_protocol`; default: TALLRec-movie for a MovieLens folder, a
+    custom protocol with the threshold derived from the rating scale for the user's file).
+
+    Returns:
+        :class:`llmrec.samples.protocol.ProtocolResult` (splits, catalogue with the item text, the like rule).
+
+    Raises:
+        FileNotFoundError / ValueError: from the readers and the protocol (they name the file, line, field, value).
+    """
+    from llmrec.data.tabular import ColumnMap, read_tabular
+    from llmrec.samples.protocol import TALLREC_MOVIE, ProtocolConfig, build_protocol
+
+    if interactions is not None:
+        rec = read_tabular(interactions, items, columns=columns or ColumnMap(), rating_scale=rating_scale,
+                           item_id=item_id, title=title, item_noun=item_noun or "item")
+        config = config or ProtocolConfig()
+        source = str(interactions)
+    else:
+        rec = load_dataset(data if data is not None else assets.ml100k_dir())
+        config = config or TALLREC_MOVIE
+        source = str(data or "ml-100k")
+    return build_protocol(rec, config, source=source)
+
+
+def encode_sample_set(scorer: PointwiseScorer, sset, samples: Sequence[Sample] | None = None):
+    """Render and tokenise a :class:`llmrec.samples.records.SampleSet` (or ``samples`` made from it, e.g.
+    augmented): structured JSONL through the scorer's template and the set's catalogue; TALLRec alpaca records in
+    their own wording (:meth:`SampleSet.alpaca`; all of them: the records as read), wrapped in the template's format.
+    Returns :class:`llmrec.scoring.pointwise.Prompts` with the labels."""
+    if sset.kind == "jsonl":
+        return scorer.encode_samples(list(sset.samples if samples is None else samples), sset.catalog)
+    if samples is None:
+        return scorer.encode_alpaca(sset.records)
+    return scorer.encode_alpaca(sset.alpaca(samples, answers=tuple(scorer.template.targets[:2])))
+
+
 def like_rate_scores(samples: Sequence[Sample]) -> np.ndarray:
-    """No-model baseline: fraction of liked items among the history (rating > 3). (N,) float64."""
-    return np.array([np.mean([r > 3 for r in s.history_ratings]) for s in samples], dtype=np.float64)
+    """No-model baseline: fraction of liked items among the history, liked = ``rating > s.like_threshold`` (each
+    sample's protocol threshold; TALLRec-movie: 3). (N,) float64.
+
+    Raises:
+        ValueError: a sample with an empty history (names its index and user): it has no like-rate.
+    """
+    for i, s in enumerate(samples):
+        if not len(s.history_ratings):
+            raise ValueError(f"sample {i} (user {s.user_id!r}): empty history, no like-rate")
+    return np.array([np.mean([r > s.like_threshold for r in s.history_ratings]) for s in samples], dtype=np.float64)
 
 
 def like_rate_product(p_yes: np.ndarray, samples: Sequence[Sample], prior: float = 1.0) -> np.ndarray:
@@ -118,14 +167,17 @@ class KShotRun:
 
 def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecSplits, catalog, *, shots: int,
                 seed: int, settings, lora=None, val_size: int = 128, val_seed: int = 1234,
-                dtype: str = "auto", augment: str | Sequence[str] = (), augment_copies: int = 1) -> KShotRun:
+                dtype: str = "auto", augment: str | Sequence[str] = (), augment_copies: int = 1,
+                encode=None) -> KShotRun:
     """LoRA-tune on ``shots`` samples drawn from the train split with ``seed`` (TALLRec's k-shot protocol).
 
     The validation subset for early stopping is ``val_size`` samples of the valid split, drawn with
     ``val_seed`` (the same for every run, so runs are comparable). ``augment`` (names from
     :data:`llmrec.samples.augment.AUGMENTATIONS`) adds ``augment_copies`` new samples per k-shot sample and
     method, made from those samples only (:func:`llmrec.samples.augment.augment_samples`, seeded with
-    ``seed``). Returns a :class:`KShotRun`.
+    ``seed``). ``encode(scorer, samples) -> Prompts`` renders them (default: the template over ``catalog``; samples
+    parsed from TALLRec alpaca records pass one that keeps their own wording, see :func:`encode_sample_set`).
+    Returns a :class:`KShotRun`.
 
     Raises:
         ValueError: ``shots`` < 1 or larger than the train split (names the value); an unknown augmentation.
@@ -142,8 +194,9 @@ def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecS
         train = augment_samples(train, augment, copies=augment_copies, seed=seed)
     val = sample_k_shot(splits.valid, min(val_size, len(splits.valid)), val_seed) if val_size > 0 else []
     scorer = PointwiseScorer(model, tokenizer, template, dtype=dtype)
-    tr = scorer.encode_samples(train, catalog)
-    va = scorer.encode_samples(val, catalog) if val else None
+    enc = encode or (lambda sc, ss: sc.encode_samples(ss, catalog))
+    tr = enc(scorer, train)
+    va = enc(scorer, val) if val else None
     result = train_lora(model, tokenizer, scorer.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora,
                         va.input_ids if va else None, va.labels.tolist() if va else None)
     scorer.model = result.model

@@ -146,6 +146,9 @@ def lint(name: str = typer.Argument(..., help="Template name or path."),
          max_length: Optional[int] = typer.Option(None, help="Training max_length (default TrainSettings')."),
          data: Optional[Path] = _DATA, prompts: Optional[List[Path]] = _PROMPTS,
          no_data: bool = typer.Option(False, "--no-data", help="Static checks only (no rendering)."),
+         item_noun: Optional[str] = typer.Option(None, "--item-noun", help="The data's item word (book, product): "
+                                                 "warn when the template's wording names another kind of item. "
+                                                 "Default: the data's (movie for MovieLens)."),
          as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")):
     """Check variables, answer leaks, verbalizer tokens and prompt lengths. Exit 1 on errors, 0 on warnings."""
     from llmrec.prompt_lab.lint import lint_template
@@ -162,7 +165,7 @@ def lint(name: str = typer.Argument(..., help="Template name or path."),
         rec, splits = load_tallrec(data)
         samples, catalog = split_samples(splits, split), rec.catalog
         samples = samples[:limit] if limit > 0 else samples
-    rep = lint_template(t, samples, catalog, tok, max_positions=max_pos, max_length=max_length)
+    rep = lint_template(t, samples, catalog, tok, max_positions=max_pos, max_length=max_length, item_noun=item_noun)
     typer.echo(json.dumps(rep.to_dict(), indent=2) if as_json else rep.format())
     if rep.exit_code:
         raise SystemExit(rep.exit_code)

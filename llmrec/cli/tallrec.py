@@ -33,6 +33,126 @@ AllowBaseOpt = typer.Option(False, "--allow-base-mismatch", help="Load the adapt
 #: ``sample_k_shot`` names its arguments ``k=`` and ``seed=``; ``llmrec data`` sets k with --shots.
 KSHOT_FLAGS = {"k": "--shots"}
 
+# ------------------------------------------------------------------------ the user's data and protocol
+InteractionsOpt = typer.Option(None, "--interactions", help="Your own interactions file (CSV, TSV or JSONL; one "
+                               "rating or 0/1 label per row) instead of --data; columns named by --columns.")
+ItemsOpt = typer.Option(None, "--items", help="Item file for --interactions (CSV, TSV or JSONL): item id, title and "
+                        "any text columns (author, brand, ...) for --item-text.")
+ColumnsOpt = typer.Option(None, "--columns", help="Column names of --interactions/--items as key=name pairs, keys "
+                          "user, item, rating, label, timestamp, item_id, title (default user=user_id,item=item_id,"
+                          "rating=rating,timestamp=timestamp,title=title; timestamp=none: file order is time order).")
+RatingScaleOpt = typer.Option(None, "--rating-scale", help="LOW-HIGH[:STEP] every rating must lie on (e.g. 1-10); "
+                              "a rating off it is refused with its line. The like threshold defaults to its midpoint.")
+LikeThresholdOpt = typer.Option(None, "--like-threshold", help="liked = rating > this. Default: 3 (TALLRec) on "
+                                "MovieLens, else the midpoint of the rating scale. Must lie inside the scale.")
+HistoryLenOpt = typer.Option(None, "--history-len", help="History items per sample (default 10).")
+HistoryOrderOpt = typer.Option(None, "--history-order", help="oldest-first (default, TALLRec) or newest-first.")
+SplitByOpt = typer.Option(None, "--split-by", help="user (default, TALLRec: users' windows in order, so the parts "
+                          "hold different users) or time (windows ordered by the target's timestamp).")
+NKeepOpt = typer.Option(None, "--n-keep", help="Keep the last N windows before the 80/10/10 split (default 10000; "
+                        "0 = all).")
+ItemTextOpt = typer.Option(None, "--item-text", help="Item text from the item file's columns, e.g. "
+                           "'{title} by {author}' (default '{title}').")
+ItemNounOpt = typer.Option(None, "--item-noun", help="What an item is in the prompts (book, product); default movie "
+                           "for MovieLens, item for --interactions.")
+ValJsonOpt = typer.Option(None, "--val-json", help="Validation records for early stopping with --train-json "
+                          "(alpaca JSON or structured JSONL); up to --val-size of them are used.")
+#: Library argument names in protocol errors -> the flags that set them.
+PROTOCOL_FLAGS = {"history_len": "--history-len", "history_order": "--history-order", "split": "--split-by",
+                  "n_keep": "--n-keep", "like threshold": "--like-threshold", "item text": "--item-text",
+                  "rating scale": "--rating-scale", "item_noun": "--item-noun"}
+
+
+def _parse_columns(spec: Optional[str]) -> tuple:
+    """``--columns`` -> ``(ColumnMap, item_id, title)`` (:func:`llmrec.data.tabular.parse_columns`)."""
+    from llmrec.data.tabular import parse_columns
+
+    try:
+        return parse_columns(spec)
+    except ValueError as e:
+        raise CliError(f"--{e}") from None
+
+
+def _protocol_options_given(*values) -> bool:
+    return any(v is not None for v in values)
+
+
+def _load_protocol(data, interactions, items, columns, rating_scale, like_threshold, history_len, history_order,
+                   split_by, n_keep, item_text, item_noun):
+    """``(splits, catalog, protocol record, ProtocolResult or None)`` of the data and protocol the flags name, with
+    the like rule printed on stderr. No protocol flag: TALLRec-movie through :func:`llmrec.recipe.load_tallrec` (as
+    before; None in the last place)."""
+    from llmrec.samples.protocol import TALLREC_MOVIE, ProtocolConfig, data_sha256
+
+    if interactions is not None and data is not None:
+        raise CliError("give either --data (a MovieLens folder) or --interactions (your own file), not both")
+    if interactions is None and (items is not None or columns is not None or rating_scale is not None):
+        flag = "--items" if items is not None else "--columns" if columns is not None else "--rating-scale"
+        raise CliError(f"{flag} needs --interactions FILE (it describes your own interactions file)")
+    custom = _protocol_options_given(interactions, like_threshold, history_len, history_order, split_by, n_keep,
+                                     item_text, item_noun)
+    if not custom:
+        from llmrec.recipe import load_tallrec
+
+        rec, splits = load_tallrec(data)
+        record = {"name": "tallrec-movie", "data": str(data or "ml-100k"), "like_threshold": TALLREC_MOVIE.like_threshold,
+                  "like_rule": "liked = rating > 3 (TALLRec)", "history_len": TALLREC_MOVIE.history_len,
+                  "item_noun": rec.catalog.item_noun, "item_text": "{title}", "split": "user",
+                  "data_sha256": data_sha256(rec)}
+        return splits, rec.catalog, record, None
+    from llmrec.recipe import load_protocol
+
+    cm, item_id, title = _parse_columns(columns)
+    try:
+        cfg = ProtocolConfig(like_threshold=like_threshold, history_len=history_len or TALLREC_MOVIE.history_len,
+                             history_order=history_order or "oldest-first", split=split_by or "user",
+                             n_keep=TALLREC_MOVIE.n_keep if n_keep is None else (n_keep or None),
+                             item_text=item_text or "{title}", item_noun=item_noun)
+        cfg.check()
+        from llmrec.data.tabular import parse_rating_scale
+
+        scale = parse_rating_scale(rating_scale)
+        res = load_protocol(data, cfg, interactions=interactions, items=items, columns=cm, rating_scale=scale,
+                            item_id=item_id, title=title, item_noun=item_noun)
+    except ValueError as e:
+        raise flag_error(e, PROTOCOL_FLAGS) from None
+    c = res.config
+    typer.echo(f"protocol: {res.rule}; {c.history_len}-item histories {c.history_order}, split by {c.split}; "
+               f"train/valid/test {len(res.splits.train)}/{len(res.splits.valid)}/{len(res.splits.test)} samples; "
+               f"items are {c.item_noun!r} ({c.item_text})", err=True)
+    return res.splits, res.catalog, res.record(), res
+
+
+def _read_sample_set(path: Path, flag: str, answers, catalog=None, like_threshold=None, item_noun=None):
+    """Alpaca JSON (parsed into samples when in TALLRec's format) or structured JSONL: a SampleSet (an empty alpaca
+    file gives an empty set, for the caller's own message)."""
+    from llmrec.data.alpaca import read_alpaca_json
+    from llmrec.samples.records import SampleSet, parse_tallrec_alpaca, read_samples_jsonl, sample_file_kind
+
+    if sample_file_kind(path) == "jsonl":
+        return read_samples_jsonl(path, catalog=catalog, like_threshold=like_threshold, item_noun=item_noun)
+    records = read_alpaca_json(path, answers=answers)
+    if not records:
+        return SampleSet(None, None, "alpaca", path.name, [], None, "it holds no records")
+    return parse_tallrec_alpaca(records, path.name)
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _protocol_mismatch(meta: dict, current: dict) -> list[str]:
+    """What differs between the protocol an adapter was tuned on and the one evaluated (threshold, item noun,
+    history length, item text; the data only when both record a data hash and the protocol names match)."""
+    tuned = meta.get("protocol") or {}
+    out = []
+    for k in ("like_threshold", "item_noun", "history_len", "item_text"):
+        if k in tuned and k in current and tuned[k] is not None and current[k] is not None and tuned[k] != current[k]:
+            out.append(f"{k} {tuned[k]!r} (tuned) vs {current[k]!r} (now)")
+    return out
+
 
 def _split(splits, name: str):
     if name not in ("train", "valid", "test"):
@@ -41,21 +161,28 @@ def _split(splits, name: str):
 
 
 def data(
-    split: str = typer.Option("test", help="Which TALLRec split: train, valid or test."),
-    out: Path = typer.Option(..., "--out", help="Output file: .json (alpaca records) or a folder (datasets.Dataset)."),
+    split: str = typer.Option("test", help="Which split: train, valid or test."),
+    out: Path = typer.Option(..., "--out", help="Output file: .json (alpaca records), .jsonl (structured sample "
+                                                "records) or a folder (datasets.Dataset)."),
     data: Optional[Path] = DataOpt,
     template: str = DataTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
     shots: int = typer.Option(0, help="If > 0 (train split), export only k samples drawn with --seed."),
     seed: int = typer.Option(0, help="Seed of the k-shot draw."),
+    interactions: Optional[Path] = InteractionsOpt, items: Optional[Path] = ItemsOpt,
+    columns: Optional[str] = ColumnsOpt, rating_scale: Optional[str] = RatingScaleOpt,
+    like_threshold: Optional[float] = LikeThresholdOpt, history_len: Optional[int] = HistoryLenOpt,
+    history_order: Optional[str] = HistoryOrderOpt, split_by: Optional[str] = SplitByOpt,
+    n_keep: Optional[int] = NKeepOpt, item_text: Optional[str] = ItemTextOpt, item_noun: Optional[str] = ItemNounOpt,
 ):
-    """Build TALLRec samples (10-item windows, like = rating > 3, 80/10/10) and export them."""
-    from llmrec.recipe import load_tallrec
+    """Build samples and export them: TALLRec's movie protocol by default (10-item windows, like = rating > 3,
+    80/10/10), or any protocol over your own data (--interactions, --like-threshold, --history-len, ...)."""
     from llmrec.prompts import load_template
     from llmrec.samples.kshot import sample_k_shot
-    from llmrec.samples.tallrec import template_variables, to_alpaca, to_hf_dataset
+    from llmrec.samples.tallrec import to_alpaca, to_hf_dataset
 
-    rec, splits = load_tallrec(data)
+    splits, catalog, record, _ = _load_protocol(data, interactions, items, columns, rating_scale, like_threshold,
+                                                history_len, history_order, split_by, n_keep, item_text, item_noun)
     samples = _split(splits, split)
     if not samples:
         raise CliError(f"--split {split}: 0 samples (the data gives {len(splits.train)}/{len(splits.valid)}/"
@@ -74,10 +201,14 @@ def data(
             parts = tpl.render_parts(v)
             return parts["instruction"], parts["input"]
 
-        records = to_alpaca(samples, rec.catalog, render=render, answers=tuple(tpl.targets[:2]))
+        records = to_alpaca(samples, catalog, render=render, answers=tuple(tpl.targets[:2]))
         write_json_atomic(out, records)
+    elif out.suffix == ".jsonl":
+        from llmrec.samples.records import write_samples_jsonl
+
+        write_samples_jsonl(samples, catalog, out, protocol=record)
     else:
-        to_hf_dataset(samples, rec.catalog).save_to_disk(str(out))
+        to_hf_dataset(samples, catalog).save_to_disk(str(out))
     typer.echo(f"wrote {len(samples)} {split} samples to {out}")
 
 
@@ -89,7 +220,10 @@ def train(
     template: str = TemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
-    train_json: Optional[Path] = typer.Option(None, help="Train on these alpaca records instead of k-shot samples."),
+    train_json: Optional[Path] = typer.Option(None, help="Train on these records instead of k-shot samples: alpaca JSON "
+                                              "(TALLRec's format is read back into structured samples, so --augment "
+                                              "works) or structured sample JSONL."),
+    val_json: Optional[Path] = ValJsonOpt,
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (early stopping on validation AUC). Default: the "
                                          "optimizer steps of 10 un-augmented epochs, at least 80 steps (64 shots: "
                                          "5 with --augment mirror, 10 with none; 16 shots + mirror: 20)."),
@@ -112,13 +246,19 @@ def train(
     max_length: int = typer.Option(default(TrainSettings, "max_length"), "--max-length",
                                    help="Longest training example in tokens (prompt + answer); a longer one is "
                                         "refused, never truncated. The model's context is a limit too."),
+    interactions: Optional[Path] = InteractionsOpt, items: Optional[Path] = ItemsOpt,
+    columns: Optional[str] = ColumnsOpt, rating_scale: Optional[str] = RatingScaleOpt,
+    like_threshold: Optional[float] = LikeThresholdOpt, history_len: Optional[int] = HistoryLenOpt,
+    history_order: Optional[str] = HistoryOrderOpt, split_by: Optional[str] = SplitByOpt,
+    n_keep: Optional[int] = NKeepOpt, item_text: Optional[str] = ItemTextOpt, item_noun: Optional[str] = ItemNounOpt,
 ):
-    """LoRA-tune the base model on k labelled samples; save the adapter (resumable checkpoints in --out)."""
+    """LoRA-tune the base model on k labelled samples (TALLRec's movie protocol, or any protocol over your data), or
+    on your own records (--train-json, early stopping on --val-json); save the adapter (resumable checkpoints in
+    --out). The adapter records the protocol used (data hash, like threshold, item noun, template)."""
     from llmrec.adapter import save_adapter
-    from llmrec.data.alpaca import read_alpaca_json
     from llmrec.model import LoraSettings, load_base_model
     from llmrec.scoring.pointwise import PointwiseScorer
-    from llmrec.recipe import load_tallrec, tune_k_shot
+    from llmrec.recipe import tune_k_shot
     from llmrec.prompts import load_template
     from llmrec.train import TrainSettings, train_lora
 
@@ -134,9 +274,10 @@ def train(
         augment_names = parse_augmentations(augment)
     except ValueError as e:
         raise CliError(f"--augment {augment!r}: {e}") from None
-    if augment_names and train_json is not None:
-        raise CliError("--augment works on k-shot samples; it cannot be combined with --train-json")
+    if val_json is not None and train_json is None:
+        raise CliError("--val-json needs --train-json (k-shot runs validate on the protocol's valid split)")
     tpl = load_template(template, prompts)
+    epochs_given = epochs
     try:  # settings are checked here, before the data and the model load
         if epochs is None:
             from llmrec.recipe import epoch_budget
@@ -154,35 +295,87 @@ def train(
     from llmrec.adapter import META
 
     check_replaceable(out, META, "LoRA adapter")  # before tuning, not after
-    rec, splits = load_tallrec(data)
+    answers = tuple(tpl.targets[:2])
+    uses_data = train_json is None or data is not None or interactions is not None
+    splits = catalog = None
+    protocol: dict = {}
+    if uses_data:  # --train-json alone needs no dataset (MovieLens is not loaded)
+        splits, catalog, protocol, _ = _load_protocol(data, interactions, items, columns, rating_scale, like_threshold,
+                                                      history_len, history_order, split_by, n_keep, item_text,
+                                                      item_noun)
     if train_json is None and shots > len(splits.train):
         raise CliError(f"--shots {shots}: larger than the train split ({len(splits.train)} samples)")
     if train_json is not None:  # read and checked before the model loads
-        records = read_alpaca_json(train_json, answers=tuple(tpl.targets[:2]))
-        if not records:
+        threshold = like_threshold if like_threshold is not None else protocol.get("like_threshold")
+        tr_set = _read_sample_set(train_json, "--train-json", answers, catalog, threshold, item_noun)
+        if not len(tr_set):
             raise CliError(f"--train-json {train_json}: holds no records to train on")
+        va_set = None
+        if val_json is not None:
+            va_set = _read_sample_set(val_json, "--val-json", answers, catalog, threshold, item_noun)
+            if not len(va_set):
+                raise CliError(f"--val-json {val_json}: holds no records to validate on")
+            if val_size > 0 and len(va_set) > val_size:
+                from llmrec.samples.kshot import k_shot_indices
+
+                va_set = va_set.subset(k_shot_indices(len(va_set), val_size, 1234))
+            elif val_size == 0:
+                va_set = None
+        train_samples = None
+        if augment_names:
+            try:
+                base = tr_set.require_structured(f"--augment {augment}")
+            except ValueError as e:
+                raise CliError(f"{e}; pass --augment none") from None
+            from llmrec.samples.augment import augment_samples
+
+            train_samples = augment_samples(base, augment_names, copies=augment_copies, seed=seed)
+        n_train = len(train_samples) if train_samples is not None else len(tr_set)
+        if epochs_given is None:
+            from dataclasses import replace as _replace
+            from llmrec.recipe import epoch_budget
+
+            settings = _replace(settings, epochs=epoch_budget(augment_names, augment_copies, shots=len(tr_set),
+                                                              batch_size=batch_size))
     model, tok = load_base_model(base_model)
     if train_json is not None:
+        from llmrec.recipe import encode_sample_set
+
         sc = PointwiseScorer(model, tok, tpl)
-        tr = sc.encode_alpaca(records)
+        tr = encode_sample_set(sc, tr_set, train_samples)
+        va = encode_sample_set(sc, va_set) if va_set is not None else None
         try:
-            res = train_lora(model, tok, sc.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora)
+            res = train_lora(model, tok, sc.verbalizer, tr.input_ids, tr.labels.tolist(), settings, lora,
+                             va.input_ids if va else None, va.labels.tolist() if va else None)
         except ValueError as e:
             raise flag_error(e) from None
-        model, verb, record = res.model, sc.verbalizer, {"train_json": str(train_json), "n": len(records)}
+        thresholds = sorted({s.like_threshold for s in tr_set.samples if s.rating_scale != (0.0, 1.0)}) \
+            if tr_set.samples is not None else []  # label-only records (1/0 at 0.5) record no threshold
+        record = {"train_json": str(train_json), "n": len(tr_set), "train_samples": n_train,
+                  "augment": list(augment_names), "augment_copies": augment_copies if augment_names else 0,
+                  "val_json": str(val_json) if val_json else None, "val_size": len(va_set) if va_set else 0,
+                  "best_val_auc": res.best_val_auc, "val_auc_history": res.val_auc_history,
+                  "epochs_run": res.epochs_run, "train_seconds": res.train_seconds, "settings": res.settings}
+        model, verb = res.model, sc.verbalizer
+        protocol = {"name": "records", "train_json": str(train_json), "train_sha256": _file_sha256(train_json),
+                    "val_json": str(val_json) if val_json else None,
+                    "val_sha256": _file_sha256(val_json) if val_json else None, "records_kind": tr_set.kind,
+                    "structured": tr_set.samples is not None, "item_noun": tr_set.item_noun if tr_set.catalog else None,
+                    "like_threshold": thresholds[0] if len(thresholds) == 1 else thresholds or None,
+                    "template": tpl.name, **({"data_protocol": protocol} if protocol else {})}
     else:
         try:
-            run = tune_k_shot(model, tok, tpl, splits, rec.catalog, shots=shots, seed=seed, settings=settings,
+            run = tune_k_shot(model, tok, tpl, splits, catalog, shots=shots, seed=seed, settings=settings,
                               lora=lora, val_size=val_size, augment=augment_names, augment_copies=augment_copies)
         except ValueError as e:
             raise flag_error(e) from None
         model, verb, record = run.scorer.model, run.scorer.verbalizer, run.record
+        protocol = {**protocol, "shots": shots, "seed": seed, "template": tpl.name}
     from llmrec.scoring.pointwise import process_state
 
     if not process_state().is_main_process:  # under `accelerate launch`, one process writes
         return
-    save_adapter(model, out, base_model=base_model, template=tpl, verbalizer=verb, kind="tallrec",
-                 protocol={"name": "tallrec-movie", "shots": shots, "seed": seed, "data": str(data or "ml-100k")},
+    save_adapter(model, out, base_model=base_model, template=tpl, verbalizer=verb, kind="tallrec", protocol=protocol,
                  metrics={"best_val_auc": record.get("best_val_auc")}, train=record)
     import shutil
 
@@ -225,8 +418,10 @@ def _scorer(adapter: Optional[Path], base_model: Optional[str], tpl, allow_templ
 
 def score(
     adapter: Optional[Path] = typer.Option(None, help="Tuned adapter folder; without it, the base model zero-shot."),
-    input: Optional[Path] = typer.Option(None, "--input", help="Alpaca JSON records to score."),
-    user: Optional[str] = typer.Option(None, help="Score one user (with --target): last 10 ratings are the history."),
+    input: Optional[Path] = typer.Option(None, "--input", help="Records to score: alpaca JSON or structured sample "
+                                         "JSONL (labels optional)."),
+    user: Optional[str] = typer.Option(None, help="Score one user (with --target): the last --history-len (10) "
+                                                  "ratings are the history."),
     target: Optional[str] = typer.Option(None, help="Target item id (with --user)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write scores as JSON here (else print every row "
                                                            "as a JSON line)."),
@@ -237,10 +432,16 @@ def score(
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
     allow_template_mismatch: bool = typer.Option(False, help="Score with another template than the adapter's."),
     allow_base_mismatch: bool = AllowBaseOpt,
+    interactions: Optional[Path] = InteractionsOpt, items: Optional[Path] = ItemsOpt,
+    columns: Optional[str] = ColumnsOpt, rating_scale: Optional[str] = RatingScaleOpt,
+    like_threshold: Optional[float] = LikeThresholdOpt, history_len: Optional[int] = HistoryLenOpt,
+    item_text: Optional[str] = ItemTextOpt, item_noun: Optional[str] = ItemNounOpt,
 ):
-    """Score alpaca JSON records, or one (user, target) pair: P(Yes) per prompt. Records may be unlabelled
-    (``output`` missing or empty); rows of labelled ones carry their ``label``."""
+    """Score records (alpaca JSON or structured JSONL), or one (user, target) pair of a dataset (MovieLens or your
+    own --interactions): P(Yes) per prompt. Records may be unlabelled (alpaca ``output`` or JSONL ``label`` missing
+    or empty); rows of labelled ones carry their ``label``."""
     from llmrec.data.alpaca import read_alpaca_json
+    from llmrec.samples.records import read_samples_jsonl, sample_file_kind
 
     if (input is None) == (user is None):
         raise CliError("give either --input FILE or --user ID --target ITEM")
@@ -248,26 +449,48 @@ def score(
         raise CliError("--user needs --target ITEM")
     check_dtype(dtype)
     tpl = _template(adapter, template, prompts)
+    jsonl = None
+    custom = _protocol_options_given(interactions, like_threshold, history_len, item_text, item_noun)
     if input is not None:  # read and checked before the model loads
-        records = read_alpaca_json(input, answers=tuple(tpl.targets[:2]), unlabelled=True)
-        if not records:
-            raise CliError(f"--input {input}: holds no records to score")
+        if sample_file_kind(input) == "jsonl":
+            catalog = None
+            if data is not None or interactions is not None:
+                _, catalog, _, _ = _load_protocol(data, interactions, items, columns, rating_scale, like_threshold,
+                                                  history_len, None, None, None, item_text, item_noun)
+            jsonl = read_samples_jsonl(input, catalog=catalog, like_threshold=like_threshold, item_noun=item_noun,
+                                       unlabelled=True)
+        else:
+            records = read_alpaca_json(input, answers=tuple(tpl.targets[:2]), unlabelled=True)
+            if not records:
+                raise CliError(f"--input {input}: holds no records to score")
+    elif custom or items is not None or columns is not None or rating_scale is not None:  # before the model loads
+        _, catalog, _, res = _load_protocol(data, interactions, items, columns, rating_scale, like_threshold,
+                                            history_len, None, None, None, item_text, item_noun)
     sc, loaded = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype, allow_base_mismatch)
     if loaded and loaded["mismatch_allowed"]:
         typer.echo(f"llmrec: warning: adapter {adapter} scored on {loaded['base_model']!r} (weights sha256 "
                    f"{loaded['sha256'][:12]}), not the base model it was tuned on (--allow-base-mismatch)", err=True)
-    if input is not None:
+    if jsonl is not None:
+        P = sc.encode_samples(jsonl.samples, jsonl.catalog)
+    elif input is not None:
         P = sc.encode_alpaca(records)
     else:
-        from llmrec import assets
-        from llmrec.data import load_dataset
+        from llmrec.prompts.render import render_samples
         from llmrec.samples.tallrec import sample_for_user
 
-        rec = load_dataset(data if data is not None else assets.ml100k_dir())
-        s = sample_for_user(rec, user, target)  # history without the target (as `prompts render` shows it)
-        from llmrec.prompts.render import render_samples
+        if custom or items is not None or columns is not None or rating_scale is not None:
+            c = res.config
+            pair = None if res.rating_scale is None else tuple(float(x) for x in res.rating_scale[:2])
+            s = sample_for_user(res.rec, user, target, c.history_len, c.like_threshold,
+                                None if pair == (1.0, 5.0) else pair)
+        else:
+            from llmrec import assets
+            from llmrec.data import load_dataset
 
-        P = sc.encode(render_samples(sc.template, [s], rec.catalog, sc.tokenizer))
+            rec = load_dataset(data if data is not None else assets.ml100k_dir())
+            catalog = rec.catalog
+            s = sample_for_user(rec, user, target)  # history without the target (as `prompts render` shows it)
+        P = sc.encode(render_samples(sc.template, [s], catalog, sc.tokenizer))
     scores = sc.score(P, progress=len(P.input_ids) > 50)
     rows = [{"index": i, "p_yes": float(p), **({"label": int(y)} if y >= 0 else {})}
             for i, (p, y) in enumerate(zip(scores, P.labels))]
@@ -287,8 +510,10 @@ def score(
 
 def evaluate(
     adapter: Optional[Path] = typer.Option(None, help="Tuned adapter folder; without it, zero-shot."),
-    split: str = typer.Option("test", help="TALLRec split to evaluate: valid or test."),
-    input: Optional[Path] = typer.Option(None, "--input", help="Alpaca JSON records instead of a split."),
+    split: str = typer.Option("test", help="Split to evaluate: valid or test."),
+    input: Optional[Path] = typer.Option(None, "--input", help="Records instead of a split: alpaca JSON (TALLRec's "
+                                         "format is read back into samples: like-rate and UAUC too) or structured "
+                                         "sample JSONL."),
     base_model: Optional[str] = AdapterBaseOpt,
     template: Optional[str] = ScoreTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
@@ -298,12 +523,18 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics JSON here."),
     allow_template_mismatch: bool = typer.Option(False),
     allow_base_mismatch: bool = AllowBaseOpt,
+    interactions: Optional[Path] = InteractionsOpt, items: Optional[Path] = ItemsOpt,
+    columns: Optional[str] = ColumnsOpt, rating_scale: Optional[str] = RatingScaleOpt,
+    like_threshold: Optional[float] = LikeThresholdOpt, history_len: Optional[int] = HistoryLenOpt,
+    history_order: Optional[str] = HistoryOrderOpt, split_by: Optional[str] = SplitByOpt,
+    n_keep: Optional[int] = NKeepOpt, item_text: Optional[str] = ItemTextOpt, item_noun: Optional[str] = ItemNounOpt,
 ):
-    """AUC and UAUC of P(Yes) on a TALLRec split (or alpaca JSON), beside the like-rate baseline. The records must hold
-    both classes (checked before the model loads)."""
-    from llmrec.data.alpaca import read_alpaca_json, require_both_classes
+    """AUC and UAUC of P(Yes) on a split of any protocol (or on records), beside the like-rate baseline
+    (``like_rate_auc``: the fraction of liked history items). The records must hold both classes (checked before the
+    model loads). An adapter tuned on another protocol (threshold, item noun, history length) is reported."""
+    from llmrec.data.alpaca import require_both_classes
     from llmrec.metrics import auc, uauc
-    from llmrec.recipe import like_rate_scores, load_tallrec
+    from llmrec.recipe import encode_sample_set, like_rate_product, like_rate_scores
 
     if limit < 0:
         raise CliError(f"--limit {limit}: must be >= 0 (0 = all samples)")
@@ -311,35 +542,64 @@ def evaluate(
     tpl = _template(adapter, template, prompts)
     answers = tuple(tpl.targets[:2])
     result = {}
+    sset = None
+    protocol: dict = {}
     if input is not None:  # the data is read and checked before the model loads
-        records = read_alpaca_json(input, answers=answers)
-        records = records[:limit] if limit else records
-        require_both_classes([r["label"] for r in records], f"--input {input.name}", answers)
+        catalog = None
+        if data is not None or interactions is not None:
+            _, catalog, protocol, _ = _load_protocol(data, interactions, items, columns, rating_scale, like_threshold,
+                                                     history_len, history_order, split_by, n_keep, item_text,
+                                                     item_noun)
+        threshold = like_threshold if like_threshold is not None else protocol.get("like_threshold")
+        sset = _read_sample_set(input, "--input", answers, catalog, threshold, item_noun)
+        if limit and len(sset) > limit:
+            sset = sset.subset(range(limit))
+        require_both_classes(sset.labels, f"--input {input.name}", answers)
+        samples = sset.samples
+        if sset.catalog is not None:
+            protocol = {**protocol, "item_noun": sset.item_noun}
+        rated = [s for s in samples or [] if s.rating_scale != (0.0, 1.0)]  # label-only: no rating threshold
+        ths = {s.like_threshold for s in rated}
+        protocol["like_threshold"] = ths.pop() if len(ths) == 1 else None
     else:
-        rec, splits = load_tallrec(data)
+        splits, catalog, protocol, _ = _load_protocol(data, interactions, items, columns, rating_scale, like_threshold,
+                                                      history_len, history_order, split_by, n_keep, item_text,
+                                                      item_noun)
         samples = _split(splits, split)
         samples = samples[:limit] if limit else samples
         require_both_classes([s.label for s in samples], f"--split {split}" + (f" --limit {limit}" if limit else ""),
                              answers)
+    if adapter is not None:
+        from llmrec.adapter import read_metadata
+
+        diff = _protocol_mismatch(read_metadata(adapter), protocol)
+        if diff:
+            result["protocol_mismatch"] = diff
+            typer.echo(f"llmrec: warning: adapter {adapter} was tuned on another protocol: {'; '.join(diff)}", err=True)
     sc, loaded = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype, allow_base_mismatch)
     if loaded is not None:
         result["loaded_base"] = loaded  # what the adapter ran on (a mismatch allowed is recorded here)
-    if input is not None:
-        P = sc.encode_alpaca(records)
-    else:
-        P = sc.encode_samples(samples, rec.catalog)
+    P = encode_sample_set(sc, sset) if sset is not None else sc.encode_samples(samples, catalog)
+    if samples is not None:
         result["like_rate_auc"] = auc(P.labels, like_rate_scores(samples))
     r = sc.evaluate(P, progress=True, keep_scores=True)
     scores = r.pop("scores")
     result.update(r)
-    if input is None:  # the LM x like-rate product needs the history ratings (not in alpaca records)
-        from llmrec.recipe import like_rate_product
-
+    if samples is not None:  # the LM x like-rate product needs the history (structured samples)
         result["like_product_auc"] = auc(P.labels, like_rate_product(scores, samples))
-        users = [s.user_id for s in samples]
-        u = uauc(users, P.labels, scores)
-        result.update(uauc=u["uauc"], uauc_users=u["n_users"],
-                      like_rate_uauc=uauc(users, P.labels, like_rate_scores(samples))["uauc"])
+        if all(s.user_id for s in samples):
+            users = [s.user_id for s in samples]
+            u = uauc(users, P.labels, scores)
+            result.update(uauc=u["uauc"], uauc_users=u["n_users"],
+                          like_rate_uauc=uauc(users, P.labels, like_rate_scores(samples))["uauc"])
+        else:
+            result["not_computed"] = {"uauc": "the records name no users"}
+    else:
+        result["not_computed"] = {"like_rate_auc": sset.unstructured, "uauc": sset.unstructured}
+        typer.echo(f"llmrec: note: no like-rate or UAUC for --input {input.name}: {sset.unstructured}", err=True)
+    if protocol:
+        result["protocol"] = {k: protocol[k] for k in ("name", "like_threshold", "item_noun", "history_len", "data",
+                                                       "data_sha256") if k in protocol}
     typer.echo(json.dumps(result, indent=2))
     if out:
         write_json_atomic(out, result)

@@ -168,7 +168,7 @@ def _to_rating(col: pd.Series, path: Path, lines: np.ndarray, scale: tuple[float
     """Column of rating strings -> float64 array, checked against the format's rating scale.
 
     ``scale`` is ``(low, high, step)``: every rating must lie in ``[low, high]`` on the grid
-    ``low, low + step, ...`` (GroupLens ML-100K: ``(1, 5, 1)``, whole stars; MovieLens "latest":
+    ``low, low + step, ...`` (``step`` None or 0: anywhere in ``[low, high]``) (GroupLens ML-100K: ``(1, 5, 1)``, whole stars; MovieLens "latest":
     ``(0.5, 5, 0.5)``, half stars).
     ``None`` (RecBole atomic files, any scale) only requires finite numbers.
 
@@ -178,11 +178,13 @@ def _to_rating(col: pd.Series, path: Path, lines: np.ndarray, scale: tuple[float
     vals = _to_number(col, path, field, lines)
     if scale is not None:
         low, high, step = scale
-        steps = (vals - low) / step
-        bad = (vals < low) | (vals > high) | (np.abs(steps - np.round(steps)) > 1e-9)
+        bad = (vals < low) | (vals > high)
+        if step:  # None / 0: any value in [low, high]
+            steps = (vals - low) / step
+            bad |= np.abs(steps - np.round(steps)) > 1e-9
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            what = f"{low:g}..{high:g}" + (" in whole stars" if step == 1 else f" in steps of {step:g}")
+            what = f"{low:g}..{high:g}" + ("" if not step else " in whole stars" if step == 1 else f" in steps of {step:g}")
             raise ValueError(f"{path.name}: line {lines[i]}: field {field!r} has value {col.iloc[i]!r}; "
                              f"expected a rating {what}")
     return vals

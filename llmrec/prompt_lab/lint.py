@@ -14,9 +14,9 @@ from llmrec.prompt_lab.render import _referenced, token_lengths
 from llmrec.prompts.render import prompt_variables
 from llmrec.prompts.template import Template, TemplateRenderError
 
-__all__ = ["PROMPT_VARIABLES", "LEAK_VARIABLES", "LISTWISE_VARIABLES", "Finding", "LintReport", "lint_template"]
+__all__ = ["DOMAIN_WORDS", "domain_mismatch_words", "PROMPT_VARIABLES", "LEAK_VARIABLES", "LISTWISE_VARIABLES", "Finding", "LintReport", "lint_template"]
 
-PROMPT_VARIABLES = frozenset({"user_id", "liked", "disliked", "history", "target", "target_id", "target_year",
+PROMPT_VARIABLES = frozenset({"user_id", "item_noun", "liked", "disliked", "history", "target", "target_id", "target_year",
                               "target_genres"})
 
 #: Names that carry the answer; a template reading any of them leaks the label into the prompt.
@@ -24,6 +24,23 @@ LEAK_VARIABLES = frozenset({"label", "target_rating", "answer", "output", "respo
 
 #: Variables of listwise (rerank) templates (:class:`llmrec.rerank.listwise.ListwiseScorer`).
 LISTWISE_VARIABLES = frozenset({"history", "candidates"})
+
+#: Item words a template may say literally; one that is not the data's ``item_noun`` is a domain mismatch.
+DOMAIN_WORDS = ("movie", "film", "book", "novel", "product", "song", "track", "album", "article", "news", "game",
+                "restaurant", "recipe", "podcast", "video", "show", "episode", "app", "course", "hotel", "job")
+_JINJA_TAGS = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+
+
+def domain_mismatch_words(tpl: Template, item_noun: str) -> list[str]:
+    """Item words (:data:`DOMAIN_WORDS`, singular or plural) in the template body's literal text -- outside
+    ``{{ }}``/``{% %}``/``{# #}`` -- that are not ``item_noun``: e.g. ``["movie"]`` for a template that says
+    "target movie" rendered for ``item_noun="book"``. Sorted, unique."""
+    text = _JINJA_TAGS.sub(" ", tpl.body).lower()
+    words = set(re.findall(r"[a-z]+", text))
+    noun = item_noun.lower().strip()
+    own = {noun, noun + "s", noun + "es"} | set(noun.split())
+    return sorted(w for w in DOMAIN_WORDS if w not in own and ({w, w + "s"} & words))
+
 
 _REPR = re.compile(r"[\[{]\{?'[a-z_]+': ")
 
@@ -96,7 +113,7 @@ class LintReport:
 
 def lint_template(tpl: Template, samples: Sequence | None = None, catalog=None, tokenizer: Any = None, *,
                   max_positions: int | None = None, max_length: int | None = None,
-                  provided: Iterable[str] | None = None) -> LintReport:
+                  provided: Iterable[str] | None = None, item_noun: str | None = None) -> LintReport:
     """Check a template for mistakes that silently hurt tuning or scoring.
 
     Checks:
@@ -119,6 +136,9 @@ def lint_template(tpl: Template, samples: Sequence | None = None, catalog=None, 
         max_positions: the model's position limit (:func:`model_max_positions`).
         max_length: training sequence limit; default :class:`llmrec.train.TrainSettings` ``max_length``.
         provided: variable names available to the template; default :data:`PROMPT_VARIABLES`.
+        item_noun: the data's domain word (``"book"``); default the catalog's (``catalog.item_noun``). A template
+            whose literal wording names another item kind (says "movie" for books) gets a ``domain-wording``
+            warning (use ``{{ item_noun }}``).
 
     Returns:
         :class:`LintReport` (``exit_code`` 1 when it holds errors).
@@ -150,6 +170,12 @@ def lint_template(tpl: Template, samples: Sequence | None = None, catalog=None, 
     for v in sorted(declared - referenced):
         extra = "" if v in provided else " (and template_variables does not provide it)"
         rep.add("warning", "unused-variable", f"header declares {v!r} but the body never reads it{extra}")
+    noun = item_noun or getattr(catalog, "item_noun", None)
+    if noun and not listwise:
+        bad = domain_mismatch_words(tpl, noun)
+        if bad:
+            rep.add("warning", "domain-wording", f"the data's items are {noun!r} but the template's text says "
+                                                 f"{', '.join(repr(w) for w in bad)}; write {{{{ item_noun }}}} instead")
     if tpl.task == "pointwise" and len(tpl.verbalizer) != 2:
         rep.add("warning", "verbalizer", f"pointwise template has {len(tpl.verbalizer)} verbalizer words "
                                          f"{tpl.verbalizer}; only the first two are scored")

@@ -13,11 +13,13 @@ target. The augmentations below make new training samples from one sample's own 
 ``drop``
     1 to 3 random history items removed (at least one kept); label unchanged. History-length robustness.
 ``mirror``
-    every like becomes a dislike and vice versa, the label too (rating ``r -> 6 - r``, and a 3, which is
-    not liked, becomes 4 so that it flips). Encodes "same taste as the history -> same answer"; it also
+    every like becomes a dislike and vice versa, the label too (rating ``r -> low + high - r`` on the
+    sample's rating scale, MovieLens' 1..5: ``6 - r``; a rating that would keep its side of the threshold,
+    e.g. a 3 on 1..5, which is not liked, becomes ``threshold + 1`` so that it flips). Encodes "same taste as the history -> same answer"; it also
     asserts the opposite of any item-quality signal, which is why it is measured, not assumed.
 
-The augmented samples keep the original's ``user_id``. Deterministic in ``seed``.
+The augmented samples keep the original's ``user_id``. The like rule (``rating > threshold``) is each sample's
+own (``Sample.like_threshold``, set by the protocol that built it). Deterministic in ``seed``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import random
 from dataclasses import replace
 from typing import Sequence
 
-from .tallrec import LIKE_THRESHOLD, Sample
+from .tallrec import Sample
 
 __all__ = ["AUGMENTATIONS", "augment_samples", "parse_augmentations"]
 
@@ -77,16 +79,17 @@ def _drop(s: Sample, rng: random.Random, threshold: float) -> Sample:
     return replace(s, history=[s.history[i] for i in keep], history_ratings=[s.history_ratings[i] for i in keep])
 
 
-def _flip(r: float, threshold: float) -> float:
-    f = 6.0 - float(r)
+def _flip(r: float, threshold: float, total: float = 6.0) -> float:
+    f = total - float(r)
     if _label(f, threshold) == _label(r, threshold):  # the middle rating (3 on 1-5): push it across
         f = threshold + 1.0 if f <= threshold else threshold
     return f
 
 
 def _mirror(s: Sample, rng: random.Random, threshold: float) -> Sample:
-    rates = [_flip(r, threshold) for r in s.history_ratings]
-    t = _flip(s.target_rating, threshold)
+    total = 6.0 if s.rating_scale is None else float(s.rating_scale[0]) + float(s.rating_scale[1])
+    rates = [_flip(r, threshold, total) for r in s.history_ratings]
+    t = _flip(s.target_rating, threshold, total)
     return replace(s, history_ratings=rates, target_rating=t, label=_label(t, threshold))
 
 
@@ -94,7 +97,7 @@ _FNS = {"permute": _permute, "drop": _drop, "mirror": _mirror}
 
 
 def augment_samples(samples: Sequence[Sample], methods: str | Sequence[str], copies: int = 1, seed: int = 0,
-                    like_threshold: float = LIKE_THRESHOLD) -> list[Sample]:
+                    like_threshold: float | None = None) -> list[Sample]:
     """The originals followed by ``copies`` augmented samples per original and method.
 
     Args:
@@ -103,7 +106,8 @@ def augment_samples(samples: Sequence[Sample], methods: str | Sequence[str], cop
         copies: new samples per original and method (``rotate`` draws distinct history positions while
             there are any left; ``mirror`` is deterministic, so it makes one copy whatever ``copies`` is).
         seed: ``random.Random`` seed; the same arguments give the same list.
-        like_threshold: liked means ``rating > like_threshold`` (TALLRec: 3).
+        like_threshold: liked means ``rating > like_threshold``; None (default): each sample's own
+            ``like_threshold`` (TALLRec-movie: 3).
 
     Returns:
         ``list[Sample]`` of length ``len(samples) * (1 + copies * n_methods)`` (``mirror`` counting 1), the
@@ -121,16 +125,17 @@ def augment_samples(samples: Sequence[Sample], methods: str | Sequence[str], cop
         for s in samples:
             if not s.history or (name == "drop" and len(s.history) < 2):
                 continue
+            th = s.like_threshold if like_threshold is None else like_threshold
             if name == "mirror":
-                out.append(_mirror(s, rng, like_threshold))
+                out.append(_mirror(s, rng, th))
                 continue
             if name == "rotate":  # distinct positions first, so copies <= len(history) never repeat
                 pos = rng.sample(range(len(s.history)), min(copies, len(s.history)))
                 pos += [rng.randrange(len(s.history)) for _ in range(copies - len(pos))]
                 for j in pos:
-                    out.append(_rotate(s, j, like_threshold))
+                    out.append(_rotate(s, j, th))
                 continue
             for _ in range(copies):
-                out.append(_FNS[name](s, rng, like_threshold))
+                out.append(_FNS[name](s, rng, th))
     return out
 

@@ -42,6 +42,7 @@ __all__ = [
     "tallrec_splits",
     "template_variables",
     "tallrec_input",
+    "tallrec_instruction",
     "to_alpaca",
     "write_alpaca",
     "to_hf_dataset",
@@ -57,6 +58,12 @@ TALLREC_INSTRUCTION = (
     "Given the user's preference and unpreference, identify whether the user will like the target movie "
     'by answering "Yes." or "No.".'
 )
+
+
+def tallrec_instruction(item_noun: str = "movie") -> str:
+    """TALLRec's instruction with ``movie`` replaced by ``item_noun`` (``"movie"``: :data:`TALLREC_INSTRUCTION`;
+    ``"book"``: the wording of TALLRec's book data)."""
+    return TALLREC_INSTRUCTION.replace("target movie", f"target {item_noun}")
 
 
 def is_liked(rating: float, threshold: float = LIKE_THRESHOLD) -> bool:
@@ -75,6 +82,10 @@ class Sample:
         target: the item to predict (str).
         target_rating: its rating (float).
         label: 1 if the target is liked (``target_rating > threshold``), else 0.
+        like_threshold: the protocol's like rule, ``rating > like_threshold`` (TALLRec-movie: 3); the prompt's
+            liked/disliked split, the like-rate baseline and augmentation read it from here.
+        rating_scale: ``(low, high)`` of the ratings, or None (MovieLens' 1..5); ``mirror`` augmentation maps
+            ``r -> low + high - r``. Label-only data (no ratings): ``(0.0, 1.0)`` with threshold 0.5.
     """
 
     user_id: str
@@ -83,6 +94,8 @@ class Sample:
     target: str
     target_rating: float
     label: int
+    like_threshold: float = LIKE_THRESHOLD
+    rating_scale: tuple | None = None
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (lists copied)."""
@@ -106,6 +119,7 @@ def build_windows(
     history_len: int = HISTORY_LEN,
     like_threshold: float = LIKE_THRESHOLD,
     last: int | None = None,
+    rating_scale: tuple | None = None,
 ) -> list[Sample]:
     """All sliding windows of the protocol (steps 1-3 of the module docstring), in protocol order.
 
@@ -114,6 +128,7 @@ def build_windows(
         history_len: history length (TALLRec: 10); a user with ``<= history_len`` ratings gives none.
         like_threshold: ``label = int(target_rating > like_threshold)``.
         last: if given, build only the last ``last`` windows (same result as ``[-last:]``, cheaper).
+        rating_scale: ``(low, high)`` recorded on every sample (see :class:`Sample`); None for MovieLens.
 
     Returns:
         ``list[Sample]``; ``sum(max(0, n_u - history_len))`` of them without ``last``.
@@ -162,6 +177,8 @@ def build_windows(
                 target=seq_items[i],
                 target_rating=seq_ratings[i],
                 label=int(seq_ratings[i] > like_threshold),
+                like_threshold=float(like_threshold),
+                rating_scale=rating_scale,
             ))
     return out
 
@@ -189,12 +206,20 @@ def tallrec_splits(
     return TallrecSplits(kept[:a], kept[a:b], kept[b:])
 
 
-def template_variables(sample: Sample, catalog: Catalog, like_threshold: float = LIKE_THRESHOLD) -> dict:
+def template_variables(sample: Sample, catalog: Catalog, like_threshold: float | None = None,
+                       item_noun: str | None = None) -> dict:
     """The variables a prompt template sees for one sample.
+
+    Args:
+        sample / catalog: the sample and the titles (item texts) of its items.
+        like_threshold: liked means ``rating > like_threshold``; default: the sample's own
+            (``sample.like_threshold``, 3 for TALLRec-movie).
+        item_noun: what an item is, in the prompt's words (``"movie"``, ``"book"``); templates read it as
+            ``{{ item_noun }}``. Default: the catalog's own (``catalog.item_noun``, ``"movie"`` for MovieLens).
 
     Returns:
         dict with keys
-        ``user_id`` (str);
+        ``user_id`` (str); ``item_noun`` (str);
         ``liked`` / ``disliked`` (``list[str]``: titles of the liked / not-liked history items, history order);
         ``history`` (``list[dict]`` with ``item_id``, ``title``, ``year`` (int | None), ``genres`` (list[str]),
         ``rating`` (float), ``liked`` (bool), oldest first);
@@ -204,6 +229,10 @@ def template_variables(sample: Sample, catalog: Catalog, like_threshold: float =
     Raises:
         KeyError: an item id is not in the catalog (the message names it).
     """
+    if like_threshold is None:
+        like_threshold = sample.like_threshold
+    if item_noun is None:
+        item_noun = getattr(catalog, "item_noun", "movie")
     history = []
     for item, rating in zip(sample.history, sample.history_ratings):
         title, year, genres = catalog._row(item)
@@ -212,6 +241,7 @@ def template_variables(sample: Sample, catalog: Catalog, like_threshold: float =
     t_title, t_year, t_genres = catalog._row(sample.target)
     return {
         "user_id": sample.user_id,
+        "item_noun": item_noun,
         "liked": [h["title"] for h in history if h["liked"]],
         "disliked": [h["title"] for h in history if not h["liked"]],
         "history": history,
@@ -231,11 +261,13 @@ def tallrec_input(variables: dict) -> str:
     """TALLRec's alpaca ``input`` from :func:`template_variables` output.
 
     ``User Preference: "t1", "t2"\\nUser Unpreference: "t3"\\nWhether the user will like the target movie "T"?``;
-    an empty list leaves nothing after the colon-space (``User Unpreference: \\n``).
+    an empty list leaves nothing after the colon-space (``User Unpreference: \\n``). The noun is
+    ``variables["item_noun"]`` (default ``movie``).
     """
+    noun = variables.get("item_noun", "movie")
     return (f"User Preference: {_quoted(variables['liked'])}\n"
             f"User Unpreference: {_quoted(variables['disliked'])}\n"
-            f"Whether the user will like the target movie \"{variables['target']}\"?")
+            f"Whether the user will like the target {noun} \"{variables['target']}\"?")
 
 
 def to_alpaca(
@@ -243,6 +275,7 @@ def to_alpaca(
     catalog: Catalog,
     render: Callable[[dict], tuple[str, str]] | None = None,
     answers: tuple[str, str] = ("Yes.", "No."),
+    item_noun: str | None = None,
 ) -> list[dict]:
     """Samples -> alpaca records ``{"instruction", "input", "output"}``.
 
@@ -252,6 +285,8 @@ def to_alpaca(
         render: ``variables -> (instruction, input)``; default TALLRec's (:data:`TALLREC_INSTRUCTION`,
             :func:`tallrec_input`).
         answers: outputs for label 1 and 0.
+        item_noun: the item word of TALLRec's wording (``"movie"``, ``"book"``), also given to ``render``;
+            default the catalog's (``"movie"`` for MovieLens).
 
     Returns:
         ``list[dict]``; with the defaults, identical to TALLRec's published records.
@@ -261,8 +296,8 @@ def to_alpaca(
     """
     out = []
     for s in samples:
-        v = template_variables(s, catalog)
-        instruction, inp = render(v) if render else (TALLREC_INSTRUCTION, tallrec_input(v))
+        v = template_variables(s, catalog, item_noun=item_noun)
+        instruction, inp = render(v) if render else (tallrec_instruction(v["item_noun"]), tallrec_input(v))
         out.append({"instruction": instruction, "input": inp, "output": answers[0] if s.label else answers[1]})
     return out
 
@@ -330,12 +365,13 @@ def split_samples(splits, name: str) -> list:
     return list(getattr(splits, name))
 
 
-def sample_for_user(rec, user: str, target: str, history_len: int = HISTORY_LEN):
+def sample_for_user(rec, user: str, target: str, history_len: int = HISTORY_LEN,
+                    like_threshold: float = LIKE_THRESHOLD, rating_scale: tuple | None = None):
     """A :class:`~llmrec.samples.tallrec.Sample` for one (user, target) pair, as ``llmrec score --user --target``
     and ``llmrec prompts render --user --target`` build it (the one implementation).
 
     The history is the user's last ``history_len`` ratings by time, without the target item itself. If the
-    user rated the target, ``target_rating``/``label`` are that rating (> 3 = liked); else 0.0 / 0.
+    user rated the target, ``target_rating``/``label`` are that rating (``> like_threshold`` = liked); else 0.0 / 0.
 
     Raises:
         ValueError: unknown user (no ratings) or unknown target item id.
@@ -351,4 +387,4 @@ def sample_for_user(rec, user: str, target: str, history_len: int = HISTORY_LEN)
     rating = float(own["rating"].iloc[-1]) if not own.empty else 0.0
     hist = hist[hist["item_id"] != str(target)].tail(history_len)
     return Sample(str(user), hist["item_id"].tolist(), hist["rating"].astype(float).tolist(), str(target), rating,
-                  int(rating > LIKE_THRESHOLD))
+                  int(rating > like_threshold), float(like_threshold), rating_scale)

@@ -56,7 +56,7 @@ def codes(rep, level=None):
 def test_prompt_variables_match_template_variables(ml100k):
     rec, splits = ml100k
     v = template_variables(splits.valid[0], rec.catalog)
-    assert set(v) - {"label"} == PROMPT_VARIABLES
+    assert set(v) - {"label"} == PROMPT_VARIABLES and v["item_noun"] == "movie"
     assert "label" in LEAK_VARIABLES and "target_rating" in LEAK_VARIABLES
 
 
@@ -138,7 +138,8 @@ def test_lint_python_repr_and_listwise(ml100k):
 
 def test_lint_answer_boundary_marker(ml100k):
     rec, splits = ml100k
-    src = load_template("tallrec").source.replace('movie "{{ target }}"?', 'movie "{{ target }}"?\n\n### Response:\nNo.')
+    src = load_template("tallrec").source.replace('{{ item_noun | default("movie") }} "{{ target }}"?', 'movie "{{ target }}"?\n\n### Response:\nNo.')
+    assert src != load_template("tallrec").source
     rep = lint_template(Template.from_string(src), splits.valid[:30], rec.catalog)
     assert "answer-boundary" in codes(rep, "warning")
 
