@@ -35,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default=None)
     p.add_argument("--shots", type=int, default=64)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--max-len", type=int, default=None, help="SASRec history length (default: the retriever's 200)")
+    p.add_argument("--epochs", type=int, default=None, help="SASRec epoch cap (default: the retriever's 200)")
     return p.parse_args(argv)
 
 
@@ -76,7 +78,11 @@ def main(argv=None) -> int:
         cm = CollabModel.load(args.model_dir)
         fit_s = None
     else:
-        cm = fit_collab_model(rec, splits, log=lambda m: print("sasrec", m, file=sys.stderr, flush=True))
+        from llmrec.retrieval.sasrec import SASRecConfig
+
+        over = {k: v for k, v in (("max_len", args.max_len), ("epochs", args.epochs)) if v is not None}
+        cm = fit_collab_model(rec, splits, SASRecConfig(**over),
+                              log=lambda m: print("sasrec", m, file=sys.stderr, flush=True))
         fit_s = time.perf_counter() - t0
         cm.save(args.model_dir)
     ex = excluded_users(splits)
