@@ -109,3 +109,32 @@ def test_stages_move_exactly_the_chosen_parameters(world, tiny_tokenizer, tmp_pa
     before = scorer.score(P)
     scorer.model = st3.model.merge_and_unload()
     np.testing.assert_allclose(scorer.score(P), before, atol=1e-5)
+
+
+def test_adapter_carries_projector_and_refuses_another_collab_model(world, tiny_model_dir, tmp_path):
+    from llmrec.adapter import AdapterError
+    from llmrec.collab.adapter import load_collab_adapter, save_collab_adapter
+    from llmrec.model import load_base_model, verbalizer_for
+
+    cm, seqs, cat = world
+    model, tok = load_base_model(str(tiny_model_dir))
+    peft, slots = attach(model, cm, LoraSettings(), seed=0)
+    with torch.no_grad():  # a trained-looking state: projector and LoRA away from their init
+        for name, p in peft.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.add_(0.05 * torch.randn_like(p))
+    scorer = CollabScorer(peft, tok, TPL, slots, dtype="float32")
+    samples = _labelled(np.random.default_rng(3), 6)
+    P = scorer.encode_samples(samples, cat)
+    want = scorer.score(P)
+    out = save_collab_adapter(peft, tmp_path / "ad", collab=cm, base_model=str(tiny_model_dir), template=TPL,
+                              verbalizer=scorer.verbalizer)
+    assert (out / "collab_projector.safetensors").is_file() and (out / "collab" / "collab.json").is_file()
+    model2, tok2, tpl2, verb2, meta, slots2 = load_collab_adapter(out)
+    assert meta["collab"]["sha256"] == cm.sha256 and verb2.token_ids == scorer.verbalizer.token_ids
+    sc2 = CollabScorer(model2, tok2, tpl2, slots2, dtype="float32", verbalizer=verb2)
+    got = sc2.score(sc2.encode_samples(samples, cat))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    other = CollabModel(cm.sasrec, cm.sasrec_items, cm.catalog_items, cm.item_vectors * 2, cm.warm, cm.excluded)
+    with pytest.raises(AdapterError, match="collab.sha256"):
+        load_collab_adapter(out, collab=other)
