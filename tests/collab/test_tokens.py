@@ -167,3 +167,20 @@ def test_collab_model_save_load_and_hash(tmp_path, collab):
     save_file({"item_vectors": V, "warm": collab.warm.astype(np.uint8)}, str(d / "vectors.safetensors"))
     with pytest.raises(ValueError, match="content hash"):
         CollabModel.load(d)
+
+
+@pytest.mark.parametrize("name,titles", [("tallrec-last5-hybrid", True), ("tallrec-last5-tokens", False)])
+def test_shipped_token_templates_render_markers(name, titles):
+    """`llmrec prompts render` shows each collaborative token as a readable marker: one per shown item + user."""
+    from llmrec.data.core import Catalog
+    from llmrec.prompts import load_template
+    from llmrec.prompts.render import render_one
+    from llmrec.samples.tallrec import Sample
+
+    cat = Catalog.from_records([{"item_id": str(i), "title": f"Film {i} (19{60 + i})", "year": 1960 + i,
+                                 "genres": []} for i in range(12)])
+    s = Sample("7", [str(i) for i in range(10)], [5, 1, 5, 1, 5, 1, 5, 5, 1, 4], "11", 4.0, 1)
+    text = render_one(load_template(name), s, cat)
+    marks = [p for p in split_markers(text) if isinstance(p, tuple)]
+    assert marks == [("user", None)] + [("item", str(i)) for i in (6, 7, 9, 5, 8)] + [("item", "11")]
+    assert ("Film 9 (1969)" in text) == titles and "⟨item:11⟩" in text
