@@ -184,3 +184,14 @@ def test_shipped_token_templates_render_markers(name, titles):
     marks = [p for p in split_markers(text) if isinstance(p, tuple)]
     assert marks == [("user", None)] + [("item", str(i)) for i in (6, 7, 9, 5, 8)] + [("item", "11")]
     assert ("Film 9 (1969)" in text) == titles and "⟨item:11⟩" in text
+
+
+def test_lint_token_lengths_count_one_position_per_marker(setup, tiny_tokenizer):
+    from llmrec.prompt_lab.render import token_lengths
+    from llmrec.prompts import load_template
+
+    _, slots, _ = setup
+    tpl = load_template("tallrec-last5-hybrid")  # alpaca format: the scorer adds special tokens
+    want = [len(x) for x in encode_with_tokens(tiny_tokenizer, TEXTS, HIST, slots, add_special_tokens=True)]
+    assert token_lengths(tpl, tiny_tokenizer, TEXTS) == want
+    assert token_lengths(tpl, tiny_tokenizer, ["plain (1995)"]) == [len(tiny_tokenizer("plain (1995)").input_ids)]
