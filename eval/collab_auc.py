@@ -44,6 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--align-epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--limit", type=int, default=0, help="score only the first N test samples (0 = all 1000)")
+    p.add_argument("--test-stride", type=int, default=1, help="score every S-th test sample (2: 500 samples, every "
+                   "user kept); --table restricts full runs to the same subset from their saved scores")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--base-model", default="smollm2-135m-instruct")
     p.add_argument("--out", type=Path, default=None)
@@ -76,7 +78,7 @@ def run_one(args, seed: int, rec, splits, collab) -> dict:
     aug = parse_augmentations(DEFAULT_AUGMENT)
     kshot = augment_samples(sample_k_shot(splits.train, args.shots, seed), aug, copies=1, seed=seed)
     val = sample_k_shot(splits.valid, 128, 1234)
-    test = splits.test[: args.limit] if args.limit else splits.test
+    test = _test_subset(splits, args.test_stride, args.limit)
     epochs = epoch_budget(aug, 1, shots=args.shots)
     lora = LoraSettings()
     model, tok = load_base_model(args.base_model)
@@ -128,12 +130,35 @@ def run_one(args, seed: int, rec, splits, collab) -> dict:
     users = [s.user_id for s in test]
     prod = like_rate_product(p, test)
     return {"order": args.order, "template": args.template if args.order != "text" else args.text_template,
-            "shots": args.shots, "seed": seed, "n_test": len(test), "auc": auc(P.labels, p),
+            "shots": args.shots, "seed": seed, "n_test": len(test), "test_stride": args.test_stride, "auc": auc(P.labels, p),
             "uauc": uauc(users, P.labels, p)["uauc"], "like_product_auc": auc(P.labels, prod),
             "like_product_uauc": uauc(users, P.labels, prod)["uauc"],
             "test_prompt_tokens": float(np.mean([len(x) for x in P.input_ids])),
             "train_seconds": float(sum(s.get("train_seconds", 0) for s in stages)), "score_seconds": score_s,
             "stages": stages, "test_scores": p.tolist(), "threads": torch.get_num_threads()}
+
+
+def _test_subset(splits, stride: int, limit: int = 0):
+    test = splits.test[::stride]
+    return test[:limit] if limit else test
+
+
+def restrict(run: dict, splits, stride: int) -> dict:
+    """A full-test run's metrics on the every-``stride``-th subset, recomputed from its saved scores."""
+    from llmrec.metrics import auc, uauc
+    from llmrec.recipe import like_rate_product
+
+    if run.get("test_stride", 1) == stride or run["n_test"] != len(splits.test) or stride == 1:
+        return run
+    test = splits.test[::stride]
+    p = np.asarray(run["test_scores"])[::stride]
+    y = np.array([s.label for s in test])
+    users = [s.user_id for s in test]
+    prod = like_rate_product(p, test)
+    scale = len(test) / run["n_test"]
+    return {**run, "n_test": len(test), "test_stride": stride, "auc": auc(y, p), "uauc": uauc(users, y, p)["uauc"],
+            "like_product_auc": auc(y, prod), "like_product_uauc": uauc(users, y, prod)["uauc"],
+            "score_seconds": run["score_seconds"] * scale}
 
 
 def format_table(runs: list[dict]) -> str:
@@ -162,10 +187,19 @@ def format_table(runs: list[dict]) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.table is not None:
+        from llmrec.metrics import auc, uauc
+        from llmrec.recipe import like_rate_scores, load_tallrec
+
         runs = []
         for pat in args.table:
             for f in sorted(glob.glob(pat)):
                 runs += json.loads(Path(f).read_text())["runs"]
+        _, splits = load_tallrec()
+        runs = [restrict(r, splits, args.test_stride) for r in runs]
+        test = _test_subset(splits, args.test_stride)
+        y, lr = np.array([s.label for s in test]), like_rate_scores(test)
+        print(f"like-rate on the same {len(test)} test samples: AUC {auc(y, lr):.4f}, UAUC "
+              f"{uauc([s.user_id for s in test], y, lr)['uauc']:.4f}")
         print(format_table(runs))
         return 0
     import torch
@@ -181,13 +215,14 @@ def main(argv=None) -> int:
     args.work_dir = args.work_dir or args.out.with_suffix(".work")
     rec, splits = load_tallrec()
     collab = CollabModel.load(args.collab) if args.order != "text" else None
-    test = splits.test[: args.limit] if args.limit else splits.test
+    test = _test_subset(splits, args.test_stride, args.limit)
     y = np.array([s.label for s in test])
     lr = like_rate_scores(test)
     out = {"config": {k: str(v) for k, v in vars(args).items()}, "collab_sha256": collab.sha256 if collab else None,
            "like_rate_auc": auc(y, lr), "like_rate_uauc": uauc([s.user_id for s in test], y, lr)["uauc"], "runs": []}
     if args.out.is_file():  # resume: keep finished seeds
-        out["runs"] = [r for r in json.loads(args.out.read_text()).get("runs", []) if r["n_test"] == len(test)]
+        out["runs"] = [r for r in json.loads(args.out.read_text()).get("runs", []) if r["n_test"] == len(test)
+                       and r.get("test_stride", 1) == args.test_stride]
     done = {r["seed"] for r in out["runs"]}
     for seed in args.seeds:
         if seed in done:
