@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--align-neg", type=int, default=1)
     p.add_argument("--align-epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--kshot-epochs", type=int, default=None, help="epoch cap of each k-shot stage (default: the recipe's "
+                   "budget, llmrec.recipe.epoch_budget: 5 at 64 shots + mirror); lower it on a loaded CPU and say so")
     p.add_argument("--limit", type=int, default=0, help="score only the first N test samples (0 = all 1000)")
     p.add_argument("--test-stride", type=int, default=1, help="score every S-th test sample (2: 500 samples, every "
                    "user kept); --table restricts full runs to the same subset from their saved scores")
@@ -79,7 +81,7 @@ def run_one(args, seed: int, rec, splits, collab) -> dict:
     kshot = augment_samples(sample_k_shot(splits.train, args.shots, seed), aug, copies=1, seed=seed)
     val = sample_k_shot(splits.valid, 128, 1234)
     test = _test_subset(splits, args.test_stride, args.limit)
-    epochs = epoch_budget(aug, 1, shots=args.shots)
+    epochs = args.kshot_epochs or epoch_budget(aug, 1, shots=args.shots)
     lora = LoraSettings()
     model, tok = load_base_model(args.base_model)
     tpl = load_template(args.template)
@@ -130,7 +132,8 @@ def run_one(args, seed: int, rec, splits, collab) -> dict:
     users = [s.user_id for s in test]
     prod = like_rate_product(p, test)
     return {"order": args.order, "template": args.template if args.order != "text" else args.text_template,
-            "shots": args.shots, "seed": seed, "n_test": len(test), "test_stride": args.test_stride, "auc": auc(P.labels, p),
+            "shots": args.shots, "seed": seed, "n_test": len(test), "test_stride": args.test_stride,
+            "kshot_epochs": epochs, "align_n": args.align_n if args.order == "two-stage" else 0, "auc": auc(P.labels, p),
             "uauc": uauc(users, P.labels, p)["uauc"], "like_product_auc": auc(P.labels, prod),
             "like_product_uauc": uauc(users, P.labels, prod)["uauc"],
             "test_prompt_tokens": float(np.mean([len(x) for x in P.input_ids])),
@@ -166,7 +169,7 @@ def format_table(runs: list[dict]) -> str:
 
     groups = defaultdict(list)
     for r in runs:
-        groups[(r["order"], r["template"], r["shots"], r["n_test"])].append(r)
+        groups[(r["order"], r["template"], r["shots"], r["n_test"], r.get("kshot_epochs"))].append(r)
 
     def ms(xs):
         xs = [x for x in xs if x is not None]
@@ -174,10 +177,10 @@ def format_table(runs: list[dict]) -> str:
             return "-"
         return f"{np.mean(xs):.4f}" + (f" ± {np.std(xs, ddof=1):.4f}" if len(xs) > 1 else "")
 
-    rows = ["| order | template | k | seeds | test n | AUC | UAUC | × like-rate AUC | × like-rate UAUC | "
-            "tokens / test prompt | train s | test scoring s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (o, t, k, n), rs in sorted(groups.items()):
-        rows.append(f"| {o} | {t} | {k} | {','.join(str(r['seed']) for r in rs)} | {n} | {ms([r['auc'] for r in rs])} | "
+    rows = ["| order | template | k | k-shot epochs | seeds | test n | AUC | UAUC | × like-rate AUC | × like-rate UAUC | "
+            "tokens / test prompt | train s | test scoring s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (o, t, k, n, e), rs in sorted(groups.items(), key=str):
+        rows.append(f"| {o} | {t} | {k} | {e} | {','.join(str(r['seed']) for r in rs)} | {n} | {ms([r['auc'] for r in rs])} | "
                     f"{ms([r['uauc'] for r in rs])} | {ms([r['like_product_auc'] for r in rs])} | "
                     f"{ms([r['like_product_uauc'] for r in rs])} | {np.mean([r['test_prompt_tokens'] for r in rs]):.1f} | "
                     f"{np.mean([r['train_seconds'] for r in rs]):.0f} | {np.mean([r['score_seconds'] for r in rs]):.0f} |")
