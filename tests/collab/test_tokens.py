@@ -195,3 +195,13 @@ def test_lint_token_lengths_count_one_position_per_marker(setup, tiny_tokenizer)
     want = [len(x) for x in encode_with_tokens(tiny_tokenizer, TEXTS, HIST, slots, add_special_tokens=True)]
     assert token_lengths(tpl, tiny_tokenizer, TEXTS) == want
     assert token_lengths(tpl, tiny_tokenizer, ["plain (1995)"]) == [len(tiny_tokenizer("plain (1995)").input_ids)]
+
+
+def test_plain_scorer_refuses_token_prompts(tiny_tokenizer):
+    from llmrec.prompts import load_template
+    from llmrec.scoring.pointwise import PointwiseScorer
+
+    sc = PointwiseScorer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, load_template("tallrec-last5-hybrid"))
+    with pytest.raises(ValueError, match="collaborative tokens"):
+        sc.encode(TEXTS)
+    assert sc.encode(["plain prompt\n### Response:\n"]).input_ids  # text prompts still encode
