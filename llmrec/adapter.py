@@ -13,7 +13,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from llmrec._atomic import atomic_dir
 
@@ -116,7 +116,7 @@ def check_kind(adapter_dir: str | os.PathLike, meta: dict, expected: Any, user: 
 
 def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, template: Any, verbalizer: Any,
                  protocol: dict | None = None, metrics: dict | None = None, train: dict | None = None,
-                 kind: str | None = None) -> Path:
+                 kind: str | None = None, extra: Callable[[Path], dict] | None = None) -> Path:
     """Save a peft model's adapter and llmrec metadata atomically.
 
     Args:
@@ -129,6 +129,8 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
         protocol / metrics / train: free-form JSON-serialisable records (data protocol, AUCs, settings).
         kind: what it was tuned for, one of :data:`KINDS`; default: what the template implies
             (:func:`template_kind`). Loading it where another kind is needed is refused (:func:`check_kind`).
+        extra: called with the temporary folder after the adapter is written there; may add files beside it
+            and returns fields merged into ``llmrec.json`` (collaborative tokens: :mod:`llmrec.collab.adapter`).
 
     The base model's weight fingerprint (:func:`llmrec.model.base_fingerprint`) is recorded as
     ``base_fingerprint`` (null when its weights are not on disk as safetensors); :func:`load_adapter` checks it.
@@ -163,6 +165,8 @@ def save_adapter(model: Any, out_dir: str | os.PathLike, *, base_model: str, tem
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": _versions(),
         }
+        if extra is not None:
+            meta.update(extra(tmp))
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
     return out
 

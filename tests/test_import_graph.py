@@ -132,11 +132,15 @@ def test_library_below_the_public_api():
         "llmrec.retrieval": ("llmrec.rerank", "llmrec.recommender", "llmrec.recipe", "llmrec.prompt_lab"),
         "llmrec.rerank": ("llmrec.recommender", "llmrec.recipe", "llmrec.prompt_lab"),
     }
+    # collaborative tokens (issue 15) sit above retrieval, scoring and train, below the recipe and the apps
+    for layer in above:
+        above[layer] += ("llmrec.collab",)
+    above["llmrec.collab"] = ("llmrec.recommender", "llmrec.recipe", "llmrec.prompt_lab")
     # the service sits on top with the CLI: nothing in the library imports it
     for layer in above:
         above[layer] += ("llmrec.serve",)
     above.update({"llmrec.recommender": ("llmrec.serve",), "llmrec.recipe": ("llmrec.serve",),
-                  "llmrec.prompt_lab": ("llmrec.serve",), "llmrec.train": ("llmrec.serve",)})
+                  "llmrec.prompt_lab": ("llmrec.serve",), "llmrec.train": ("llmrec.serve", "llmrec.collab")})
     for mod, deps in g.items():
         for layer, banned in above.items():
             if mod == layer or mod.startswith(layer + "."):

@@ -30,12 +30,25 @@ def _referenced(tpl: Template) -> set[str]:
 
 
 def token_lengths(tpl: Template, tokenizer: Any, texts: Sequence[str]) -> list[int]:
-    """Prompt lengths in tokens as the scorer encodes them (no added special tokens for chat format)."""
+    """Prompt lengths in tokens as the scorer encodes them (no added special tokens for chat format); a
+    collaborative-token marker (``⟨item:ID⟩``, ``⟨user⟩``) is one position (:mod:`llmrec.collab.tokens`)."""
+    from llmrec.prompts.collab_syntax import MARKER_RE
     from llmrec.scoring.logits import encode_prompts
 
     if not texts:
         return []
-    return [len(x) for x in encode_prompts(tokenizer, texts, add_special_tokens=tpl.format != "chat")]
+    special = tpl.format != "chat"
+    plain = [len(x) for x in encode_prompts(tokenizer, texts, add_special_tokens=special)]
+    out = []
+    for text, n in zip(texts, plain):
+        marks = MARKER_RE.findall(text)
+        if marks:  # text pieces tokenised separately, one position per marker
+            pieces = [p for p in MARKER_RE.sub("\0", text).split("\0") if p]
+            n = len(encode_prompts(tokenizer, ["x"], add_special_tokens=special)[0]) - len(
+                encode_prompts(tokenizer, ["x"], add_special_tokens=False)[0])
+            n += sum(len(x) for x in encode_prompts(tokenizer, pieces, add_special_tokens=False)) + len(marks)
+        out.append(n)
+    return out
 
 
 def diff_renderings(a: str, b: str, name_a: str = "A", name_b: str = "B", *, side_by_side: bool = False,

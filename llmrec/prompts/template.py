@@ -172,10 +172,14 @@ class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
 
 
 def _sandbox() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
-    return _Sandbox(
+    from llmrec.prompts.collab_syntax import TEMPLATE_GLOBALS
+
+    env = _Sandbox(
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False,
         trim_blocks=False, lstrip_blocks=False,
     )
+    env.globals.update(TEMPLATE_GLOBALS)  # item_token(id) / user_token(): collaborative-token markers (issue 15)
+    return env
 
 
 @dataclass

@@ -73,6 +73,11 @@ class PointwiseScorer:
         """
         if not texts:
             raise ValueError("no prompts to encode")
+        from llmrec.prompts.collab_syntax import has_markers
+
+        if any(has_markers(t) for t in texts):  # tokenised as text they would be silently wrong prompts
+            raise ValueError(f"template {self.template.name}: its prompts hold collaborative tokens (item_token / "
+                             f"user_token); score them with llmrec.collab (CollabScorer and a collaborative model)")
         if self.verbalizer is None:
             self.verbalizer = verbalizer_for(self.template, self.tokenizer, texts[0])
         ids = encode_prompts(self.tokenizer, texts, add_special_tokens=self.template.format != "chat")

@@ -1,0 +1,234 @@
+"""The collaborative model behind collaborative tokens, fitted under the honest few-shot protocol.
+
+Protocol (issue 15):
+
+* **Implicit only.** The collaborative model sees which items a user interacted with and in what order,
+  never a rating value (:func:`implicit_sequences` reads ``user_id``, ``item_id``, ``timestamp`` and
+  nothing else).
+* **No evaluation users.** Every user with a window in the TALLRec valid or test split is left out
+  entirely (:func:`excluded_users`); their histories reach the model only as prompt input (the SASRec
+  user vector of a prompt's history is computed at prompt time from the history's item ids).
+
+The model is :class:`llmrec.retrieval.sasrec.SASRec` (Kang & McAuley 2018) on a leave-one-out split of the
+remaining users (the validation item for early stopping). Catalogue items with no interaction among those
+users (never seen, or seen only by excluded users) get the cold-start vector of
+:class:`llmrec.retrieval.coldstart.TextToCF` fitted from metadata columns (genres, year;
+:func:`llmrec.retrieval.coldstart.item_features` without the LM text embedding, which the README's
+cold-start table shows adds nothing on ML-100K), rescaled to half the warm items' median norm (the
+cold-start default).
+
+Saved as a folder: ``sasrec/`` (the retriever's own safetensors + config), ``vectors.safetensors``
+(``item_vectors`` float32 ``(n_catalog, d)``, ``warm`` uint8 ``(n_catalog,)``) and ``collab.json``
+(catalogue item ids in row order, SASRec's item ids, the content hash, the excluded users).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from llmrec.retrieval.sasrec import SASRec, SASRecConfig
+
+__all__ = ["excluded_users", "implicit_sequences", "CollabModel", "fit_collab_model", "COLD_NORM_SCALE"]
+
+#: Cold item vectors are rescaled to this multiple of the warm items' median L2 norm (README "Cold-start").
+COLD_NORM_SCALE = 0.5
+_MARKER = "collab.json"
+
+
+def excluded_users(splits: Any, parts: Iterable[str] = ("valid", "test")) -> set[str]:
+    """User ids with at least one window in the named TALLRec parts (default valid and test).
+
+    Args:
+        splits: :class:`llmrec.samples.tallrec.TallrecSplits` (anything with ``.valid``/``.test`` lists of
+            samples carrying ``user_id``).
+
+    Returns:
+        ``set[str]``; on ML-100K's TALLRec splits a few dozen users.
+    """
+    return {str(s.user_id) for p in parts for s in getattr(splits, p)}
+
+
+def implicit_sequences(interactions: Any, exclude: Iterable[str] = ()) -> dict[str, list[str]]:
+    """``{user_id: [item_id, ...]}`` oldest first (stable sort by timestamp), without the ``exclude`` users.
+
+    Reads only ``user_id``, ``item_id`` and ``timestamp`` of ``interactions.frame``: rating values never
+    reach the collaborative model. Users keep their first-appearance order.
+    """
+    f = interactions.frame[["user_id", "item_id", "timestamp"]]
+    ex = {str(u) for u in exclude}
+    f = f[~f["user_id"].astype(str).isin(ex)]
+    out: dict[str, list[str]] = {}
+    for u, g in f.groupby("user_id", sort=False):
+        out[str(u)] = g.sort_values("timestamp", kind="stable")["item_id"].astype(str).tolist()
+    return out
+
+
+def _array_hash(arrays: dict[str, np.ndarray], meta: Any) -> str:
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class CollabModel:
+    """A fitted collaborative model: SASRec plus one vector for every catalogue item.
+
+    Attributes:
+        sasrec: the fitted :class:`SASRec` (item index space = ``sasrec_items``).
+        sasrec_items: ``list[str]`` raw item ids of SASRec's rows (warm items).
+        catalog_items: ``list[str]`` every catalogue item id, row order of ``item_vectors``.
+        item_vectors: float32 ``(n_catalog, d)``: the SASRec row for warm items, the cold-start vector else.
+        warm: bool ``(n_catalog,)``.
+        excluded: sorted user ids that were left out (the TALLRec valid/test users).
+    """
+
+    sasrec: SASRec
+    sasrec_items: list[str]
+    catalog_items: list[str]
+    item_vectors: np.ndarray
+    warm: np.ndarray
+    excluded: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._row = {i: r for r, i in enumerate(self.catalog_items)}
+        self._sasrec_index = {i: j for j, i in enumerate(self.sasrec_items)}
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_vectors.shape[1])
+
+    @property
+    def sha256(self) -> str:
+        """Content hash of everything that determines a vector: SASRec's weights, the item vectors, the id
+        lists. Adapters record it; a different collaborative model is refused."""
+        if getattr(self, "_sha", None) is None:
+            arrays = {f"sasrec.{k}": v for k, v in self.sasrec._arrays().items()}
+            arrays.update(item_vectors=self.item_vectors.astype(np.float32), warm=self.warm.astype(np.uint8))
+            self._sha = _array_hash(arrays, [self.sasrec_items, self.catalog_items])
+        return self._sha
+
+    def item_vector(self, item_id: str) -> np.ndarray:
+        """float32 ``(d,)`` for a catalogue item. Raises KeyError naming an unknown id."""
+        try:
+            return self.item_vectors[self._row[str(item_id)]]
+        except KeyError:
+            raise KeyError(f"item {item_id!r}: not in the collaborative model's catalogue") from None
+
+    def item_matrix(self, item_ids: Sequence[str]) -> np.ndarray:
+        """float32 ``(n, d)`` rows of :meth:`item_vector`."""
+        return np.stack([self.item_vector(i) for i in item_ids]) if len(item_ids) else np.zeros((0, self.dim), np.float32)
+
+    def user_vectors(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """float32 ``(n, d)``: SASRec's last-position output over each history's warm items (oldest first).
+
+        A history with no warm item gets the mean of its items' (cold-start) vectors. Ratings are not an
+        input: only the item ids and their order.
+        """
+        out = np.zeros((len(histories), self.dim), np.float32)
+        idx, rows = [], []
+        for n, h in enumerate(histories):
+            w = [self._sasrec_index[str(i)] for i in h if str(i) in self._sasrec_index]
+            if w:
+                idx.append(np.asarray(w, np.int64))
+                rows.append(n)
+            elif len(h):
+                out[n] = self.item_matrix([str(i) for i in h]).mean(0)
+        if idx:
+            out[rows] = self.sasrec.user_vectors(idx)
+        return out
+
+    # --- persistence -------------------------------------------------------------------------------
+    def save(self, out: str | os.PathLike) -> Path:
+        """Write the folder atomically (see module docstring). Raises FileExistsError on a foreign folder."""
+        from safetensors.numpy import save_file
+
+        from llmrec._atomic import atomic_dir
+
+        with atomic_dir(out, _MARKER, "collaborative model") as tmp:
+            self.sasrec.save(tmp / "sasrec")
+            save_file({"item_vectors": np.ascontiguousarray(self.item_vectors, np.float32),
+                       "warm": self.warm.astype(np.uint8)}, str(tmp / "vectors.safetensors"))
+            (tmp / _MARKER).write_text(json.dumps({
+                "kind": "llmrec-collab", "sha256": self.sha256, "sasrec_items": self.sasrec_items,
+                "catalog_items": self.catalog_items, "excluded_users": self.excluded}, indent=1))
+        return Path(out)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "CollabModel":
+        """Load a folder written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: not such a folder. ValueError: its content hash differs from the recorded one
+                (the files were changed), naming the folder.
+        """
+        from safetensors.numpy import load_file
+
+        d = Path(folder)
+        if not (d / _MARKER).is_file():
+            raise FileNotFoundError(f"{d}: no {_MARKER}; not a collaborative model folder")
+        meta = json.loads((d / _MARKER).read_text())
+        arr = load_file(str(d / "vectors.safetensors"))
+        m = cls(SASRec.load(d / "sasrec"), list(meta["sasrec_items"]), list(meta["catalog_items"]),
+                arr["item_vectors"].astype(np.float32), arr["warm"].astype(bool), list(meta.get("excluded_users", [])))
+        if m.sha256 != meta.get("sha256"):
+            raise ValueError(f"{d}: content hash {m.sha256[:12]} differs from the recorded {str(meta.get('sha256'))[:12]}")
+        return m
+
+
+def fit_collab_model(rec: Any, splits: Any, config: SASRecConfig | None = None, *, log=print,
+                     cold_norm_scale: float = COLD_NORM_SCALE) -> CollabModel:
+    """Fit SASRec on the implicit sequences of every user without a TALLRec valid/test window.
+
+    Args:
+        rec: :class:`llmrec.data.RecData` (``interactions``, ``catalog``).
+        splits: the TALLRec splits whose valid/test users are excluded.
+        config: SASRec hyper-parameters (default: the retriever's defaults).
+        log: progress lines (None = quiet).
+
+    Returns:
+        :class:`CollabModel` over every catalogue item.
+
+    Raises:
+        ValueError: nothing left to fit (every user excluded or too short).
+    """
+    from llmrec.retrieval.coldstart import TextToCF, item_features
+
+    ex = excluded_users(splits)
+    seqs = implicit_sequences(rec.interactions, ex)
+    items = sorted({i for s in seqs.values() for i in s})
+    if not items:
+        raise ValueError("no interactions left after excluding the TALLRec valid/test users")
+    index = {i: j for j, i in enumerate(items)}
+    enc = [np.asarray([index[i] for i in s], np.int64) for s in seqs.values()]
+    train = [s[:-1] if len(s) >= 3 else s for s in enc]
+    vh = [s[:-1] for s in enc if len(s) >= 3]
+    vt = [int(s[-1]) for s in enc if len(s) >= 3]
+    sas = SASRec(config or SASRecConfig())
+    sas.fit(train, len(items), vh or None, vt or None, log=log)
+    catalog_items = [str(i) for i in rec.catalog.frame.index]
+    V = sas.item_vectors()
+    d = V.shape[1]
+    out = np.zeros((len(catalog_items), d), np.float32)
+    warm = np.array([i in index for i in catalog_items], bool)
+    for r, i in enumerate(catalog_items):
+        if warm[r]:
+            out[r] = V[index[i]]
+    if (~warm).any():
+        warm_ids = [i for i, w in zip(catalog_items, warm) if w]
+        cold_ids = [i for i, w in zip(catalog_items, warm) if not w]
+        feats = item_features(rec.catalog, warm_ids + cold_ids)
+        m = TextToCF().fit(feats[: len(warm_ids)], out[warm])
+        norm = cold_norm_scale * float(np.median(np.linalg.norm(out[warm], axis=1)))
+        out[~warm] = m.predict(feats[len(warm_ids):], norm=norm)
+    return CollabModel(sas, items, catalog_items, out, warm, sorted(ex))

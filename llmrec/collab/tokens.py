@@ -1,0 +1,245 @@
+"""Collaborative tokens inside prompts: one input position per ``⟨item:ID⟩`` / ``⟨user⟩`` marker.
+
+How a marker becomes an input embedding (CoLLM, Zhang et al. TKDE, and LLaRA, Liao et al. SIGIR 2024, build
+``inputs_embeds`` and overwrite the placeholder positions with the projected CF embedding; this does the
+same inside the embedding layer):
+
+1. :func:`encode_with_tokens` splits the rendered text at the markers
+   (:func:`llmrec.prompts.collab_syntax.split_markers`), tokenises the text pieces, and puts one **slot id**
+   per marker. Slot ids start at the LM's embedding-table size ``V`` (never a real token): slot
+   ``V + r`` is row ``r`` of the :class:`SlotTable` (item rows first, in the collaborative model's catalogue
+   order, then one row per distinct user history). Equal ids therefore mean equal vectors, so everything
+   that works on token ids works unchanged: length bucketing, the Trainer's collator, and prefix-shared
+   scoring (a shared prefix of ids is a shared prefix of embeddings; tests/collab check it within 1e-5).
+2. :func:`install` replaces the LM's input embedding module by :class:`CollabEmbedding`, which looks up
+   real token ids in the original table and replaces the slot positions by ``projector(table[r])``. The
+   LM head (tied to the embedding matrix in SmolLM2) keeps the original ``V`` rows: a slot is never an
+   answer.
+
+The projector is a submodule of the model (``...embed_tokens.projector``), so the transformers Trainer
+trains it with LoRA (peft ``modules_to_save``: :func:`wrap_peft`), checkpoints it and restores the best
+epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from llmrec.prompts.collab_syntax import split_markers
+
+from .data import CollabModel
+from .projector import Projector, ProjectorConfig
+
+__all__ = ["CollabEmbedding", "SlotTable", "install", "encode_with_tokens", "find_collab_embedding", "wrap_peft",
+           "new_projector"]
+
+
+class CollabEmbedding(nn.Module):
+    """Input embedding with collaborative slots.
+
+    ``forward(ids)``: int64 ``(B, L)`` -> ``(B, L, H)`` in the base table's dtype. ``ids < V``: row of the
+    base embedding; ``ids >= V``: ``projector(table[ids - V])`` cast to that dtype.
+
+    Attributes:
+        base: the original ``nn.Embedding`` (``weight`` is exposed, so weight tying keeps working).
+        projector: :class:`Projector` (trainable).
+        table: float32 ``(R, in_dim)`` buffer of collaborative vectors (not saved: rebuilt from the
+            collaborative model by :class:`SlotTable`).
+
+    Raises:
+        IndexError: (forward) a slot id past the table (names the id and the table size).
+    """
+
+    def __init__(self, base: nn.Embedding, projector: Projector):
+        super().__init__()
+        self.base = base
+        self.projector = projector
+        self.vocab = int(base.weight.shape[0])
+        self.register_buffer("table", torch.zeros(0, projector.config.in_dim), persistent=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.vocab
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.base.weight.shape[1])
+
+    @property
+    def padding_idx(self):
+        return getattr(self.base, "padding_idx", None)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        slot = ids >= self.vocab
+        if not bool(slot.any()):
+            return self.base(ids)
+        out = self.base(ids.masked_fill(slot, 0))
+        rows = ids[slot] - self.vocab
+        if int(rows.max()) >= self.table.shape[0]:
+            raise IndexError(f"collaborative slot id {int(rows.max()) + self.vocab}: the slot table has "
+                             f"{self.table.shape[0]} rows (ids {self.vocab}..{self.vocab + self.table.shape[0] - 1})")
+        vec = self.projector(self.table[rows]).to(out.dtype)
+        return out.masked_scatter(slot.unsqueeze(-1), vec)
+
+
+def _inner(model: Any) -> Any:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def find_collab_embedding(model: Any) -> CollabEmbedding | None:
+    """The model's :class:`CollabEmbedding`, or None when collaborative tokens are not installed."""
+    emb = _inner(model).get_input_embeddings()
+    return emb if isinstance(emb, CollabEmbedding) else None
+
+
+def new_projector(model: Any, collab: CollabModel, seed: int = 0, hidden: int = 0) -> Projector:
+    """A fresh projector sized for ``collab`` (in) and ``model``'s embedding width (out), scaled to both
+    (see :mod:`.projector`)."""
+    emb = _inner(model).get_input_embeddings()
+    W = emb.weight.detach().float()
+    V = collab.item_vectors.astype(np.float64)
+    cfg = ProjectorConfig(in_dim=collab.dim, out_dim=int(W.shape[1]), hidden=hidden,
+                          in_scale=float(np.sqrt((V ** 2).mean())) or 1.0, out_scale=float(W.std()) or 1.0)
+    return Projector(cfg, seed=seed)
+
+
+def install(model: Any, projector: Projector) -> CollabEmbedding:
+    """Replace ``model``'s input embedding by a :class:`CollabEmbedding` around it (idempotent: an installed
+    one gets the new projector). Install **before** wrapping with peft. Returns the module.
+
+    Raises:
+        ValueError: the projector's ``out_dim`` differs from the model's hidden size.
+    """
+    inner = _inner(model)
+    emb = inner.get_input_embeddings()
+    if isinstance(emb, CollabEmbedding):
+        emb.projector = projector
+        return emb
+    if projector.config.out_dim != emb.weight.shape[1]:
+        raise ValueError(f"projector out_dim {projector.config.out_dim}: the model's embedding width is "
+                         f"{emb.weight.shape[1]}")
+    ce = CollabEmbedding(emb, projector.to(emb.weight.device))
+    inner.set_input_embeddings(ce)
+    return ce
+
+
+def wrap_peft(model: Any, lora) -> Any:
+    """LoRA as :func:`llmrec.model.add_lora`, plus the projector as a peft ``modules_to_save`` module, so the
+    Trainer trains, checkpoints and restores it with the adapter."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    from llmrec.model import peft_wrapping
+
+    cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                     target_modules=lora.target_modules if lora.target_modules == "all-linear"
+                     else list(lora.target_modules), modules_to_save=["projector"])
+    with peft_wrapping():
+        return get_peft_model(model, cfg)
+
+
+class SlotTable:
+    """The rows behind slot ids: every catalogue item of ``collab`` (row = catalogue order), then user rows.
+
+    Args:
+        collab: the collaborative model.
+        embedding: the installed :class:`CollabEmbedding` whose ``table`` buffer this keeps in sync.
+    """
+
+    def __init__(self, collab: CollabModel, embedding: CollabEmbedding):
+        self.collab, self.embedding = collab, embedding
+        self._rows: list[np.ndarray] = [collab.item_vectors.astype(np.float32)]
+        self._n = len(collab.catalog_items)
+        self._user_row: dict[tuple, int] = {}
+        self._sync()
+
+    @property
+    def vocab(self) -> int:
+        return self.embedding.vocab
+
+    def _sync(self) -> None:
+        t = torch.from_numpy(np.concatenate(self._rows)).to(self.embedding.base.weight.device)
+        self.embedding.table = t
+
+    def item_slot(self, item_id: str) -> int:
+        """Slot id of a catalogue item. Raises KeyError naming an unknown id."""
+        r = self.collab._row.get(str(item_id))
+        if r is None:
+            raise KeyError(f"item_token({item_id!r}): item not in the collaborative model's catalogue")
+        return self.vocab + r
+
+    def add_users(self, histories: Sequence[Sequence[str]]) -> list[int]:
+        """Slot ids for user histories (item ids, oldest first); new histories get a row (the SASRec user
+        vector, :meth:`CollabModel.user_vectors`) appended to the table."""
+        keys = [tuple(str(i) for i in h) for h in histories]
+        new = [k for k in dict.fromkeys(keys) if k not in self._user_row]
+        if new:
+            U = self.collab.user_vectors([list(k) for k in new])
+            for k in new:
+                self._user_row[k] = self._n
+                self._n += 1
+            self._rows.append(U.astype(np.float32))
+            self._sync()
+        return [self.vocab + self._user_row[k] for k in keys]
+
+    def vector(self, slot_id: int) -> np.ndarray:
+        """float32 ``(in_dim,)`` behind a slot id (what the projector receives)."""
+        return self.embedding.table[int(slot_id) - self.vocab].cpu().numpy()
+
+
+def _special_prefix(tokenizer: Any, add_special_tokens: bool) -> list[int]:
+    a = tokenizer("x", add_special_tokens=add_special_tokens).input_ids
+    b = tokenizer("x", add_special_tokens=False).input_ids
+    if a[len(a) - len(b):] != b:
+        raise ValueError("this tokenizer adds special tokens after the text; collaborative-token prompts need "
+                         "special tokens only before it")
+    return list(a[: len(a) - len(b)])
+
+
+def encode_with_tokens(tokenizer: Any, texts: Sequence[str], histories: Sequence[Sequence[str]] | None,
+                       slots: SlotTable, add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of prompt texts with one slot id per marker.
+
+    Args:
+        texts: rendered prompts (may hold ``⟨item:ID⟩`` / ``⟨user⟩`` markers).
+        histories: per text, the sample's history item ids (for ``⟨user⟩``); None when no text has one.
+        slots: the :class:`SlotTable`.
+        add_special_tokens: as for the tokenizer (special tokens go before the first piece).
+
+    Returns:
+        ``list[list[int]]``; a text without markers gets exactly ``tokenizer(text).input_ids``.
+
+    Raises:
+        KeyError: an item marker names an item the collaborative model does not know.
+        ValueError: a ``⟨user⟩`` marker without a history; lengths differ.
+    """
+    if histories is not None and len(histories) != len(texts):
+        raise ValueError(f"histories has {len(histories)} entries for {len(texts)} texts")
+    pieces = [split_markers(t) for t in texts]
+    need_user = [i for i, p in enumerate(pieces) if any(isinstance(x, tuple) and x[0] == "user" for x in p)]
+    if need_user and histories is None:
+        raise ValueError("a prompt holds ⟨user⟩ but no history was given")
+    user_ids = dict(zip(need_user, slots.add_users([histories[i] for i in need_user]))) if need_user else {}
+    head = _special_prefix(tokenizer, add_special_tokens)
+    out = []
+    for i, (text, ps) in enumerate(zip(texts, pieces)):
+        if not any(isinstance(x, tuple) for x in ps):
+            out.append(list(tokenizer(text, add_special_tokens=add_special_tokens).input_ids))
+            continue
+        ids = list(head)
+        for x in ps:
+            if isinstance(x, str):
+                ids += tokenizer(x, add_special_tokens=False).input_ids
+            elif x[0] == "item":
+                ids.append(slots.item_slot(x[1]))
+            else:
+                ids.append(user_ids[i])
+        out.append(ids)
+    return out

@@ -1,0 +1,63 @@
+"""Template syntax for collaborative tokens (issue 15): ``{{ item_token(h.item_id) }}`` and ``{{ user_token() }}``.
+
+A call renders a *marker* into the prompt text: ``⟨item:50⟩`` for item ``50``, ``⟨user⟩`` for the user of
+the sample (the SASRec user vector of the sample's history). The marker is what ``llmrec prompts render``
+shows. Text never reaches the language model with markers in it: :mod:`llmrec.collab.tokens` splits the
+text at the markers, tokenises the text pieces, and puts exactly **one** input position per marker, whose
+input embedding is the projected collaborative vector (CoLLM, LLaRA).
+
+An item id inside a marker may not contain whitespace or the brackets ``⟨``/``⟩`` (refused with a ValueError
+at render time), so a marker is unambiguous.
+
+This module has no dependencies (it is registered as Jinja globals by :mod:`llmrec.prompts.template`).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["item_token", "user_token", "MARKER_RE", "split_markers", "has_markers", "TEMPLATE_GLOBALS"]
+
+_OPEN, _CLOSE = "\u27e8", "\u27e9"
+#: One marker: group ``item`` holds the item id of ``⟨item:ID⟩``; ``⟨user⟩`` has no group value.
+MARKER_RE = re.compile(_OPEN + r"(?:item:(?P<item>[^\s" + _OPEN + _CLOSE + r"]+)|(?P<user>user))" + _CLOSE)
+
+
+def item_token(item_id) -> str:
+    """``⟨item:ID⟩``: one input position holding the projected collaborative vector of item ``ID``.
+
+    Raises:
+        ValueError: an empty id, or one with whitespace or ``⟨``/``⟩``.
+    """
+    s = str(item_id)
+    if not s or any(c.isspace() or c in (_OPEN, _CLOSE) for c in s):
+        raise ValueError(f"item_token({item_id!r}): an item id must be non-empty without whitespace or ⟨ ⟩")
+    return f"{_OPEN}item:{s}{_CLOSE}"
+
+
+def user_token() -> str:
+    """``⟨user⟩``: one input position holding the projected SASRec user vector of the sample's history."""
+    return f"{_OPEN}user{_CLOSE}"
+
+
+def split_markers(text: str) -> list:
+    """Split prompt text into pieces: ``str`` for text, ``("item", id)`` / ``("user", None)`` for markers,
+    in order (empty text pieces are left out)."""
+    out, pos = [], 0
+    for m in MARKER_RE.finditer(text):
+        if m.start() > pos:
+            out.append(text[pos:m.start()])
+        out.append(("item", m.group("item")) if m.group("item") is not None else ("user", None))
+        pos = m.end()
+    if pos < len(text):
+        out.append(text[pos:])
+    return out
+
+
+def has_markers(text: str) -> bool:
+    """True when the text holds at least one collaborative-token marker."""
+    return MARKER_RE.search(text) is not None
+
+
+#: What the template sandbox exposes.
+TEMPLATE_GLOBALS = {"item_token": item_token, "user_token": user_token}

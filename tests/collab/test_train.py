@@ -1,0 +1,140 @@
+"""Training with collaborative tokens through the Trainer path (tiny random Llama, fp32): which parameters move
+in each stage, alignment data honesty, and the scorer's slots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from llmrec.collab.data import CollabModel
+from llmrec.collab.train import CollabScorer, alignment_samples, attach, projector_module, tune_stage
+from llmrec.data.core import Catalog
+from llmrec.model import LoraSettings
+from llmrec.prompts.template import Template
+from llmrec.retrieval.sasrec import SASRec, SASRecConfig
+from llmrec.samples.tallrec import Sample
+from llmrec.train import TrainSettings
+
+from ..conftest import make_tiny_llama
+
+N = 32
+ITEMS = [str(i) for i in range(N)]
+TPL = Template.from_string(
+    "---\nname: tiny-hybrid\ntask: pointwise\nformat: alpaca\nverbalizer: [\"Yes\", \"No\"]\n"
+    "targets: [\"Yes.\", \"No.\"]\nvariables: [history, target, target_id]\n---\n"
+    "{% block instruction %}Given the user's preference, answer \"Yes.\" or \"No.\".{% endblock %}\n"
+    "{% block input %}User: {{ user_token() }}\nUser Preference: {% for h in history if h.liked %}\"{{ h.title }}\" "
+    "{{ item_token(h.item_id) }}{% if not loop.last %}, {% endif %}{% endfor %}\nWhether the user will like the "
+    "target movie \"{{ target }}\" {{ item_token(target_id) }}?{% endblock %}")
+
+
+@pytest.fixture(scope="module")
+def world():
+    g = np.random.default_rng(0)
+    seqs = {f"u{u}": [ITEMS[(3 * u + t) % (N - 1)] for t in range(14)] for u in range(20)}  # last item: cold
+    idx = {i: j for j, i in enumerate(ITEMS[: N - 1])}
+    sas = SASRec(SASRecConfig(hidden=8, max_len=16, epochs=2, threads=1)).fit(
+        [np.array([idx[i] for i in s]) for s in seqs.values()], N - 1, log=None)
+    V = np.concatenate([sas.item_vectors(), g.normal(size=(1, 8)).astype(np.float32)])
+    cm = CollabModel(sas, ITEMS[: N - 1], ITEMS, V, np.array([True] * (N - 1) + [False]), excluded=["test-user"])
+    cat = Catalog.from_records([{"item_id": i, "title": f"Film {i} ({1990 + int(i)})", "year": 1990 + int(i),
+                                 "genres": ["Drama"]} for i in ITEMS])
+    return cm, seqs, cat
+
+
+def _labelled(g, n):
+    out = []
+    for k in range(n):
+        h = [ITEMS[int(x)] for x in g.choice(N, 10, replace=False)]
+        r = [float(x) for x in g.integers(1, 6, 10)]
+        out.append(Sample("test-user", h, r, ITEMS[int(g.integers(N))], 4.0 if k % 2 else 2.0, k % 2))
+    return out
+
+
+def test_alignment_samples_are_implicit_next_items(world):
+    cm, seqs, _ = world
+    al = alignment_samples(cm, seqs, 30, seed=1, negatives=1)
+    assert len(al) == 60 and sum(s.label for s in al) == 30
+    for s in al:
+        seq = seqs[s.user_id][:-1]  # leave-one-out train part
+        assert all(r == 5.0 for r in s.history_ratings)  # no rating read
+        pos = [t for t in range(10, len(seq)) if seq[t - 10:t] == s.history]
+        assert pos, "history is a window of the user's training sequence"
+        if s.label:
+            assert any(seq[t] == s.target for t in pos)
+        else:
+            assert s.target not in seqs[s.user_id]  # a hard negative the user never interacted with
+    with pytest.raises(ValueError, match="valid/test users"):
+        alignment_samples(cm, {"test-user": seqs["u0"]}, 3)
+
+
+def test_stages_move_exactly_the_chosen_parameters(world, tiny_tokenizer, tmp_path):
+    cm, seqs, cat = world
+    model = make_tiny_llama(len(tiny_tokenizer))
+    peft, slots = attach(model, cm, LoraSettings(), seed=0)
+    scorer = CollabScorer(peft, tiny_tokenizer, TPL, slots, dtype="float32")
+    P = scorer.encode_samples(_labelled(np.random.default_rng(0), 2), cat)
+    assert all(sum(i >= slots.vocab for i in ids) >= 3 for ids in P.input_ids)  # user + items + target
+
+    def snap(m):
+        proj = {k: v.detach().clone() for k, v in projector_module(m).state_dict().items()}
+        lora = {k: v.detach().clone() for k, v in m.named_parameters() if "lora_B" in k}
+        return proj, lora
+
+    settings = lambda d, ep=2: TrainSettings(output_dir=str(tmp_path / d), epochs=ep, batch_size=4, progress=False,
+                                              patience=0, learning_rate=1e-2)
+    g = np.random.default_rng(1)
+    train = alignment_samples(cm, seqs, 6, seed=0)
+    p0, l0 = snap(peft)
+    st = tune_stage(peft, scorer, train, [], cat, settings("align"), train_lora_params=True, train_projector=True)
+    p1, l1 = snap(st.model)
+    assert any(not torch.equal(p0[k], p1[k]) for k in p0)  # projector trained
+    assert any(not torch.equal(l0[k], l1[k]) for k in l0)  # LoRA trained
+    # CoLLM step 2: projector only, LoRA frozen (checked on the weights, not on flags)
+    st2 = tune_stage(st.model, scorer, _labelled(g, 8), _labelled(g, 8), cat, settings("proj"),
+                     train_lora_params=False, train_projector=True)
+    p2, l2 = snap(st2.model)
+    assert all(torch.equal(l1[k], l2[k]) for k in l1)
+    assert any(not torch.equal(p1[k], p2[k]) for k in p1)
+    # text-only step: LoRA only, the projector untouched
+    st3 = tune_stage(st2.model, scorer, _labelled(g, 8), [], cat, settings("lora"), train_projector=False)
+    p3, l3 = snap(st3.model)
+    assert all(torch.equal(p2[k], p3[k]) for k in p2)
+    assert any(not torch.equal(l2[k], l3[k]) for k in l2)
+    assert st3.record["trainable"]["projector"] == 0 and st3.record["trainable"]["lora"] > 0
+    with pytest.raises(ValueError, match="nothing to train"):
+        tune_stage(st3.model, scorer, train, [], cat, settings("none"), train_lora_params=False, train_projector=False)
+    # merged model scores the same as the peft one (the projector copy survives merge_and_unload)
+    before = scorer.score(P)
+    scorer.model = st3.model.merge_and_unload()
+    np.testing.assert_allclose(scorer.score(P), before, atol=1e-5)
+
+
+def test_adapter_carries_projector_and_refuses_another_collab_model(world, tiny_model_dir, tmp_path):
+    from llmrec.adapter import AdapterError
+    from llmrec.collab.adapter import load_collab_adapter, save_collab_adapter
+    from llmrec.model import load_base_model, verbalizer_for
+
+    cm, seqs, cat = world
+    model, tok = load_base_model(str(tiny_model_dir))
+    peft, slots = attach(model, cm, LoraSettings(), seed=0)
+    with torch.no_grad():  # a trained-looking state: projector and LoRA away from their init
+        for name, p in peft.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.add_(0.05 * torch.randn_like(p))
+    scorer = CollabScorer(peft, tok, TPL, slots, dtype="float32")
+    samples = _labelled(np.random.default_rng(3), 6)
+    P = scorer.encode_samples(samples, cat)
+    want = scorer.score(P)
+    out = save_collab_adapter(peft, tmp_path / "ad", collab=cm, base_model=str(tiny_model_dir), template=TPL,
+                              verbalizer=scorer.verbalizer)
+    assert (out / "collab_projector.safetensors").is_file() and (out / "collab" / "collab.json").is_file()
+    model2, tok2, tpl2, verb2, meta, slots2 = load_collab_adapter(out)
+    assert meta["collab"]["sha256"] == cm.sha256 and verb2.token_ids == scorer.verbalizer.token_ids
+    sc2 = CollabScorer(model2, tok2, tpl2, slots2, dtype="float32", verbalizer=verb2)
+    got = sc2.score(sc2.encode_samples(samples, cat))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    other = CollabModel(cm.sasrec, cm.sasrec_items, cm.catalog_items, cm.item_vectors * 2, cm.warm, cm.excluded)
+    with pytest.raises(AdapterError, match="collab.sha256"):
+        load_collab_adapter(out, collab=other)
