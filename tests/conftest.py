@@ -122,3 +122,29 @@ def _fp32_default_precision(monkeypatch, request):
         import llmrec.precision
 
         monkeypatch.setattr(llmrec.precision, "cpu_flags", lambda: frozenset({"avx2"}))
+
+
+def snapshot_files(*paths) -> dict:
+    """sha256 of every file under ``paths`` (what "nothing saved changed" compares)."""
+    import hashlib
+
+    out = {}
+    for p in paths:
+        for f in sorted([p] if p.is_file() else p.rglob("*")):
+            if f.is_file():
+                out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def cli_fails(args, capsys) -> str:
+    """Run the ``llmrec`` CLI expecting exit code 2; returns its one error line (``llmrec: error: ...``)."""
+    import pytest
+
+    from llmrec.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith("llmrec: error: ")
+    return lines[-1]

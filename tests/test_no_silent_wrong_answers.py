@@ -7,36 +7,20 @@ model loads: reaching the load would be another error.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 from llmrec.cli import main
+from tests.conftest import cli_fails as _fails, snapshot_files as _snapshot
 
 NO_MODEL = ["--base-model", "/nonexistent/base-model"]
 REC = {"instruction": "Given the user's preference...", "input": "User Preference: \"Heat (1995)\""}
 
 
-def _snapshot(*paths: Path) -> dict:
-    """sha256 of every file under ``paths`` (what "nothing saved changed" compares)."""
-    out = {}
-    for p in paths:
-        for f in sorted([p] if p.is_file() else p.rglob("*")):
-            if f.is_file():
-                out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
-    return out
 
 
-def _fails(args, capsys) -> str:
-    """Run the CLI expecting exit code 2; the one error line."""
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    assert e.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert lines and lines[-1].startswith("llmrec: error: ")
-    return lines[-1]
 
 
 # ------------------------------------------------------------------ 3. unlabelled records can be scored

@@ -14,26 +14,13 @@ import numpy as np
 import pytest
 
 from llmrec.cli import main
+from tests.conftest import cli_fails as _fails, snapshot_files as _snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _snapshot(*paths: Path) -> dict:
-    out = {}
-    for p in paths:
-        for f in sorted([p] if p.is_file() else p.rglob("*")):
-            if f.is_file():
-                out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
-    return out
 
 
-def _fails(args, capsys) -> str:
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    assert e.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert lines and lines[-1].startswith("llmrec: error: ")
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")
