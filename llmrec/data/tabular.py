@@ -19,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -114,16 +115,17 @@ def parse_rating_scale(spec: str | tuple | None) -> tuple | None:
     return (low, high, None if step is None else float(step))
 
 
-def _read_jsonl(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """JSON Lines -> all-string frame (columns: the union of keys in first-seen order; a key a row lacks is
-    ``None``) and 1-based line numbers. Raises ValueError naming file and line for bad JSON / a non-object."""
-    rows, lines = [], []
-    raw = path.read_bytes()
+def jsonl_objects(path: Path, what: str = "a JSON object") -> Iterator[tuple[int, dict]]:
+    """``(1-based line number, object)`` for every non-blank line of a UTF-8 JSON Lines file.
+
+    Raises:
+        ValueError: (one line naming the file and line) not UTF-8 (:func:`readers._decode_error`), invalid
+            JSON, or a line that is not a JSON object (``what`` names what was expected).
+    """
     try:
-        text = raw.decode("utf-8")
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise _decode_error(path, "utf-8") from None
-    cols: dict[str, None] = {}
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -132,7 +134,16 @@ def _read_jsonl(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path.name}: line {n}: invalid JSON at column {e.colno}: {e.msg}") from None
         if not isinstance(obj, dict):
-            raise ValueError(f"{path.name}: line {n}: expected a JSON object, got {type(obj).__name__}")
+            raise ValueError(f"{path.name}: line {n}: expected {what}, got {type(obj).__name__}")
+        yield n, obj
+
+
+def _read_jsonl(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """JSON Lines -> all-string frame (columns: the union of keys in first-seen order; a key a row lacks is
+    ``None``) and 1-based line numbers. Raises ValueError naming file and line for bad JSON / a non-object."""
+    rows, lines = [], []
+    cols: dict[str, None] = {}
+    for n, obj in jsonl_objects(path):
         for k in obj:
             cols.setdefault(k, None)
         rows.append(obj)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.core import Catalog
+from ..data.tabular import jsonl_objects
 from .tallrec import Sample, template_variables
 
 __all__ = ["SampleSet", "read_samples_jsonl", "write_samples_jsonl", "parse_tallrec_alpaca", "read_sample_file",
@@ -169,25 +170,13 @@ def read_samples_jsonl(path: str | os.PathLike, *, catalog: Catalog | None = Non
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sample file not found: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path.name}: not valid UTF-8 text (byte offset {e.start})") from None
     samples: list[Sample] = []
     line_of: list[int] = []
     texts: dict[str, str] = {}
     nouns: set[str] = set()
     name = path.name
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for n, obj in jsonl_objects(path, "a JSON object (a sample record)"):
         where = f"{name}: line {n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{where}: expected a JSON object (a sample record), got {type(obj).__name__}")
         if unlabelled and obj.get("label") is None:
             obj = {**obj, "label": -1}
         for k in ("history", "target", "label"):
