@@ -254,3 +254,42 @@ def test_rerank_eval_script_on_toy_data(tiny_model_dir, tmp_path):
     assert rep["max"]["valid_ndcg10"] == max(rep["max"]["valid_curve"].values())
     if rep["one-se"]["alpha"] == 0.0:
         assert rep["one-se"]["test"]["NDCG@10"] == pytest.approx(rep["test_retriever"]["NDCG@10"], abs=1e-12)
+
+
+@pytest.mark.integration
+def test_rerank_eval_collab_rows_on_toy_data(tiny_model_dir, tmp_path):
+    """eval/rerank_eval.py --methods collab-tokens,collab-hybrid (issue 15): the collaborative-token rerankers
+    train, score and save an adapter carrying the retriever's SASRec; reported metrics are recomputed from the
+    saved scores, and the random-order row equals the brute-force mean over every target position."""
+    d = _toy_movielens(tmp_path / "toy")
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(REPO / "eval" / "rerank_eval.py"), "--data", str(d), "--kcore", "2",
+           "--candidates", "10", "--val-users", "10", "--positions", "1", "--negatives", "1",
+           "--methods", "collab-tokens,collab-hybrid", "--sasrec-epochs", "2", "--epochs", "1",
+           "--batch-size", "4", "--base-model", str(tiny_model_dir), "--dtype", "float32", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "metrics.json").read_text())
+    for method in ("collab-tokens", "collab-hybrid"):
+        z = np.load(out / f"scores-{method}.npz")
+        ids, lm, tgt = z["ids"], z["lm"], z["targets"]
+        ranks = [(list(row[o]).index(t) if t in row else None)
+                 for row, o, t in zip(ids, np.argsort(-lm, axis=1, kind="stable"), tgt)]
+        ndcg = np.mean([1 / np.log2(k + 2) if k is not None and k < 10 else 0.0 for k in ranks])
+        assert res["results"][f"tuned {method}"]["all"]["NDCG@10"] == pytest.approx(ndcg, abs=1e-9)
+        c = res["cost"][f"tuned {method}"]
+        assert c["tokens_per_prompt"] > 0 and c["test_users"] == 30
+        meta = json.loads((out / f"adapter-{method}" / "llmrec.json").read_text())
+        assert meta["kind"] == "rerank-pointwise" and meta["collab"]["sha256"] == res["info"][f"train {method}"]["collab_sha256"]
+        assert meta["protocol"]["blend_alpha"] == res["blend"][method]["alpha"]
+    # titles cost tokens: the hybrid prompt is longer than the token-only one
+    assert res["cost"]["tuned collab-hybrid"]["tokens_per_prompt"] > res["cost"]["tuned collab-tokens"]["tokens_per_prompt"]
+    # random order: brute force over the C positions a retrieved target can take
+    z = np.load(out / "scores-collab-tokens.npz")
+    ret = np.array([t in row for row, t in zip(z["ids"], z["targets"])])
+    C = z["ids"].shape[1]
+    per_pos = [1 / np.log2(p + 2) if p < 10 else 0.0 for p in range(C)]
+    rnd = res["results"]["random order of the top-10"]
+    assert rnd["all"]["NDCG@10"] == pytest.approx(ret.mean() * np.mean(per_pos), abs=1e-12)
+    assert rnd["retrieved"]["Recall@5"] == pytest.approx(5 / C, abs=1e-12)
+    assert "| random order of the top-10 |" in r.stdout and "tokens per prompt" in r.stdout
