@@ -293,3 +293,20 @@ def test_rerank_eval_collab_rows_on_toy_data(tiny_model_dir, tmp_path):
     assert rnd["all"]["NDCG@10"] == pytest.approx(ret.mean() * np.mean(per_pos), abs=1e-12)
     assert rnd["retrieved"]["Recall@5"] == pytest.approx(5 / C, abs=1e-12)
     assert "| random order of the top-10 |" in r.stdout and "tokens per prompt" in r.stdout
+
+
+@pytest.mark.integration
+def test_bench_collab_rerank_runs(tiny_model_dir, tmp_path):
+    """eval/bench_collab_rerank.py stays alive on the tiny model: three prompt forms, token counts consistent
+    (a token-only candidate suffix is shorter than a titled one), JSON written."""
+    out = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, str(REPO / "eval" / "bench_collab_rerank.py"), "--base-model",
+                        str(tiny_model_dir), "--users", "3", "--candidates", "4", "--rounds", "1", "--dtype",
+                        "float32", "--threads", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert rows["tokens"]["suffix_tokens"] < rows["hybrid"]["suffix_tokens"]
+    assert rows["tokens"]["tokens_per_prompt"] < rows["hybrid"]["tokens_per_prompt"]
+    for v in rows.values():
+        assert v["prefix_tokens"] + v["suffix_tokens"] == pytest.approx(v["tokens_per_prompt"])
+    assert "| tokens | rerank-pointwise-tokens |" in r.stdout
