@@ -359,7 +359,15 @@ def _collab_parts(d: Path, meta: dict, collab: Any) -> tuple[Any, Any]:
     from llmrec.collab.data import CollabModel
     from llmrec.collab.projector import PROJECTOR_FILE, load_projector
 
-    cm = collab if collab is not None else CollabModel.load(d / rec.get("model", "collab"))
+    if collab is not None:
+        cm = collab
+    else:
+        try:
+            cm = CollabModel.load(d / rec.get("model", "collab"))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"adapter {d}: collab.model: {e}") from e
+        except ValueError as e:  # its files were changed after saving (content hash)
+            raise AdapterError(f"adapter {d}: collab.model: {e}") from e
     if cm.sha256 != rec.get("sha256"):
         given = "the collaborative model given (collab=)" if collab is not None else f"the stored one ({d / rec.get('model', 'collab')})"
         raise AdapterError(f"adapter {d}: collab.sha256 {str(rec.get('sha256'))[:12]} is recorded in {META}, but "
