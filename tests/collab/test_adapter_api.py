@@ -1,5 +1,5 @@
 """Adapters with collaborative tokens through the public API (issue 15): ``Reranker.from_pretrained``, ``llmrec
-recommend --adapter`` and the service backend load the projector and the collaborative model
+recommend --adapter``, the service backend and ``llmrec score`` load the projector and the collaborative model
 from the adapter (llmrec.adapter.load_adapter) and score exactly like the in-memory model they were saved from.
 
 Tiny random Llama, fp32. Tolerance: 1e-5 absolute on log-odds (1e-4 relative on P(Yes)) between the saved-and-
@@ -19,7 +19,7 @@ import torch
 from llmrec.adapter import AdapterError
 from llmrec.collab.data import CollabModel
 from llmrec.collab.rerank import CollabRerankScorer
-from llmrec.collab.train import attach
+from llmrec.collab.train import CollabScorer, attach
 from llmrec.data.core import Catalog
 from llmrec.model import LoraSettings, load_base_model
 from llmrec.prompts import load_template
@@ -236,3 +236,49 @@ def test_service_backend_with_a_collab_adapter(rerank_adapter, toy_dir, tmp_path
     np.testing.assert_allclose([x[0] for x in got[:len(c)]], p_yes, rtol=1e-4, atol=0)  # P(Yes) over the vocabulary
     rec = be.recommend_batch([be.check_recommend(["1", "2", "3"], None, 3)])[0]
     assert [r.item_id for r in rec] == [r.item_id for r in be.rec.recommend(["1", "2", "3"], 3)]
+
+
+def test_tallrec_collab_adapter_refused_by_reranker_and_used_by_llmrec_score_and_eval(tiny_model_dir, cm, tmp_path, capsys):
+    from llmrec import Reranker
+    from llmrec.cli import main
+    from llmrec.collab.adapter import save_collab_adapter
+    from llmrec.samples.records import read_samples_jsonl
+
+    peft, tok, slots = _trained(tiny_model_dir, cm)
+    tpl = load_template("tallrec-last5-tokens")
+    f = tmp_path / "s.jsonl"
+    g = np.random.default_rng(2)
+    with f.open("w") as fh:
+        for k in range(4):
+            h = [str(int(x)) for x in g.choice(N, 6, replace=False)]
+            fh.write(json.dumps({"user": f"u{k}", "like_threshold": 3,
+                                 "history": [{"item": i, "rating": int(g.integers(1, 6)), "text": _title(i)} for i in h],
+                                 "target": str(int(g.integers(N))), "target_text": "x", "label": k % 2}) + "\n")
+    ss = read_samples_jsonl(f)
+    sc = CollabScorer(peft, tok, tpl, slots, dtype="float32")
+    P = sc.encode_samples(ss.samples, ss.catalog)
+    assert all(sum(i >= slots.vocab for i in ids) >= 2 for ids in P.input_ids)  # user + target tokens at least
+    p = score_encoded(peft, P.input_ids, sc.verbalizer.token_ids[:2], dtype="float32")[:, 0]
+    ad = tmp_path / "tallrec-ad"
+    save_collab_adapter(peft, ad, collab=cm, base_model=str(tiny_model_dir), template=tpl, verbalizer=sc.verbalizer,
+                        kind="tallrec")
+    with pytest.raises(AdapterError, match="is a pointwise TALLRec adapter .* needs a listwise reranker"):
+        Reranker.from_pretrained(ad)
+    main(["score", "--adapter", str(ad), "--input", str(f), "--out", str(tmp_path / "out.json")])
+    rows = json.loads((tmp_path / "out.json").read_text())
+    np.testing.assert_allclose([r["p_yes"] for r in rows], p, rtol=0, atol=TOL)
+    assert [r["label"] for r in rows] == [k % 2 for k in range(4)]
+    from llmrec.metrics import auc
+
+    main(["eval", "--adapter", str(ad), "--input", str(f), "--out", str(tmp_path / "m.json")])
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["n"] == 4 and m["auc"] == pytest.approx(auc(np.arange(4) % 2, p), abs=1e-12)  # llmrec eval: the same scores
+    # alpaca records are text: no item ids for the tokens; refused in one line before the model loads
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps([{"instruction": "x", "input": "y", "output": "Yes."}]))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["score", "--adapter", str(ad), "--input", str(a)])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("llmrec: error: --input ") and "places collaborative tokens" in err
+    assert len(err.splitlines()) == 1
