@@ -120,13 +120,17 @@ class CollabRerankScorer:
         """
         return self.score_lists([(history_ids, candidate_ids)])[0]
 
-    def score_lists(self, lists: Sequence[tuple[Sequence[str], Sequence[str]]], progress: bool = False,
+    def probs_lists(self, lists: Sequence[tuple[Sequence[str], Sequence[str]]], progress: bool = False,
                     desc: str = "collab pointwise") -> list[np.ndarray]:
-        """:meth:`score` for many ``(history_ids, candidate_ids)`` lists, ``users_per_call`` users per
+        """Verbalizer probabilities of many ``(history_ids, candidate_ids)`` lists, ``users_per_call`` users per
         prefix-shared forward.
 
         Returns:
-            per list, float64 ``(C,)`` log-odds.
+            per list, float64 ``(C, 2)``: ``[:, 0]`` = P(Yes), ``[:, 1]`` = P(No) (softmax over the whole
+            vocabulary at the answer position), candidates in input order.
+
+        Raises:
+            ValueError: empty history or no candidates; KeyError: an item the collaborative model does not know.
         """
         from llmrec.scoring.prefix import score_users
 
@@ -143,11 +147,22 @@ class CollabRerankScorer:
             chunk = [self._split(h, c) for h, c in lists[i:i + self.users_per_call]]
             probs = score_users(self.model, chunk, self.verbalizer.token_ids[:2], dtype=self.dtype,
                                 pad_id=self.tokenizer.pad_token_id or 0)
-            for p in probs:
-                p = np.clip(p, 1e-12, 1.0)
-                out.append(np.log(p[:, 0]) - np.log(p[:, 1]))
+            out += [np.asarray(p, np.float64) for p in probs]
             if bar is not None:
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
+        return out
+
+    def score_lists(self, lists: Sequence[tuple[Sequence[str], Sequence[str]]], progress: bool = False,
+                    desc: str = "collab pointwise") -> list[np.ndarray]:
+        """:meth:`score` for many ``(history_ids, candidate_ids)`` lists (:meth:`probs_lists`).
+
+        Returns:
+            per list, float64 ``(C,)`` log-odds ``log P(Yes) - log P(No)``.
+        """
+        out = []
+        for p in self.probs_lists(lists, progress, desc):
+            p = np.clip(p, 1e-12, 1.0)
+            out.append(np.log(p[:, 0]) - np.log(p[:, 1]))
         return out
