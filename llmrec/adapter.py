@@ -327,11 +327,17 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
 
         SlotTable(cm, find_collab_embedding(model))  # the embedding keeps it: llmrec.collab.tokens.slot_table(model)
     probe_item = cm.catalog_items[0] if cm is not None else "0"
-    probe = template.render(_probe_variables(template, probe_item), tok) if template.format != "plain" else None
-    if cm is None and probe is not None:
+    try:
+        rendered = template.render(_probe_variables(template, probe_item), tok)
+    except Exception:  # a plain template that needs real values: its end is fixed text anyway
+        if template.format != "plain":
+            raise
+        rendered = None
+    probe = rendered if template.format != "plain" else None  # plain: the verbalizer follows the bare prompt end
+    if cm is None and rendered is not None:
         from llmrec.prompts.collab_syntax import has_markers
 
-        if has_markers(probe):
+        if has_markers(rendered):
             raise AdapterError(f"adapter {d}: template {template.name!r} places collaborative tokens (item_token / "
                                f"user_token), but the adapter has no 'collab' record in {META} (no projector to "
                                f"run them with)")
