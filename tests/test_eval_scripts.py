@@ -259,14 +259,15 @@ def test_rerank_eval_script_on_toy_data(tiny_model_dir, tmp_path):
 @pytest.mark.integration
 def test_rerank_eval_collab_rows_on_toy_data(tiny_model_dir, tmp_path):
     """eval/rerank_eval.py --methods collab-tokens,collab-hybrid (issue 15): the collaborative-token rerankers
-    train, score and save an adapter carrying the retriever's SASRec; reported metrics are recomputed from the
+    train, score and save an adapter carrying their collaborative SASRec (here the held-out one, on retrieved
+    training lists only); reported metrics are recomputed from the
     saved scores, and the random-order row equals the brute-force mean over every target position."""
     d = _toy_movielens(tmp_path / "toy")
     out = tmp_path / "run"
     cmd = [sys.executable, str(REPO / "eval" / "rerank_eval.py"), "--data", str(d), "--kcore", "2",
            "--candidates", "10", "--val-users", "10", "--positions", "1", "--negatives", "1",
            "--methods", "collab-tokens,collab-hybrid", "--sasrec-epochs", "2", "--epochs", "1",
-           "--batch-size", "4", "--base-model", str(tiny_model_dir), "--dtype", "float32", "--out", str(out)]
+           "--collab-fit", "held-out", "--collab-epochs", "2", "--train-lists", "retrieved", "--batch-size", "4", "--base-model", str(tiny_model_dir), "--dtype", "float32", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "metrics.json").read_text())
@@ -293,6 +294,7 @@ def test_rerank_eval_collab_rows_on_toy_data(tiny_model_dir, tmp_path):
     assert rnd["all"]["NDCG@10"] == pytest.approx(ret.mean() * np.mean(per_pos), abs=1e-12)
     assert rnd["retrieved"]["Recall@5"] == pytest.approx(5 / C, abs=1e-12)
     assert "| random order of the top-10 |" in r.stdout and "tokens per prompt" in r.stdout
+    assert res["info"]["train_lists_mode"] == "retrieved" and "collab fit (held-out)" in res["timing_s"]
 
 
 @pytest.mark.integration
@@ -310,3 +312,32 @@ def test_bench_collab_rerank_runs(tiny_model_dir, tmp_path):
     for v in rows.values():
         assert v["prefix_tokens"] + v["suffix_tokens"] == pytest.approx(v["tokens_per_prompt"])
     assert "| tokens | rerank-pointwise-tokens |" in r.stdout
+
+
+def test_rerank_eval_held_out_collab_never_sees_the_training_targets(monkeypatch):
+    """``--collab-fit held-out``: the collaborative SASRec is fitted on each training sequence minus its last
+    ``positions`` items (the reranker's training targets) and early-stopped on the validation items."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rerank_eval", REPO / "eval" / "rerank_eval.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from llmrec.data.loo import LOOSplit
+
+    g = np.random.default_rng(0)
+    train = [g.choice(30, size=n, replace=False).astype(np.int64) for n in (2, 3, 6, 9)]
+    split = LOOSplit(train=train, valid=np.array([29, 28, 27, 26]), test=np.array([25, 24, 23, 22]), n_items=30)
+    seen = {}
+
+    def fake_fit(self, seqs, n_items, vh, vt, log=None):
+        seen.update(seqs=[np.asarray(s) for s in seqs], n_items=n_items, vh=vh, vt=vt)
+        return self
+
+    monkeypatch.setattr(mod.SASRec, "fit", fake_fit)
+    sas = mod.held_out_sasrec(split, 2, 3, 0)
+    assert sas.config.max_len == 50 and sas.config.epochs == 3
+    assert [s.tolist() for s in seen["seqs"]] == [[], train[1][:1].tolist(), train[2][:4].tolist(), train[3][:7].tolist()]
+    for tr, s in zip(train, seen["seqs"]):            # no training target (last 2 items) is in what the model fits
+        assert not set(tr[-2:].tolist()) & set(s.tolist())
+    assert seen["n_items"] == 30 and seen["vt"].tolist() == [29, 28, 27, 26]
+    assert [h.tolist() for h in seen["vh"]] == [t.tolist() for t in train]
