@@ -31,7 +31,11 @@ space (:mod:`llmrec.collab`; LLaRA/CoLLM). The collaborative model is the retrie
 training part only (validation items for early stopping; no test item). The projector and LoRA train together
 on the same Yes/No pairs as the text pointwise row (one stage: next item vs hard negatives). A ``random order``
 row gives the exact expectation of a uniformly random order of the same candidates (a retrieved target at
-each position with probability 1/C). A cost table gives tokens per prompt, training and scoring seconds.
+each position with probability 1/C). A ``<method>: its collaborative model alone (no LM)`` row orders the same
+candidates by the collaborative model's user . item inner product (the vectors behind the tokens): what the
+tokens carry before any language model. ``--collab-fit held-out`` fits that model without the reranker's
+training targets; ``--train-lists retrieved`` keeps only training lists whose target the retriever found. A cost
+table gives tokens per prompt, training and scoring seconds.
 
 Writes ``metrics.json``, ``metrics.md``, ``metric_vs_k.png`` (if matplotlib imports) and the tuned
 adapters (with the tuned blend weight in their metadata) into ``--out``; prints the markdown table.
@@ -382,6 +386,14 @@ def held_out_sasrec(split, positions: int, epochs: int, seed: int) -> SASRec:
     return sas.fit(train, split.n_items, vh, vt, log=lambda s: print("  held-out collab SASRec", s, flush=True))
 
 
+def collab_scores(collab, hists, ids, item) -> np.ndarray:
+    """The no-LM reference of a collaborative-token row: float32 ``(n_users, C)`` inner products of the
+    collaborative model's user vector (SASRec over the history) with each candidate's item vector, the very
+    vectors the projector turns into tokens. An LM row at or below this order learned nothing beyond its tokens."""
+    users = collab.user_vectors([[item(j) for j in h] for h in hists])
+    return np.stack([collab.item_matrix([item(j) for j in row]) @ u for u, row in zip(users, ids)]).astype(np.float32)
+
+
 def collab_from_retriever(retriever, item_ids):
     """:class:`llmrec.collab.data.CollabModel` over the retriever's SASRec (item index j = ``item_ids[j]``, every
     item warm): the leave-one-out training part only, so no test item reaches the collaborative model."""
@@ -432,6 +444,8 @@ def _collab_method(a, method, model, tok, collab, sas, train_ex, test, valid, re
     sec = time.time() - t0
     timing[f"{name} valid"], timing[name] = round(v_sec, 1), round(sec, 1)
     results[name] = metrics(rank_by(t_ids, s), t_tgt, t_ret)
+    results[f"{method}: its collaborative model alone (no LM)"] = metrics(
+        rank_by(t_ids, collab_scores(collab, t_hist, t_ids, item)), t_tgt, t_ret)
     results[f"{name} + retriever (alpha={alpha:.2f})"] = metrics(rank_by(t_ids, blend_scores(t_sc, s, alpha)),
                                                                  t_tgt, t_ret)
     cost[name] = _cost(_prompt_tokens(scorer, t_hist, t_ids, item), res.train_seconds, v_sec, sec, len(v_hist),

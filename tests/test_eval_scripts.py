@@ -283,6 +283,22 @@ def test_rerank_eval_collab_rows_on_toy_data(tiny_model_dir, tmp_path):
         meta = json.loads((out / f"adapter-{method}" / "llmrec.json").read_text())
         assert meta["kind"] == "rerank-pointwise" and meta["collab"]["sha256"] == res["info"][f"train {method}"]["collab_sha256"]
         assert meta["protocol"]["blend_alpha"] == res["blend"][method]["alpha"]
+        # the no-LM row: the adapter's own SASRec, user vector . item vector, ranked independently here
+        from llmrec.collab.data import CollabModel
+        from llmrec.data.loo import load_loo_data
+
+        cm = CollabModel.load(out / f"adapter-{method}" / "collab")
+        split = load_loo_data(d, 2)[1].split
+        us = split.eval_users()
+        assert np.array_equal(split.test[us], tgt)
+        hist = [[cm.catalog_items[j] for j in np.append(split.train[u], split.valid[u])] for u in us]
+        uv = cm.sasrec.user_vectors([np.array([cm.sasrec_items.index(i) for i in h]) for h in hist])
+        sc = np.einsum("nd,ncd->nc", uv, cm.item_vectors[ids])
+        ranks = [(list(row[o]).index(t) if t in row else None)
+                 for row, o, t in zip(ids, np.argsort(-sc, axis=1, kind="stable"), tgt)]
+        ndcg = np.mean([1 / np.log2(k + 2) if k is not None and k < 10 else 0.0 for k in ranks])
+        got = res["results"][f"{method}: its collaborative model alone (no LM)"]["all"]["NDCG@10"]
+        assert got == pytest.approx(ndcg, abs=1e-6)
     # titles cost tokens: the hybrid prompt is longer than the token-only one
     assert res["cost"]["tuned collab-hybrid"]["tokens_per_prompt"] > res["cost"]["tuned collab-tokens"]["tokens_per_prompt"]
     # random order: brute force over the C positions a retrieved target can take
