@@ -178,6 +178,9 @@ def main(argv=None) -> int:
         if m not in TEXT_METHODS and m not in COLLAB_METHODS:
             p.error(f"--methods: unknown method {m!r} (expected one of "
                     f"{', '.join(TEXT_METHODS + tuple(COLLAB_METHODS))})")
+    for flag in ("positions", "collab_epochs", "epochs"):
+        if getattr(a, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
     a.out.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
     info_machine = machine()
@@ -244,6 +247,9 @@ def main(argv=None) -> int:
                               users=np.random.default_rng(a.seed + 3).permutation(split.n_users)[: a.train_users or None],
                               seed=a.seed, positions=a.positions, retrieved_only=a.train_lists == "retrieved")
     pos = np.array([e.target_pos for e in train_ex])
+    if not train_ex and any(m in TEXT_METHODS or m in COLLAB_METHODS for m in methods):
+        p.error("no training list: no user has a training item after 3 history items"
+                + (" whose target the retriever found (--train-lists retrieved)" if a.train_lists == "retrieved" else ""))
     info["train_lists"] = len(train_ex)
     info["train_lists_mode"] = a.train_lists
     info["train_target_positions"] = np.bincount(pos, minlength=C).tolist()
@@ -254,8 +260,11 @@ def main(argv=None) -> int:
         if method in COLLAB_METHODS:
             if collab is None and a.collab_fit == "held-out":
                 t0 = time.time()
-                collab = collab_from_retriever(held_out_sasrec(split, a.positions, a.collab_epochs, a.seed),
-                                               d.item_ids)
+                try:
+                    held = held_out_sasrec(split, a.positions, a.collab_epochs, a.seed)
+                except ValueError as e:
+                    p.error(f"--collab-fit held-out with --positions {a.positions}: {e} (lower --positions)")
+                collab = collab_from_retriever(held, d.item_ids)
                 timing["collab fit (held-out)"] = round(time.time() - t0, 1)
             collab = collab or collab_from_retriever(sas, d.item_ids)
             _collab_method(a, method, base, tok, collab, sas, train_ex, (t_hist, t_ids, t_sc, t_tgt, t_ret, t_seed),

@@ -357,3 +357,18 @@ def test_rerank_eval_held_out_collab_never_sees_the_training_targets(monkeypatch
         assert not set(tr[-2:].tolist()) & set(s.tolist())
     assert seen["n_items"] == 30 and seen["vt"].tolist() == [29, 28, 27, 26]
     assert [h.tolist() for h in seen["vh"]] == [t.tolist() for t in train]
+
+
+def test_rerank_eval_refuses_bad_training_settings(tiny_model_dir, tmp_path):
+    """Flags that would train on nothing fail with one line naming the flag, no traceback, nothing written."""
+    d = _toy_movielens(tmp_path / "toy")
+    base = [sys.executable, str(REPO / "eval" / "rerank_eval.py"), "--data", str(d), "--kcore", "2",
+            "--candidates", "10", "--sasrec-epochs", "1", "--methods", "collab-tokens", "--no-zero-shot",
+            "--base-model", str(tiny_model_dir), "--dtype", "float32"]
+    for extra, msg in ((["--collab-epochs", "0"], "--collab-epochs must be >= 1, got 0"),
+                       (["--positions", "0"], "--positions must be >= 1, got 0"),
+                       (["--positions", "500"], "--collab-fit held-out with --positions 500: ")):
+        out = tmp_path / f"run{len(extra)}{extra[1]}"
+        r = subprocess.run(base + extra + ["--out", str(out)], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert not (out / "metrics.json").exists()
