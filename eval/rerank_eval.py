@@ -181,10 +181,13 @@ def main(argv=None) -> int:
     for flag in ("positions", "collab_epochs", "epochs"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
-    a.out.mkdir(parents=True, exist_ok=True)
     t_all = time.time()
     info_machine = machine()
-    rec, d = load_loo_data(a.data, a.kcore)
+    try:
+        rec, d = load_loo_data(a.data, a.kcore)
+    except (FileNotFoundError, ValueError) as e:  # a missing folder or an unreadable file: one line
+        p.error(f"--data {a.data}: {e}")
+    a.out.mkdir(parents=True, exist_ok=True)
     split, data_path = d.split, getattr(rec, "path", None) or a.data
     print(f"data: {data_path} ({rec.format}) {a.kcore}-core users={split.n_users} items={split.n_items}", flush=True)
     C = a.candidates

@@ -372,3 +372,15 @@ def test_rerank_eval_refuses_bad_training_settings(tiny_model_dir, tmp_path):
         r = subprocess.run(base + extra + ["--out", str(out)], capture_output=True, text=True, timeout=600)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
         assert not (out / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("script", ["rerank_eval.py", "retrieval_eval.py", "coldstart_eval.py"])
+def test_eval_scripts_missing_data_folder_is_one_line(script, tmp_path):
+    """A wrong --data is a usage error naming the flag and the path (exit 2), not a traceback."""
+    missing = tmp_path / "no-such-dataset"
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(REPO / "eval" / script), "--data", str(missing), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"--data {missing}: " in r.stderr.strip().splitlines()[-1]
+    assert not out.exists()
