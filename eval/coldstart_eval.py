@@ -53,7 +53,10 @@ def main(argv=None) -> int:
     from llmrec.model import load_base_model
 
     t_all = time.time()
-    rec, d = load_loo_data(a.data, a.kcore)
+    try:
+        rec, d = load_loo_data(a.data, a.kcore)
+    except (FileNotFoundError, ValueError) as e:  # a missing folder or an unreadable file: one line
+        p.error(f"--data {a.data}: {e}")
     split, n = d.split, d.split.n_items
     rng = np.random.default_rng(a.seed)
     cold = np.sort(rng.choice(n, max(1, int(round(a.cold_fraction * n))), replace=False))

@@ -43,7 +43,10 @@ def main(argv=None) -> int:
         if not f.exists():
             p.error(f"{f} not found (run eval/rerank_eval.py --methods listwise --retriever-dir ... first)")
 
-    rec, d = load_loo_data(a.data, a.kcore)
+    try:
+        rec, d = load_loo_data(a.data, a.kcore)
+    except (FileNotFoundError, ValueError) as e:  # a missing folder or an unreadable file: one line
+        p.error(f"--data {a.data}: {e}")
     split = d.split
     ret = load_retriever(a.retriever_dir)
     index = VectorIndex("flat").build(ret.item_vectors())

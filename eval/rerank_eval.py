@@ -20,9 +20,24 @@ rule, :func:`llmrec.rerank.blend.tune_alpha`).
 Training data (no validation/test leakage): for ``--train-users`` users (default all) and each of the
 last ``--positions`` (2) training items: target = that item, history = the training items before it,
 candidates = the retriever's own top-20 for that history (hard negatives; the target replaces the 20th
-if missed), shuffled. Listwise: answer = the target's letter.
-Pointwise: target = Yes, ``--negatives`` hard negatives of the same list = No. Candidates are shown in a
-seeded random order at evaluation too (no position cue from the retriever).
+if missed, or with ``--train-lists retrieved`` the list is dropped), shuffled. Listwise: answer = the
+target's letter. Pointwise: target = Yes, ``--negatives`` hard negatives of the same list = No. Candidates
+are shown in a seeded random order at evaluation too (no position cue from the retriever).
+
+Collaborative-token rows (issue 15; ``--methods collab-tokens,collab-hybrid``): a pointwise reranker whose
+prompt holds a user token and one token per item (``rerank-pointwise-tokens``) or each title followed by its
+token (``rerank-pointwise-hybrid``), SASRec item vectors projected into the LM's input space (:mod:`llmrec.collab`;
+LLaRA/CoLLM). The collaborative model is a SASRec fitted on the training part without each user's last
+``--positions`` items (``--collab-fit held-out``, the default: it never saw the reranker's training targets) or
+the retriever's own SASRec (``--collab-fit retriever``, which retrieves 73% of those targets against 36% of the test
+ones: memorised answers in the tokens); validation items for early stopping, never a test item. The projector and LoRA train together
+on the same Yes/No pairs as the text pointwise row (one stage: next item vs hard negatives). A ``random order``
+row gives the exact expectation of a uniformly random order of the same candidates (a retrieved target at
+each position with probability 1/C). A ``<method>: its collaborative model alone (no LM)`` row orders the same
+candidates by the collaborative model's user . item inner product (the vectors behind the tokens): what the
+tokens carry before any language model. ``--train-lists retrieved`` keeps only training lists whose target the
+retriever found. A cost
+table gives tokens per prompt, training and scoring seconds.
 
 Writes ``metrics.json``, ``metrics.md``, ``metric_vs_k.png`` (if matplotlib imports) and the tuned
 adapters (with the tuned blend weight in their metadata) into ``--out``; prints the markdown table.
@@ -31,6 +46,7 @@ adapters (with the tuned blend weight in their metadata) into ``--out``; prints 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -50,6 +66,52 @@ from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, pointwise_pair
 from llmrec.retrieval import Fusion, Popularity, SASRec, VectorIndex, load_retriever
 
 KEYS = ["NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "MRR@10", "Recall@20"]
+TEXT_METHODS = ("listwise", "pointwise")
+#: collaborative-token methods -> their template (llmrec.collab.rerank)
+COLLAB_METHODS = {"collab-tokens": "rerank-pointwise-tokens", "collab-hybrid": "rerank-pointwise-hybrid"}
+
+
+def random_order_metrics(retrieved: np.ndarray, C: int) -> dict:
+    """Exact expected metrics of a uniformly random order of ``C`` candidates: a retrieved target sits at
+    each position 1..C with probability 1/C (NDCG@k = sum_{p<=k} 1/log2(p+1) / C, Recall@k = k/C,
+    MRR@10 = sum_{p<=10} 1/p / C); a user whose target was not retrieved scores 0. Same layout as
+    :func:`metrics`."""
+    ret = np.asarray(retrieved, bool)
+    disc = 1.0 / np.log2(np.arange(2, C + 2))
+
+    def at(frac: float) -> dict:
+        m = {f"NDCG@{k}": frac * disc[:k].sum() / C for k in (5, 10) if k <= C}
+        m.update({f"Recall@{k}": frac * k / C for k in (5, 10, 20) if k <= C})
+        if C >= 10:
+            m["MRR@10"] = frac * (1.0 / np.arange(1, 11)).sum() / C
+        return {k: float(v) for k, v in m.items()}
+
+    f = float(ret.mean()) if ret.size else 0.0
+    return {"all": at(f), "retrieved": at(1.0) if ret.any() else {}, "n_users": int(ret.size),
+            "n_retrieved": int(ret.sum()),
+            "curve": {"K": list(range(1, C + 1)), "NDCG": [f * float(disc[:k].sum()) / C for k in range(1, C + 1)],
+                      "Recall": [f * k / C for k in range(1, C + 1)]}}
+
+
+def machine() -> dict:
+    """CPU model, cores, torch threads and load average: stated beside every timing."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    from llmrec.precision import cpu_has_native_bf16
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "native_bf16": cpu_has_native_bf16(), "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def metrics(ranked: np.ndarray, targets: np.ndarray, retrieved: np.ndarray) -> dict:
@@ -76,10 +138,19 @@ def main(argv=None) -> int:
     p.add_argument("--train-users", type=int, default=0, help="users giving training lists (0 = all)")
     p.add_argument("--positions", type=int, default=2,
                    help="training lists per user: the last N training items are each a target once")
-    p.add_argument("--methods", default="listwise", help="comma list: listwise, pointwise")
+    p.add_argument("--methods", default="listwise",
+                   help="comma list: listwise, pointwise, collab-tokens, collab-hybrid")
     p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot LM rows")
     p.add_argument("--history", type=int, default=10, help="history titles in the prompt")
     p.add_argument("--negatives", type=int, default=3, help="pointwise hard negatives per positive")
+    p.add_argument("--train-lists", choices=("all", "retrieved"), default="all",
+                   help="all: a target the retriever missed replaces its 20th candidate; retrieved: only lists whose "
+                        "target the retriever found (the positives then look like the test subset's)")
+    p.add_argument("--collab-fit", choices=("held-out", "retriever"), default="held-out",
+                   help="collaborative model of the collab rows: a SASRec fitted on the training sequences without "
+                        "their last --positions items (default: it never saw the reranker's training targets, so the "
+                        "tokens carry no memorised answer), or the retriever's own SASRec")
+    p.add_argument("--collab-epochs", type=int, default=80, help="epoch cap of the held-out SASRec (early-stopped)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=TrainSettings.learning_rate)
     p.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
@@ -104,11 +175,19 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     for m in methods:
-        if m not in ("listwise", "pointwise"):
-            p.error(f"--methods: unknown method {m!r}")
-    a.out.mkdir(parents=True, exist_ok=True)
+        if m not in TEXT_METHODS and m not in COLLAB_METHODS:
+            p.error(f"--methods: unknown method {m!r} (expected one of "
+                    f"{', '.join(TEXT_METHODS + tuple(COLLAB_METHODS))})")
+    for flag in ("positions", "collab_epochs", "epochs"):
+        if getattr(a, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
     t_all = time.time()
-    rec, d = load_loo_data(a.data, a.kcore)
+    info_machine = machine()
+    try:
+        rec, d = load_loo_data(a.data, a.kcore)
+    except (FileNotFoundError, ValueError) as e:  # a missing folder or an unreadable file: one line
+        p.error(f"--data {a.data}: {e}")
+    a.out.mkdir(parents=True, exist_ok=True)
     split, data_path = d.split, getattr(rec, "path", None) or a.data
     print(f"data: {data_path} ({rec.format}) {a.kcore}-core users={split.n_users} items={split.n_items}", flush=True)
     C = a.candidates
@@ -132,7 +211,7 @@ def main(argv=None) -> int:
             sas.save(a.retriever_dir)
     index = VectorIndex("flat").build(sas.item_vectors())
     retrieve = lambda h, k: sas.query_index(h, k, index)  # noqa: E731
-    info = {"retriever_s": round(time.time() - t, 1), "index_device": index.device, "retriever": type(sas).__name__}
+    info = {"machine": info_machine, "retriever_s": round(time.time() - t, 1), "index_device": index.device, "retriever": type(sas).__name__}
     ret_desc = f"{sas.experts if isinstance(sas, Fusion) else 'SASRec'} + FAISS"
     ret_name = f"retriever ({ret_desc})"
     info["retriever_row"] = ret_name
@@ -156,6 +235,7 @@ def main(argv=None) -> int:
     results, timing = {}, {}
     pop = Popularity().fit(split.train, split.n_items)
     results["popularity"] = metrics(pop.query(t_hist, C)[0], t_tgt, t_ret)
+    results[f"random order of the top-{C}"] = random_order_metrics(t_ret, C)
     results[ret_name] = metrics(t_ids, t_tgt, t_ret)
 
     # presentation order: a seeded random permutation per user (same for every LM row)
@@ -168,13 +248,31 @@ def main(argv=None) -> int:
     model, tok = load_base_model(a.base_model)
     train_ex = training_lists(split, lambda h, k: retrieve(h, k)[0], C,
                               users=np.random.default_rng(a.seed + 3).permutation(split.n_users)[: a.train_users or None],
-                              seed=a.seed, positions=a.positions)
+                              seed=a.seed, positions=a.positions, retrieved_only=a.train_lists == "retrieved")
     pos = np.array([e.target_pos for e in train_ex])
+    if not train_ex and any(m in TEXT_METHODS or m in COLLAB_METHODS for m in methods):
+        p.error("no training list: no user has a training item after 3 history items"
+                + (" whose target the retriever found (--train-lists retrieved)" if a.train_lists == "retrieved" else ""))
     info["train_lists"] = len(train_ex)
+    info["train_lists_mode"] = a.train_lists
     info["train_target_positions"] = np.bincount(pos, minlength=C).tolist()
-    blends = {}
+    blends, cost = {}, {}
+    collab = None
     for method in methods:
         base, _ = (model, tok) if method == methods[0] else load_base_model(a.base_model)
+        if method in COLLAB_METHODS:
+            if collab is None and a.collab_fit == "held-out":
+                t0 = time.time()
+                try:
+                    held = held_out_sasrec(split, a.positions, a.collab_epochs, a.seed)
+                except ValueError as e:
+                    p.error(f"--collab-fit held-out with --positions {a.positions}: {e} (lower --positions)")
+                collab = collab_from_retriever(held, d.item_ids)
+                timing["collab fit (held-out)"] = round(time.time() - t0, 1)
+            collab = collab or collab_from_retriever(sas, d.item_ids)
+            _collab_method(a, method, base, tok, collab, sas, train_ex, (t_hist, t_ids, t_sc, t_tgt, t_ret, t_seed),
+                           (v_hist, v_ids, v_sc, v_tgt, v_seed), rec, data_path, C, results, timing, info, blends, cost)
+            continue
         Scorer = ListwiseScorer if method == "listwise" else PointwiseRerankScorer
         scorer = Scorer(base, tok, max_history=a.history, dtype=a.dtype)
         if not a.no_zero_shot:
@@ -201,6 +299,8 @@ def main(argv=None) -> int:
         blends[method] = {"alpha": alpha, "valid_ndcg10_curve": curve}
         s, sec = lm_scores(scorer, t_hist, t_ids, t_seed, f"tuned {method}")
         timing[f"tuned {method}"] = round(sec, 1)
+        cost[f"tuned {method}"] = _cost(_prompt_tokens(scorer, t_hist, t_ids, title), res.train_seconds,
+                                        timing[f"tuned {method} valid"], sec, len(v_hist), len(t_hist))
         results[f"tuned {method}"] = metrics(rank_by(t_ids, s), t_tgt, t_ret)
         results[f"tuned {method} + retriever (alpha={alpha:.2f})"] = metrics(
             rank_by(t_ids, blend_scores(t_sc, s, alpha)), t_tgt, t_ret)
@@ -226,13 +326,22 @@ def main(argv=None) -> int:
         rel = (m["NDCG@10"] / ref - 1) * 100 if ref > 0 else float("nan")
         lines.append(f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in KEYS) +
                      f" | {rel:+.1f}% | {r['retrieved'].get('NDCG@10', float('nan')):.4f} |")
+    if cost:
+        mi = info["machine"]
+        lines += ["", f"Cost ({mi['cpu']}, {mi['cores']} cores, torch threads {mi['torch_threads']}, native bf16 "
+                      f"{mi['native_bf16']}, load average at start {mi['loadavg']}):", "",
+                  "| model | tokens per prompt | training s | validation scoring s | test scoring s | test ms per "
+                  "user |", "|---|---|---|---|---|---|"]
+        for name, c in cost.items():
+            lines.append(f"| {name} | {c['tokens_per_prompt']:.1f} | {c['train_s']:.0f} | {c['valid_score_s']:.0f} | "
+                         f"{c['test_score_s']:.0f} | {c['test_ms_per_user']:.0f} |")
     md = "\n".join(lines)
     (a.out / "metrics.md").write_text(md + "\n")
     info["total_s"] = round(time.time() - t_all, 1)
     (a.out / "metrics.json").write_text(json.dumps(
         {"data": str(data_path), "format": rec.format, "args": {k: str(v) for k, v in vars(a).items()},
          "n_users": split.n_users, "n_items": split.n_items, "test_users": len(test_users),
-         "results": results, "blend": blends, "timing_s": timing, "info": info}, indent=2, default=float))
+         "results": results, "blend": blends, "timing_s": timing, "cost": cost, "info": info}, indent=2, default=float))
     try:
         import matplotlib
 
@@ -257,6 +366,112 @@ def main(argv=None) -> int:
                      default=float))
     print(md)
     return 0
+
+
+def _cost(tokens: float, train_s: float, valid_s: float, test_s: float, n_valid: int, n_test: int) -> dict:
+    return {"tokens_per_prompt": float(tokens), "train_s": float(train_s), "valid_score_s": float(valid_s),
+            "test_score_s": float(test_s), "test_ms_per_user": 1000.0 * test_s / max(n_test, 1),
+            "valid_users": n_valid, "test_users": n_test}
+
+
+def _prompt_tokens(scorer, hist, ids, item, n: int = 50) -> float:
+    """Mean prompt length in tokens (one input position per collaborative token) over the first ``n`` users'
+    candidate prompts."""
+    lens = []
+    for h, c in list(zip(hist, ids))[:n]:
+        hh = [item(j) for j in h]
+        for j in c:
+            lens.append(len(scorer.encode(hh, item(j))))
+    return float(np.mean(lens)) if lens else float("nan")
+
+
+def held_out_sasrec(split, positions: int, epochs: int, seed: int) -> SASRec:
+    """A SASRec (history 50) fitted on every user's training sequence *without* its last ``positions`` items,
+    early-stopped on the validation items: the reranker's training targets (those last items) are never a
+    next-item target of the collaborative model, so its user/item vectors cannot hand the reranker a memorised
+    answer during training that they would not give at test time (the retriever's SASRec, fitted on the whole
+    training part, retrieves 73% of those targets against 36% of the test ones on ML-100K).
+
+    Raises:
+        ValueError: from :meth:`SASRec.fit` when no user keeps two items."""
+    _, vh, vt = split.valid_inputs()
+    train = [tr[:-positions] if len(tr) > positions else tr[:0] for tr in split.train]
+    sas = SASRec(max_len=50, epochs=epochs, seed=seed)
+    return sas.fit(train, split.n_items, vh, vt, log=lambda s: print("  held-out collab SASRec", s, flush=True))
+
+
+def collab_scores(collab, hists, ids, item) -> np.ndarray:
+    """The no-LM reference of a collaborative-token row: float32 ``(n_users, C)`` inner products of the
+    collaborative model's user vector (SASRec over the history) with each candidate's item vector, the very
+    vectors the projector turns into tokens. An LM row at or below this order learned nothing beyond its tokens."""
+    users = collab.user_vectors([[item(j) for j in h] for h in hists])
+    return np.stack([collab.item_matrix([item(j) for j in row]) @ u for u, row in zip(users, ids)]).astype(np.float32)
+
+
+def collab_from_retriever(retriever, item_ids):
+    """:class:`llmrec.collab.data.CollabModel` over the retriever's SASRec (item index j = ``item_ids[j]``, every
+    item warm): the leave-one-out training part only, so no test item reaches the collaborative model."""
+    from llmrec.collab.data import CollabModel
+
+    sasrec = retriever.sasrec if isinstance(retriever, Fusion) else retriever
+    ids = [str(i) for i in item_ids]
+    return CollabModel(sasrec, ids, ids, sasrec.item_vectors().astype(np.float32), np.ones(len(ids), bool), [])
+
+
+def _collab_method(a, method, model, tok, collab, sas, train_ex, test, valid, rec, data_path, C, results, timing,
+                   info, blends, cost) -> None:
+    """Train and evaluate one collaborative-token reranker row (see the module docstring)."""
+    from llmrec.collab.adapter import save_collab_adapter
+    from llmrec.collab.rerank import CollabRerankScorer
+    from llmrec.collab.tokens import SlotTable, find_collab_embedding
+    from llmrec.collab.train import attach
+    from llmrec.rerank.train import train_pointwise
+
+    t_hist, t_ids, t_sc, t_tgt, t_ret, t_seed = test
+    v_hist, v_ids, v_sc, v_tgt, v_seed = valid
+    item_ids = collab.catalog_items
+    item = lambda j: item_ids[j]  # noqa: E731
+    title = lambda i: rec.catalog.title(i) if i in rec.catalog else f"item {i}"  # noqa: E731
+    lora = LoraSettings(rank=a.lora_rank, alpha=2.0 * a.lora_rank)
+    peft, slots = attach(model, collab, lora, seed=a.seed)
+    scorer = CollabRerankScorer(peft, tok, slots, title, COLLAB_METHODS[method], max_history=a.history,
+                                dtype=a.dtype)
+    st = TrainSettings(output_dir=str(a.out / f"train-{method}"), epochs=a.epochs, learning_rate=a.lr,
+                       batch_size=a.batch_size, seed=a.seed, patience=0, logging_steps=10)
+    pairs = pointwise_pairs(train_ex, a.negatives, a.seed)
+    res = train_pointwise(scorer, [([item(j) for j in h], item(c), y) for h, c, y in pairs], st, lora)
+    info[f"train {method}"] = {"examples": len(pairs), "tokens": res.train_tokens, "epochs": res.epochs_run,
+                               "loss_history": res.settings.get("loss_history"), "collab_sha256": collab.sha256}
+    timing[f"train {method}"] = round(res.train_seconds, 1)
+    name = f"tuned {method}"
+    peft = scorer.model
+    scorer.model = copy.deepcopy(peft).merge_and_unload()  # LoRA merged for scoring; the projector stays in place
+    scorer.model.eval()
+    scorer.slots = SlotTable(collab, find_collab_embedding(scorer.model))  # slot rows live in the copy's embedding
+    t0 = time.time()
+    vs = score_shuffled(scorer, v_hist, v_ids, v_seed, item, progress=True, desc=f"{name} (valid)")
+    v_sec = time.time() - t0
+    alpha, curve = tune_alpha(v_ids, v_sc, vs, v_tgt)
+    blends[method] = {"alpha": alpha, "valid_ndcg10_curve": curve}
+    t0 = time.time()
+    s = score_shuffled(scorer, t_hist, t_ids, t_seed, item, progress=True, desc=name)
+    sec = time.time() - t0
+    timing[f"{name} valid"], timing[name] = round(v_sec, 1), round(sec, 1)
+    results[name] = metrics(rank_by(t_ids, s), t_tgt, t_ret)
+    results[f"{method}: its collaborative model alone (no LM)"] = metrics(
+        rank_by(t_ids, collab_scores(collab, t_hist, t_ids, item)), t_tgt, t_ret)
+    results[f"{name} + retriever (alpha={alpha:.2f})"] = metrics(rank_by(t_ids, blend_scores(t_sc, s, alpha)),
+                                                                 t_tgt, t_ret)
+    cost[name] = _cost(_prompt_tokens(scorer, t_hist, t_ids, item), res.train_seconds, v_sec, sec, len(v_hist),
+                       len(t_hist))
+    np.savez(a.out / f"scores-{method}.npz", ids=t_ids, retriever=t_sc, lm=s, targets=t_tgt)
+    save_collab_adapter(peft, a.out / f"adapter-{method}", collab=collab, base_model=a.base_model,
+                        template=scorer.template, verbalizer=scorer.verbalizer, kind="rerank-pointwise",
+                        protocol={"task": "rerank-pointwise", "data": str(data_path), "kcore": a.kcore,
+                                  "n_candidates": C, "max_history": a.history, "blend_alpha": alpha,
+                                  "train_users": a.train_users, "positions": a.positions, "negatives": a.negatives,
+                                  "seed": a.seed},
+                        metrics={"test_ndcg10": results[name]["all"]["NDCG@10"]}, train=info[f"train {method}"])
 
 
 if __name__ == "__main__":

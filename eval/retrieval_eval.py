@@ -75,7 +75,10 @@ def main(argv=None) -> int:
 
     if a.data is not None and not a.data.exists():
         p.error(f"--data {a.data}: no such file or folder")
-    rec, d = load_loo_data(a.data, a.kcore)
+    try:
+        rec, d = load_loo_data(a.data, a.kcore)
+    except (FileNotFoundError, ValueError) as e:  # a missing folder or an unreadable file: one line
+        p.error(f"--data {a.data}: {e}")
     split = d.split
     a.data = getattr(rec, "path", None) or a.data
     n_inter = sum(len(t) for t in split.train) + 2 * len(split.eval_users())

@@ -68,11 +68,13 @@ def _check_adapter_file(path: Path) -> int:
 
 def template_kind(template: Any) -> str:
     """The adapter kind a template's task and variables imply: listwise -> ``rerank-listwise``; pointwise over a
-    ``history`` -> ``rerank-pointwise``; other pointwise (liked/disliked/target) -> ``tallrec``."""
+    ``history`` (titles) or ``history_ids`` and only the pointwise reranker's variables (``history``,
+    ``history_ids``, ``target``, ``target_id``) -> ``rerank-pointwise``; other pointwise (TALLRec's ``liked`` /
+    ``disliked`` / ``item_noun`` / ``target_genres`` ...) -> ``tallrec``."""
     if template.task == "listwise":
         return "rerank-listwise"
-    v = template.referenced_variables()
-    if "history" in v and not {"liked", "disliked"} & v:
+    v = set(template.referenced_variables())
+    if v & {"history", "history_ids"} and v <= {"history", "history_ids", "target", "target_id"}:
         return "rerank-pointwise"
     return "tallrec"
 
@@ -223,11 +225,12 @@ def recorded_template(adapter_dir: str | os.PathLike, meta: dict | None = None):
 
 def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_template_mismatch: bool = False,
                  base_model: str | None = None, dtype: str = "auto", merge: bool = True,
-                 kind: Any = None, user: str = "this command", allow_base_mismatch: bool = False):
-    """Load base model + adapter for scoring.
+                 kind: Any = None, user: str = "this command", allow_base_mismatch: bool = False,
+                 collab: Any = None):
+    """Load base model + adapter for scoring (with its collaborative tokens when it carries them).
 
     Args:
-        adapter_dir: folder written by :func:`save_adapter`.
+        adapter_dir: folder written by :func:`save_adapter` (or :func:`llmrec.collab.adapter.save_collab_adapter`).
         template: the template to score with; default: the one recorded in the adapter (rebuilt from
             its stored source). A different template (by sha256) is an error unless
             ``allow_template_mismatch``.
@@ -239,13 +242,25 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
             merges in float32, then casts to bf16 on a CUDA GPU with bf16 (float32 stays on a CPU).
         kind / user: the adapter kind(s) the caller needs (:data:`KINDS`) and its name for messages; another
             kind is refused before the model loads (:func:`check_kind`). None: any kind.
+        collab: for an adapter with collaborative tokens (a ``collab`` record in llmrec.json): the
+            :class:`llmrec.collab.data.CollabModel` to run with; default the one stored in the adapter. Its
+            content hash must equal the recorded ``collab.sha256``.
+
+    Collaborative tokens: the projector (``collab_projector.safetensors``, checked against ``collab.sha256``) is
+    installed on the base model (:func:`llmrec.collab.tokens.install`) before peft loads the adapter; after the
+    merge a :class:`llmrec.collab.tokens.SlotTable` is built for the model. Get it with
+    ``llmrec.collab.tokens.slot_table(model)`` (None for a text-only adapter); the returned metadata's
+    ``loaded_collab`` says which collaborative model was loaded (``{"sha256", "from"}``; absent without tokens).
 
     Returns:
         ``(model, tokenizer, template, verbalizer, metadata)``.
 
     Raises:
         FileNotFoundError / AdapterError: missing or corrupt files, empty adapter, template mismatch,
-            verbalizer token ids that differ under the loaded tokenizer.
+            verbalizer token ids that differ under the loaded tokenizer; a collaborative model whose content
+            hash differs from the recorded ``collab.sha256`` (names the field and both short hashes); ``collab``
+            given for an adapter without a ``collab`` record; a template with collaborative tokens
+            (item_token / user_token) on an adapter without one.
     """
     from peft import PeftModel
 
@@ -263,6 +278,7 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
         raise AdapterError(f"adapter {d} was tuned with template {meta['template']['name']!r} "
                            f"(sha256 {meta['template']['sha256'][:12]}), not {template.name!r} "
                            f"(sha256 {template.sha256[:12]}); pass --allow-template-mismatch (allow_template_mismatch=True) to override")
+    cm, projector = _collab_parts(d, meta, collab)  # checked before the base model loads
     name = base_model or meta["base_model"]
     where = "base_model" if base_model else f"recorded in {d / META}"
     recorded_fp = meta.get("base_fingerprint")
@@ -287,6 +303,15 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
     meta = {**meta, "loaded_base": {"base_model": name, "from": "base_model" if base_model else META,
                                     "sha256": actual_fp, "recorded_sha256": recorded_fp,
                                     "mismatch_allowed": bool(recorded_fp and actual_fp and actual_fp != recorded_fp)}}
+    if cm is not None:
+        from llmrec.collab.tokens import install
+
+        try:
+            install(model, projector)  # before peft: its modules_to_save copy of the projector loads onto it
+        except ValueError as e:  # projector out_dim != this model's hidden size
+            raise AdapterError(f"adapter {d}: its collaborative-token projector does not fit {name!r} ({where}): "
+                               f"{e}") from e
+        meta["loaded_collab"] = {"sha256": cm.sha256, "from": "collab" if collab is not None else META}
     try:
         with peft_wrapping():
             model = PeftModel.from_pretrained(model, str(d))
@@ -297,7 +322,25 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
     if dtype == "auto":  # merged in float32 first; bf16 weights on a CUDA GPU (no-op on a CPU)
         cast_for_scoring(model, "auto")
     model.eval()
-    probe = template.render(_probe_variables(template), tok) if template.format != "plain" else None
+    if cm is not None:
+        from llmrec.collab.tokens import SlotTable, find_collab_embedding
+
+        SlotTable(cm, find_collab_embedding(model))  # the embedding keeps it: llmrec.collab.tokens.slot_table(model)
+    probe_item = cm.catalog_items[0] if cm is not None else "0"
+    try:
+        rendered = template.render(_probe_variables(template, probe_item), tok)
+    except Exception:  # a plain template that needs real values: its end is fixed text anyway
+        if template.format != "plain":
+            raise
+        rendered = None
+    probe = rendered if template.format != "plain" else None  # plain: the verbalizer follows the bare prompt end
+    if cm is None and rendered is not None:
+        from llmrec.prompts.collab_syntax import has_markers
+
+        if has_markers(rendered):
+            raise AdapterError(f"adapter {d}: template {template.name!r} places collaborative tokens (item_token / "
+                               f"user_token), but the adapter has no 'collab' record in {META} (no projector to "
+                               f"run them with)")
     verb = verbalizer_for(template, tok, probe or "")
     if template.sha256 == recorded.sha256 and verb.token_ids != meta["verbalizer"]["token_ids"]:
         raise AdapterError(f"adapter {d}: verbalizer token ids {meta['verbalizer']['token_ids']} differ from "
@@ -305,6 +348,45 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
     return model, tok, template, verb, meta
 
 
-def _probe_variables(template: Any) -> dict:
-    """A neutral render context for finding verbalizer ids (the prompt end is fixed text)."""
-    return {v: [] if v in ("liked", "disliked", "history") else "" for v in template.referenced_variables()}
+def _collab_parts(d: Path, meta: dict, collab: Any) -> tuple[Any, Any]:
+    """``(CollabModel, Projector)`` of an adapter's ``collab`` record (``collab`` given or the stored one), both
+    checked against ``collab.sha256``; ``(None, None)`` for an adapter without the record.
+
+    Raises:
+        AdapterError: ``collab`` given for an adapter without a record, a ``collab.sha256`` mismatch, a projector
+            file that is missing or not one. FileNotFoundError: the stored collaborative model is missing.
+    """
+    rec = meta.get("collab")
+    if not rec:
+        if collab is not None:
+            raise AdapterError(f"adapter {d}: collab= was given, but {META} has no 'collab' record (the adapter was "
+                               f"tuned without collaborative tokens)")
+        return None, None
+    from llmrec.collab.data import CollabModel
+    from llmrec.collab.projector import PROJECTOR_FILE, load_projector
+
+    if collab is not None:
+        cm = collab
+    else:
+        try:
+            cm = CollabModel.load(d / rec.get("model", "collab"))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"adapter {d}: collab.model: {e}") from e
+        except ValueError as e:  # its files were changed after saving (content hash)
+            raise AdapterError(f"adapter {d}: collab.model: {e}") from e
+    if cm.sha256 != rec.get("sha256"):
+        given = "the collaborative model given (collab=)" if collab is not None else f"the stored one ({d / rec.get('model', 'collab')})"
+        raise AdapterError(f"adapter {d}: collab.sha256 {str(rec.get('sha256'))[:12]} is recorded in {META}, but "
+                           f"{given} has {cm.sha256[:12]}: its vectors are not the ones the projector was trained on")
+    try:
+        projector, _ = load_projector(d / rec.get("projector", PROJECTOR_FILE), expect_collab_sha256=cm.sha256)
+    except (FileNotFoundError, ValueError) as e:
+        raise AdapterError(f"adapter {d}: collab.projector: {e}") from e
+    return cm, projector
+
+
+def _probe_variables(template: Any, item_id: str = "0") -> dict:
+    """A neutral render context for finding verbalizer ids (the prompt end is fixed text): empty lists for the
+    histories, ``item_id`` for ``target_id`` (``item_token`` refuses an empty id), empty strings otherwise."""
+    lists = ("liked", "disliked", "history", "history_ids")
+    return {v: [] if v in lists else item_id if v == "target_id" else "" for v in template.referenced_variables()}

@@ -254,3 +254,133 @@ def test_rerank_eval_script_on_toy_data(tiny_model_dir, tmp_path):
     assert rep["max"]["valid_ndcg10"] == max(rep["max"]["valid_curve"].values())
     if rep["one-se"]["alpha"] == 0.0:
         assert rep["one-se"]["test"]["NDCG@10"] == pytest.approx(rep["test_retriever"]["NDCG@10"], abs=1e-12)
+
+
+@pytest.mark.integration
+def test_rerank_eval_collab_rows_on_toy_data(tiny_model_dir, tmp_path):
+    """eval/rerank_eval.py --methods collab-tokens,collab-hybrid (issue 15): the collaborative-token rerankers
+    train, score and save an adapter carrying their collaborative SASRec (here the held-out one, on retrieved
+    training lists only); reported metrics are recomputed from the
+    saved scores, and the random-order row equals the brute-force mean over every target position."""
+    d = _toy_movielens(tmp_path / "toy")
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(REPO / "eval" / "rerank_eval.py"), "--data", str(d), "--kcore", "2",
+           "--candidates", "10", "--val-users", "10", "--positions", "1", "--negatives", "1",
+           "--methods", "collab-tokens,collab-hybrid", "--sasrec-epochs", "2", "--epochs", "1",
+           "--collab-fit", "held-out", "--collab-epochs", "2", "--train-lists", "retrieved", "--batch-size", "4", "--base-model", str(tiny_model_dir), "--dtype", "float32", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "metrics.json").read_text())
+    for method in ("collab-tokens", "collab-hybrid"):
+        z = np.load(out / f"scores-{method}.npz")
+        ids, lm, tgt = z["ids"], z["lm"], z["targets"]
+        ranks = [(list(row[o]).index(t) if t in row else None)
+                 for row, o, t in zip(ids, np.argsort(-lm, axis=1, kind="stable"), tgt)]
+        ndcg = np.mean([1 / np.log2(k + 2) if k is not None and k < 10 else 0.0 for k in ranks])
+        assert res["results"][f"tuned {method}"]["all"]["NDCG@10"] == pytest.approx(ndcg, abs=1e-9)
+        c = res["cost"][f"tuned {method}"]
+        assert c["tokens_per_prompt"] > 0 and c["test_users"] == 30
+        meta = json.loads((out / f"adapter-{method}" / "llmrec.json").read_text())
+        assert meta["kind"] == "rerank-pointwise" and meta["collab"]["sha256"] == res["info"][f"train {method}"]["collab_sha256"]
+        assert meta["protocol"]["blend_alpha"] == res["blend"][method]["alpha"]
+        # the no-LM row: the adapter's own SASRec, user vector . item vector, ranked independently here
+        from llmrec.collab.data import CollabModel
+        from llmrec.data.loo import load_loo_data
+
+        cm = CollabModel.load(out / f"adapter-{method}" / "collab")
+        split = load_loo_data(d, 2)[1].split
+        us = split.eval_users()
+        assert np.array_equal(split.test[us], tgt)
+        hist = [[cm.catalog_items[j] for j in np.append(split.train[u], split.valid[u])] for u in us]
+        uv = cm.sasrec.user_vectors([np.array([cm.sasrec_items.index(i) for i in h]) for h in hist])
+        sc = np.einsum("nd,ncd->nc", uv, cm.item_vectors[ids])
+        ranks = [(list(row[o]).index(t) if t in row else None)
+                 for row, o, t in zip(ids, np.argsort(-sc, axis=1, kind="stable"), tgt)]
+        ndcg = np.mean([1 / np.log2(k + 2) if k is not None and k < 10 else 0.0 for k in ranks])
+        got = res["results"][f"{method}: its collaborative model alone (no LM)"]["all"]["NDCG@10"]
+        assert got == pytest.approx(ndcg, abs=1e-6)
+    # titles cost tokens: the hybrid prompt is longer than the token-only one
+    assert res["cost"]["tuned collab-hybrid"]["tokens_per_prompt"] > res["cost"]["tuned collab-tokens"]["tokens_per_prompt"]
+    # random order: brute force over the C positions a retrieved target can take
+    z = np.load(out / "scores-collab-tokens.npz")
+    ret = np.array([t in row for row, t in zip(z["ids"], z["targets"])])
+    C = z["ids"].shape[1]
+    per_pos = [1 / np.log2(p + 2) if p < 10 else 0.0 for p in range(C)]
+    rnd = res["results"]["random order of the top-10"]
+    assert rnd["all"]["NDCG@10"] == pytest.approx(ret.mean() * np.mean(per_pos), abs=1e-12)
+    assert rnd["retrieved"]["Recall@5"] == pytest.approx(5 / C, abs=1e-12)
+    assert "| random order of the top-10 |" in r.stdout and "tokens per prompt" in r.stdout
+    assert res["info"]["train_lists_mode"] == "retrieved" and "collab fit (held-out)" in res["timing_s"]
+
+
+@pytest.mark.integration
+def test_bench_collab_rerank_runs(tiny_model_dir, tmp_path):
+    """eval/bench_collab_rerank.py stays alive on the tiny model: three prompt forms, token counts consistent
+    (a token-only candidate suffix is shorter than a titled one), JSON written."""
+    out = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, str(REPO / "eval" / "bench_collab_rerank.py"), "--base-model",
+                        str(tiny_model_dir), "--users", "3", "--candidates", "4", "--rounds", "1", "--dtype",
+                        "float32", "--threads", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert rows["tokens"]["suffix_tokens"] < rows["hybrid"]["suffix_tokens"]
+    assert rows["tokens"]["tokens_per_prompt"] < rows["hybrid"]["tokens_per_prompt"]
+    for v in rows.values():
+        assert v["prefix_tokens"] + v["suffix_tokens"] == pytest.approx(v["tokens_per_prompt"])
+    assert "| tokens | rerank-pointwise-tokens |" in r.stdout
+
+
+def test_rerank_eval_held_out_collab_never_sees_the_training_targets(monkeypatch):
+    """``--collab-fit held-out``: the collaborative SASRec is fitted on each training sequence minus its last
+    ``positions`` items (the reranker's training targets) and early-stopped on the validation items."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rerank_eval", REPO / "eval" / "rerank_eval.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from llmrec.data.loo import LOOSplit
+
+    g = np.random.default_rng(0)
+    train = [g.choice(30, size=n, replace=False).astype(np.int64) for n in (2, 3, 6, 9)]
+    split = LOOSplit(train=train, valid=np.array([29, 28, 27, 26]), test=np.array([25, 24, 23, 22]), n_items=30)
+    seen = {}
+
+    def fake_fit(self, seqs, n_items, vh, vt, log=None):
+        seen.update(seqs=[np.asarray(s) for s in seqs], n_items=n_items, vh=vh, vt=vt)
+        return self
+
+    monkeypatch.setattr(mod.SASRec, "fit", fake_fit)
+    sas = mod.held_out_sasrec(split, 2, 3, 0)
+    assert sas.config.max_len == 50 and sas.config.epochs == 3
+    assert [s.tolist() for s in seen["seqs"]] == [[], train[1][:1].tolist(), train[2][:4].tolist(), train[3][:7].tolist()]
+    for tr, s in zip(train, seen["seqs"]):            # no training target (last 2 items) is in what the model fits
+        assert not set(tr[-2:].tolist()) & set(s.tolist())
+    assert seen["n_items"] == 30 and seen["vt"].tolist() == [29, 28, 27, 26]
+    assert [h.tolist() for h in seen["vh"]] == [t.tolist() for t in train]
+
+
+def test_rerank_eval_refuses_bad_training_settings(tiny_model_dir, tmp_path):
+    """Flags that would train on nothing fail with one line naming the flag, no traceback, nothing written."""
+    d = _toy_movielens(tmp_path / "toy")
+    base = [sys.executable, str(REPO / "eval" / "rerank_eval.py"), "--data", str(d), "--kcore", "2",
+            "--candidates", "10", "--sasrec-epochs", "1", "--methods", "collab-tokens", "--no-zero-shot",
+            "--base-model", str(tiny_model_dir), "--dtype", "float32"]
+    for extra, msg in ((["--collab-epochs", "0"], "--collab-epochs must be >= 1, got 0"),
+                       (["--positions", "0"], "--positions must be >= 1, got 0"),
+                       (["--positions", "500"], "--collab-fit held-out with --positions 500: ")):
+        out = tmp_path / f"run{len(extra)}{extra[1]}"
+        r = subprocess.run(base + extra + ["--out", str(out)], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert not (out / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("script", ["rerank_eval.py", "retrieval_eval.py", "coldstart_eval.py"])
+def test_eval_scripts_missing_data_folder_is_one_line(script, tmp_path):
+    """A wrong --data is a usage error naming the flag and the path (exit 2), not a traceback."""
+    missing = tmp_path / "no-such-dataset"
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(REPO / "eval" / script), "--data", str(missing), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"--data {missing}: " in r.stderr.strip().splitlines()[-1]
+    assert not out.exists()

@@ -137,6 +137,20 @@ def _read_sample_set(path: Path, flag: str, answers, catalog=None, like_threshol
     return parse_tallrec_alpaca(records, path.name)
 
 
+def _refuse_text_records(tpl, flag: str) -> None:
+    """Alpaca records are text: a template that places collaborative tokens (item ids) cannot score them.
+
+    Raises:
+        CliError: ``"--input F: alpaca records are text only, but template T places collaborative tokens ..."``.
+    """
+    from llmrec.prompts.collab_syntax import source_places_tokens
+
+    if source_places_tokens(tpl.source):
+        raise CliError(f"{flag}: alpaca records are text only, but template {tpl.name} places collaborative tokens "
+                       f"(item_token / user_token need item ids); give structured sample JSONL, --user/--target or "
+                       f"a split")
+
+
 def _file_sha256(path: Path) -> str:
     import hashlib
 
@@ -400,7 +414,8 @@ def _template(adapter: Optional[Path], template: Optional[str], prompts):
 
 def _scorer(adapter: Optional[Path], base_model: Optional[str], tpl, allow_template_mismatch: bool, dtype: str,
             allow_base_mismatch: bool = False):
-    """The scorer, and what base model was loaded under an adapter (None without one)."""
+    """The scorer, and what base model was loaded under an adapter (None without one). An adapter with
+    collaborative tokens (a ``collab`` record) scores with :class:`llmrec.collab.train.CollabScorer`."""
     from llmrec.adapter import load_adapter
     from llmrec.model import DEFAULT_BASE_MODEL, load_base_model
     from llmrec.scoring.pointwise import PointwiseScorer
@@ -409,6 +424,11 @@ def _scorer(adapter: Optional[Path], base_model: Optional[str], tpl, allow_templ
         model, tok, tpl, verb, meta = load_adapter(adapter, template=tpl, kind="tallrec", user="llmrec score/eval",
                                                    base_model=base_model, allow_base_mismatch=allow_base_mismatch,
                                                    allow_template_mismatch=allow_template_mismatch)
+        if meta.get("collab"):
+            from llmrec.collab.tokens import slot_table
+            from llmrec.collab.train import CollabScorer
+
+            return CollabScorer(model, tok, tpl, slot_table(model), dtype=dtype, verbalizer=verb), meta["loaded_base"]
         return PointwiseScorer(model, tok, tpl, dtype=dtype, verbalizer=verb), meta["loaded_base"]
     if allow_base_mismatch:
         raise CliError("--allow-base-mismatch needs --adapter (it loads an adapter onto other base weights)")
@@ -460,6 +480,7 @@ def score(
             jsonl = read_samples_jsonl(input, catalog=catalog, like_threshold=like_threshold, item_noun=item_noun,
                                        unlabelled=True)
         else:
+            _refuse_text_records(tpl, f"--input {input}")
             records = read_alpaca_json(input, answers=tuple(tpl.targets[:2]), unlabelled=True)
             if not records:
                 raise CliError(f"--input {input}: holds no records to score")
@@ -475,7 +496,6 @@ def score(
     elif input is not None:
         P = sc.encode_alpaca(records)
     else:
-        from llmrec.prompts.render import render_samples
         from llmrec.samples.tallrec import sample_for_user
 
         if custom or items is not None or columns is not None or rating_scale is not None:
@@ -490,7 +510,8 @@ def score(
             rec = load_dataset(data if data is not None else assets.ml100k_dir())
             catalog = rec.catalog
             s = sample_for_user(rec, user, target)  # history without the target (as `prompts render` shows it)
-        P = sc.encode(render_samples(sc.template, [s], catalog, sc.tokenizer))
+        P = sc.encode_samples([s], catalog)  # (collaborative tokens need the sample, not only its text)
+        P.labels[:] = -1  # the label is added below only when the user rated the target
     scores = sc.score(P, progress=len(P.input_ids) > 50)
     rows = [{"index": i, "p_yes": float(p), **({"label": int(y)} if y >= 0 else {})}
             for i, (p, y) in enumerate(zip(scores, P.labels))]
@@ -552,6 +573,8 @@ def evaluate(
                                                      item_noun)
         threshold = like_threshold if like_threshold is not None else protocol.get("like_threshold")
         sset = _read_sample_set(input, "--input", answers, catalog, threshold, item_noun)
+        if sset.kind != "jsonl":
+            _refuse_text_records(tpl, f"--input {input}")
         if limit and len(sset) > limit:
             sset = sset.subset(range(limit))
         require_both_classes(sset.labels, f"--input {input.name}", answers)

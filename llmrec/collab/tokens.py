@@ -34,8 +34,8 @@ from llmrec.prompts.collab_syntax import split_markers
 from .data import CollabModel
 from .projector import Projector, ProjectorConfig
 
-__all__ = ["CollabEmbedding", "SlotTable", "install", "encode_with_tokens", "find_collab_embedding", "wrap_peft",
-           "new_projector"]
+__all__ = ["CollabEmbedding", "SlotTable", "install", "encode_with_tokens", "find_collab_embedding", "slot_table",
+           "wrap_peft", "new_projector"]
 
 
 class CollabEmbedding(nn.Module):
@@ -49,6 +49,8 @@ class CollabEmbedding(nn.Module):
         projector: :class:`Projector` (trainable).
         table: float32 ``(R, in_dim)`` buffer of collaborative vectors (not saved: rebuilt from the
             collaborative model by :class:`SlotTable`).
+        slots: the :class:`SlotTable` that fills ``table`` (the last one made for this module), or None
+            before one is made; read it with :func:`slot_table`.
 
     Raises:
         IndexError: (forward) a slot id past the table (names the id and the table size).
@@ -60,6 +62,7 @@ class CollabEmbedding(nn.Module):
         self.projector = projector
         self.vocab = int(base.weight.shape[0])
         self.register_buffer("table", torch.zeros(0, projector.config.in_dim), persistent=False)
+        self.slots = None  # set by SlotTable (a plain attribute: not a parameter, buffer or submodule)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -98,6 +101,13 @@ def find_collab_embedding(model: Any) -> CollabEmbedding | None:
     """The model's :class:`CollabEmbedding`, or None when collaborative tokens are not installed."""
     emb = _inner(model).get_input_embeddings()
     return emb if isinstance(emb, CollabEmbedding) else None
+
+
+def slot_table(model: Any) -> "SlotTable | None":
+    """The :class:`SlotTable` of a model with collaborative tokens (the one :func:`llmrec.adapter.load_adapter` or
+    :func:`llmrec.collab.train.attach` made for it), or None when none is installed (a text-only model)."""
+    emb = find_collab_embedding(model)
+    return None if emb is None else emb.slots
 
 
 def new_projector(model: Any, collab: CollabModel, seed: int = 0, hidden: int = 0) -> Projector:
@@ -150,11 +160,13 @@ class SlotTable:
 
     Args:
         collab: the collaborative model.
-        embedding: the installed :class:`CollabEmbedding` whose ``table`` buffer this keeps in sync.
+        embedding: the installed :class:`CollabEmbedding` whose ``table`` buffer this keeps in sync; it records
+            this table as its ``slots`` (:func:`slot_table` finds it from the model).
     """
 
     def __init__(self, collab: CollabModel, embedding: CollabEmbedding):
         self.collab, self.embedding = collab, embedding
+        embedding.slots = self
         self._rows: list[np.ndarray] = [collab.item_vectors.astype(np.float32)]
         self._n = len(collab.catalog_items)
         self._user_row: dict[tuple, int] = {}

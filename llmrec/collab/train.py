@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from llmrec.model import LoraSettings, check_context, verbalizer_for
+from llmrec.prompts.collab_syntax import source_places_tokens
 from llmrec.prompts.render import render_samples
 from llmrec.samples.tallrec import HISTORY_LEN, Sample
 from llmrec.scoring.pointwise import PointwiseScorer, Prompts
@@ -56,7 +57,28 @@ class CollabScorer(PointwiseScorer):
         super().__init__(model, tokenizer, template, **kw)
         self.slots = slots
 
+    def encode_alpaca(self, records: Sequence[dict]) -> Prompts:
+        """As :class:`~llmrec.scoring.pointwise.PointwiseScorer` for a text-only template; refused for a template
+        that places collaborative tokens: alpaca records are text, with no item ids for them.
+
+        Raises:
+            ValueError: the template calls ``item_token`` / ``user_token`` (names the template).
+        """
+        if not source_places_tokens(self.template.source):
+            return super().encode_alpaca(records)
+        raise ValueError(f"template {self.template.name}: collaborative tokens need item ids, and alpaca records "
+                         f"are text only; give structured samples (sample JSONL, --user/--target, or a split)")
+
     def encode_samples(self, samples: Sequence[Sample], catalog) -> Prompts:
+        """Render ``samples`` and encode them with one slot id per marker.
+
+        Returns:
+            :class:`~llmrec.scoring.pointwise.Prompts` (labels from the samples).
+
+        Raises:
+            ValueError: no samples, a prompt past the model's context. KeyError: an item the collaborative
+                model does not know.
+        """
         texts = render_samples(self.template, samples, catalog, self.tokenizer)
         if not texts:
             raise ValueError("no prompts to encode")

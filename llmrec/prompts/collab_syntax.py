@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["item_token", "user_token", "MARKER_RE", "split_markers", "has_markers", "TEMPLATE_GLOBALS"]
+__all__ = ["item_token", "user_token", "MARKER_RE", "split_markers", "has_markers", "source_places_tokens",
+           "TEMPLATE_GLOBALS"]
 
 _OPEN, _CLOSE = "\u27e8", "\u27e9"
 #: One marker: group ``item`` holds the item id of ``⟨item:ID⟩``; ``⟨user⟩`` has no group value.
@@ -57,6 +58,15 @@ def split_markers(text: str) -> list:
 def has_markers(text: str) -> bool:
     """True when the text holds at least one collaborative-token marker."""
     return MARKER_RE.search(text) is not None
+
+
+_CALL_RE = re.compile(r"\b(?:item_token|user_token)\s*\(")
+
+
+def source_places_tokens(source: str) -> bool:
+    """True when template source calls ``item_token(...)`` or ``user_token()`` (it renders markers for some
+    input), judged from the source alone (no render)."""
+    return _CALL_RE.search(source) is not None
 
 
 #: What the template sandbox exposes.

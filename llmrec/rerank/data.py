@@ -6,7 +6,9 @@ user; evaluation is leave-one-out (last item = test, second-to-last = validation
 come from the *training* part only: for a training user the target is the last training item, the
 history is everything before it, and the candidates are the retriever's own top-``n`` for that history
 (hard negatives, the distribution the reranker sees at test time). If the retriever misses the target,
-it replaces the lowest-ranked candidate. Candidates are then shuffled, so the true item lands in every
+it replaces the lowest-ranked candidate (or, with ``retrieved_only=True``, the list is dropped: an inserted
+target is an item the retriever ranked low, a cue a reranker can learn that never occurs among the test users
+whose target *was* retrieved, the only users a reranker can help). Candidates are then shuffled, so the true item lands in every
 position (LlamaRec trained on random negatives in shuffled order but was tested on the retriever's
 top-20 in score order: a train/test mismatch in position, which this avoids).
 """
@@ -42,7 +44,7 @@ class ListExample:
 
 def training_lists(split: LOOSplit, retrieve: Callable[[list[np.ndarray], int], np.ndarray], n_candidates: int = 20,
                    users: Sequence[int] | None = None, seed: int = 0, min_history: int = 3,
-                   positions: int = 1) -> list[ListExample]:
+                   positions: int = 1, retrieved_only: bool = False) -> list[ListExample]:
     """Listwise training examples with the retriever's hard negatives, shuffled.
 
     Args:
@@ -56,6 +58,10 @@ def training_lists(split: LOOSplit, retrieve: Callable[[list[np.ndarray], int], 
         positions: lists per user: the last ``positions`` training items are each a target once, with
             the items before it as the history (1 = LlamaRec's one list per user; more lists give the
             reranker more training signal from the same users without touching validation/test items).
+        retrieved_only: keep only the lists whose target the retriever returned in its top ``n_candidates``
+            (default False: a missed target replaces the lowest-ranked candidate). With a pointwise reranker
+            the inserted targets teach "an item the retriever ranks low is the positive", which inverts on the
+            retrieved test subset; dropping them matches the training positives to the test ones.
 
     Returns:
         list of :class:`ListExample` (user-major, most recent target first), each with the true item
@@ -93,6 +99,8 @@ def training_lists(split: LOOSplit, retrieve: Callable[[list[np.ndarray], int], 
     for u, h, t, c in zip(us, hists, tgts, cands):
         c = [int(x) for x in c if x >= 0]
         if t not in c:
+            if retrieved_only:
+                continue
             c = c[: n_candidates - 1] + [t]
         c = np.asarray(c, np.int64)[rng.permutation(len(c))]
         out.append(ListExample(u, np.asarray(h, np.int64), c, int(np.nonzero(c == t)[0][0])))

@@ -2,9 +2,10 @@
 
 * :class:`Reranker` - ``Reranker.from_pretrained(adapter_dir).rerank(history, candidates, top_k)``
   (listwise letters, LlamaRec: Yue et al. 2023; or pointwise Yes/No, TALLRec: Bao et al. 2023), over a
-  list scorer (:class:`~llmrec.rerank.listwise.ListwiseScorer` or
-  :class:`~llmrec.rerank.pointwise.PointwiseRerankScorer`: anything with ``score_lists`` and
-  ``max_candidates``).
+  list scorer (:class:`~llmrec.rerank.listwise.ListwiseScorer`,
+  :class:`~llmrec.rerank.pointwise.PointwiseRerankScorer`, or for a model with collaborative tokens
+  :class:`~llmrec.collab.rerank.CollabRerankScorer`: anything with ``score_lists`` and ``max_candidates``;
+  one with ``takes_ids = True`` is given item ids, the others titles).
 * :class:`RankedItem` - one result: ``item_id``, ``title``, ``score``, ``rank`` (1-based).
 * :class:`Ranking` - what :meth:`Reranker.rerank` returns: a list of :class:`RankedItem` whose ``excluded``
   holds the candidates left out because they are in the history (the user has them already; Recommender never
@@ -135,6 +136,31 @@ class ItemLookup:
         return self.catalog.title(item_id) if item_id in self.catalog else f"item {item_id}"
 
 
+def _same(item_id: str) -> str:
+    return item_id
+
+
+def _collab_slots(model: Any, template: Any, method: str) -> Any:
+    """The model's :class:`~llmrec.collab.tokens.SlotTable` when the reranker should score with collaborative
+    tokens (a template over ``history_ids`` / ``target_id`` on a model that has them), else None.
+
+    Raises:
+        ValueError: such a template for listwise reranking, or on a model without collaborative tokens.
+    """
+    if template is None or not {"history_ids", "target_id"} & set(template.referenced_variables()):
+        return None
+    if method != "pointwise":
+        raise ValueError(f"template {template.name}: places collaborative tokens over item ids (history_ids / "
+                         f"target_id); only pointwise reranking takes them")
+    from llmrec.collab.tokens import slot_table
+
+    slots = slot_table(model)
+    if slots is None:
+        raise ValueError(f"template {template.name}: places collaborative tokens, but the model has none installed "
+                         f"(load an adapter with a 'collab' record: Reranker.from_pretrained)")
+    return slots
+
+
 def _check_top_k(top_k: int | None, n: int) -> int:
     if top_k is None:
         return n
@@ -163,8 +189,15 @@ class Reranker:
             :attr:`Ranking.excluded`); False ranks them like any other. :meth:`scores` always scores every
             candidate it is given.
 
+    Collaborative tokens (issue 15): a pointwise template over item ids (``history_ids`` / ``target_id``, e.g.
+    ``rerank-pointwise-tokens`` / ``rerank-pointwise-hybrid``) on a model with collaborative tokens installed
+    (``llmrec.collab.tokens.slot_table(model)`` is not None, e.g. :meth:`from_pretrained` on an adapter with a
+    ``collab`` record) scores with :class:`~llmrec.collab.rerank.CollabRerankScorer` (titles from ``catalog``);
+    items outside the collaborative model are refused by :meth:`check`.
+
     Raises:
-        ValueError: unknown method, or a template of the other task.
+        ValueError: unknown method, a template of the other task, or a template over item ids (collaborative
+            tokens) that is listwise or whose model has no collaborative tokens installed.
     """
 
     def __init__(self, model: Any, tokenizer: Any, catalog: Any = None, *, method: str | None = None,
@@ -179,11 +212,19 @@ class Reranker:
         method = method or (template.task if template is not None else "listwise")
         if method not in ("listwise", "pointwise"):
             raise ValueError(f"method must be 'listwise' or 'pointwise', got {method!r}")
-        Scorer = ListwiseScorer if method == "listwise" else PointwiseRerankScorer
-        self.scorer = Scorer(model, tokenizer, template, max_history=max_history, dtype=dtype)
+        self.lookup = ItemLookup(as_catalog(catalog))
+        slots = _collab_slots(model, template, method)
+        if slots is not None:
+            from llmrec.collab.rerank import CollabRerankScorer
+
+            self.scorer = CollabRerankScorer(model, tokenizer, slots, self.lookup.title, template,
+                                             max_history=max_history, dtype=dtype)
+        else:
+            Scorer = ListwiseScorer if method == "listwise" else PointwiseRerankScorer
+            self.scorer = Scorer(model, tokenizer, template, max_history=max_history, dtype=dtype)
+        self._collab_items = frozenset(map(str, slots.collab.catalog_items)) if slots is not None else None
         self.method, self.shuffle, self.seed = method, bool(shuffle), int(seed)
         self.exclude_history = bool(exclude_history)
-        self.lookup = ItemLookup(as_catalog(catalog))
         self.metadata = metadata or {}
         self._lock = threading.Lock()
 
@@ -191,20 +232,29 @@ class Reranker:
     @classmethod
     def from_pretrained(cls, adapter_dir: str | Path, *, catalog: Any = None, base_model: str | None = None,
                         dtype: str = "auto", merge: bool = True, allow_base_mismatch: bool = False,
-                        **kw) -> "Reranker":
+                        collab: Any = None, **kw) -> "Reranker":
         """Load base model + LoRA adapter saved by ``eval/rerank_eval.py`` (or :func:`llmrec.adapter.save_adapter`).
 
         ``catalog`` defaults to the dataset recorded in the adapter (``protocol.data``), else the embedded
-        MovieLens-100K; ``max_history`` defaults to the recorded one.
+        MovieLens-100K; ``max_history`` defaults to the recorded one. A pointwise adapter with collaborative tokens
+        (a ``collab`` record, :func:`llmrec.collab.adapter.save_collab_adapter`) loads them
+        (:func:`llmrec.adapter.load_adapter`) and scores with :class:`~llmrec.collab.rerank.CollabRerankScorer`;
+        ``collab`` (a :class:`llmrec.collab.data.CollabModel`) replaces the collaborative model stored in it (its
+        content hash must be the recorded ``collab.sha256``).
 
         Raises:
             FileNotFoundError / llmrec.adapter.AdapterError: missing or corrupt adapter, or one of another kind
-                (a ``llmrec train`` TALLRec adapter: one line naming both kinds, before the model loads).
+                (a ``llmrec train`` TALLRec adapter: one line naming both kinds, before the model loads), a
+                listwise adapter with collaborative tokens, a ``collab.sha256`` or base-model mismatch.
         """
-        from llmrec.adapter import load_adapter
+        from llmrec.adapter import AdapterError, adapter_kind, load_adapter, read_metadata
 
+        meta = read_metadata(adapter_dir)
+        if meta.get("collab") and adapter_kind(meta) == "rerank-listwise":  # refused before the model loads
+            raise AdapterError(f"adapter {adapter_dir}: a listwise reranker adapter with collaborative tokens (a "
+                               f"'collab' record): listwise reranking takes titles only; use a pointwise one")
         model, tok, template, _verb, meta = load_adapter(adapter_dir, base_model=base_model, merge=merge,
-                                                         allow_base_mismatch=allow_base_mismatch,
+                                                         allow_base_mismatch=allow_base_mismatch, collab=collab,
                                                          kind=("rerank-listwise", "rerank-pointwise"),
                                                          user="a reranker (Reranker.from_pretrained, llmrec "
                                                               "recommend --adapter)")
@@ -230,6 +280,12 @@ class Reranker:
         return None if a is None else float(a)
 
     @property
+    def collab_items(self) -> frozenset[str] | None:
+        """With collaborative tokens: the ids of the collaborative model's items (the only items :meth:`check`
+        accepts); None for a text reranker."""
+        return self._collab_items
+
+    @property
     def max_candidates(self) -> int | None:
         """Most candidates per call (20 for listwise letters), None when unbounded (pointwise)."""
         return self.scorer.max_candidates if self.method == "listwise" else None
@@ -248,6 +304,12 @@ class Reranker:
             raise ValueError("candidates is empty: nothing to rerank")
         h = self.lookup.resolve_all(history, "history item")
         c = self.lookup.resolve_all(candidates, "candidate")
+        if self._collab_items is not None:  # collaborative tokens exist only for the collaborative model's items
+            for what, ids, given in (("history item", h, history), ("candidate", c, candidates)):
+                for i, g in zip(ids, given):
+                    if i not in self._collab_items:
+                        raise ValueError(f"unknown {what} {g!r}: item {i!r} is not in the collaborative model "
+                                         f"({len(self._collab_items)} items) behind this reranker's tokens")
         if len(set(c)) != len(c):
             dup = next(x for x in c if c.count(x) > 1)
             raise ValueError(f"candidate {dup!r} is given twice")
@@ -260,7 +322,11 @@ class Reranker:
     def scores_many(self, lists: Sequence[tuple[list[str], list[str]]]) -> list[np.ndarray]:
         """LM scores of checked ``(history ids, candidate ids)`` lists (from :meth:`check`), in the given
         candidate order; listwise candidates are shown in the seeded order of
-        :func:`~llmrec.rerank.lm.presentation_orders` (``per_list=True``) when ``shuffle`` is on."""
+        :func:`~llmrec.rerank.lm.presentation_orders` (``per_list=True``) when ``shuffle`` is on. The scorer gets
+        titles, or the item ids themselves when it ``takes_ids`` (collaborative tokens).
+
+        Returns:
+            per list, float64 ``(C,)``."""
         from llmrec.rerank.lm import presentation_orders, score_presented
 
         sizes = [len(c) for _, c in lists]
@@ -268,8 +334,9 @@ class Reranker:
             perms = presentation_orders(sizes, self.seed, per_list=True)
         else:
             perms = [np.arange(n) for n in sizes]
+        shown = _same if getattr(self.scorer, "takes_ids", False) else self.lookup.title
         with self._lock:
-            return score_presented(self.scorer, lists, perms, self.lookup.title)
+            return score_presented(self.scorer, lists, perms, shown)
 
     def scores(self, history: Sequence[Any], candidates: Sequence[Any]) -> np.ndarray:
         """float64 ``(C,)`` LM scores of ``candidates`` (in the given order), higher = better.

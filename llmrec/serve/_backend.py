@@ -14,6 +14,10 @@ Batched calls (``*_batch``) take several requests' already-validated inputs and 
 * pointwise rerank (a pointwise adapter): one shared-prefix pass per user (the user's history is the prefix).
 * score (P(Yes), TALLRec-style): requests with the same history share their prefix (fan-out); the rest go
   together through :func:`score_shared_head` (shared template head).
+* a pointwise adapter with collaborative tokens (:class:`llmrec.collab.rerank.CollabRerankScorer`, item ids in,
+  not titles): rerank and score both go through its :meth:`~llmrec.collab.rerank.CollabRerankScorer.probs_lists`
+  (requests with the same history are one list; several users packed per forward); items outside its
+  collaborative model are refused as bad input.
 * recommend: :meth:`llmrec.Recommender.recommend_batch` (one retrieval call, one padded rerank batch).
 
 All of them give what one-by-one calls give, up to float rounding (``tests/serve/test_batching.py``).
@@ -107,13 +111,22 @@ class Backend:
         return self.rec.n_items
 
     # ------------------------------------------------------------------ validation (cheap, event loop)
+    @property
+    def _takes_ids(self) -> bool:
+        return bool(getattr(self.pointwise, "takes_ids", False))
+
     def _resolve(self, items: Sequence[Any], field: str, what: str) -> list[str]:
         out = []
+        known = self.rr.collab_items  # collaborative tokens: only the collaborative model's items
         for j, x in enumerate(items):
             try:
-                out.append(self.lookup.resolve(x, what))
+                i = self.lookup.resolve(x, what)
             except ValueError:
                 raise BadInput(f"{field}[{j}]", x, f"unknown {what}: not an item id or title of the index") from None
+            if known is not None and i not in known:
+                raise BadInput(f"{field}[{j}]", x, f"unknown {what}: item {i!r} is not in the adapter's collaborative "
+                                                   f"model")
+            out.append(i)
         return out
 
     def check_history(self, history: Sequence[Any] | None, field: str = "history") -> list[str]:
@@ -198,6 +211,8 @@ class Backend:
         with self.lock:
             if self.method == "listwise":
                 scores = self._listwise_scores(jobs)
+            elif self._takes_ids:
+                scores = self.pointwise.score_lists([(j.history, j.candidates) for j in jobs])
             else:
                 scores = [self.pointwise.score(self._titles(j.history), self._titles(j.candidates)) for j in jobs]
         return [self._ranked(j.candidates, s, j.top_k) for j, s in zip(jobs, scores)]
@@ -208,6 +223,8 @@ class Backend:
         from llmrec.rerank.lm import add_special_tokens_for
 
         sc = self.pointwise
+        if self._takes_ids:
+            return self._score_batch_ids(jobs)
         pad, tok = sc.tokenizer.pad_token_id or 0, sc.verbalizer.token_ids[:2]
         special = add_special_tokens_for(sc.template)
         groups: dict[tuple[str, ...], list[int]] = {}
@@ -231,6 +248,19 @@ class Backend:
             if singles:
                 prompts = [sc.encode(self._titles(jobs[i].history), self.lookup.title(jobs[i].target)) for i in singles]
                 p[singles] = score_shared_head(sc.model, prompts, tok, dtype=sc.dtype, pad_id=pad)
+        pc = np.clip(p, 1e-12, 1.0)
+        return [(float(p[i, 0]), float(np.log(pc[i, 0]) - np.log(pc[i, 1]))) for i in range(len(jobs))]
+
+    def _score_batch_ids(self, jobs: Sequence[ScoreJob]) -> list[tuple[float, float]]:
+        """:meth:`score_batch` for a scorer over item ids: one list per distinct history."""
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, j in enumerate(jobs):
+            groups.setdefault(tuple(j.history), []).append(i)
+        p = np.zeros((len(jobs), 2), np.float64)
+        with self.lock:
+            probs = self.pointwise.probs_lists([(list(h), [jobs[i].target for i in idx]) for h, idx in groups.items()])
+        for idx, pr in zip(groups.values(), probs):
+            p[idx] = pr
         pc = np.clip(p, 1e-12, 1.0)
         return [(float(p[i, 0]), float(np.log(pc[i, 0]) - np.log(pc[i, 1]))) for i in range(len(jobs))]
 

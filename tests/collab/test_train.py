@@ -112,9 +112,10 @@ def test_stages_move_exactly_the_chosen_parameters(world, tiny_tokenizer, tmp_pa
 
 
 def test_adapter_carries_projector_and_refuses_another_collab_model(world, tiny_model_dir, tmp_path):
-    from llmrec.adapter import AdapterError
-    from llmrec.collab.adapter import load_collab_adapter, save_collab_adapter
-    from llmrec.model import load_base_model, verbalizer_for
+    from llmrec.adapter import AdapterError, load_adapter
+    from llmrec.collab.adapter import save_collab_adapter
+    from llmrec.collab.tokens import slot_table
+    from llmrec.model import load_base_model
 
     cm, seqs, cat = world
     model, tok = load_base_model(str(tiny_model_dir))
@@ -130,11 +131,13 @@ def test_adapter_carries_projector_and_refuses_another_collab_model(world, tiny_
     out = save_collab_adapter(peft, tmp_path / "ad", collab=cm, base_model=str(tiny_model_dir), template=TPL,
                               verbalizer=scorer.verbalizer)
     assert (out / "collab_projector.safetensors").is_file() and (out / "collab" / "collab.json").is_file()
-    model2, tok2, tpl2, verb2, meta, slots2 = load_collab_adapter(out)
+    model2, tok2, tpl2, verb2, meta = load_adapter(out, dtype="float32")
+    slots2 = slot_table(model2)
     assert meta["collab"]["sha256"] == cm.sha256 and verb2.token_ids == scorer.verbalizer.token_ids
+    assert meta["loaded_collab"] == {"sha256": cm.sha256, "from": "llmrec.json"} and slots2.collab.sha256 == cm.sha256
     sc2 = CollabScorer(model2, tok2, tpl2, slots2, dtype="float32", verbalizer=verb2)
     got = sc2.score(sc2.encode_samples(samples, cat))
     np.testing.assert_allclose(got, want, atol=1e-5)
     other = CollabModel(cm.sasrec, cm.sasrec_items, cm.catalog_items, cm.item_vectors * 2, cm.warm, cm.excluded)
     with pytest.raises(AdapterError, match="collab.sha256"):
-        load_collab_adapter(out, collab=other)
+        load_adapter(out, collab=other)

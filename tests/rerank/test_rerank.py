@@ -138,6 +138,20 @@ def test_training_lists_positions_walk_back_through_training_part():
         pointwise_pairs(training_lists(s, _fake_retrieve(s.n_items), 10), -1)
 
 
+def test_training_lists_retrieved_only_keeps_exactly_the_found_targets():
+    s = _toy_split(60)
+    retrieve = _fake_retrieve(s.n_items)
+    every = training_lists(s, retrieve, 10, seed=0, positions=2)
+    kept = training_lists(s, retrieve, 10, seed=0, positions=2, retrieved_only=True)
+    # independent reference: a list survives iff its target is in the fake retriever's top 10 for its history
+    found = [(e.user, len(e.history)) for e in every
+             if e.candidates[e.target_pos] in retrieve([e.history], 10)[0].tolist()]
+    assert 0 < len(found) < len(every)                                  # the toy retriever misses some targets
+    assert [(e.user, len(e.history)) for e in kept] == found
+    for e in kept:                                                      # candidates = the retriever's own top 10
+        assert sorted(e.candidates.tolist()) == sorted(retrieve([e.history], 10)[0].tolist())
+
+
 def test_pointwise_pairs_from_lists():
     s = _toy_split(20)
     ex = training_lists(s, _fake_retrieve(s.n_items), 10, seed=1)
