@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -61,6 +60,7 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
 
+    from llmrec.collab.data import collab_from_retriever
     from llmrec.collab.rerank import CollabRerankScorer
     from llmrec.collab.tokens import SlotTable, install, new_projector
     from llmrec.data.loo import load_loo_data
@@ -68,8 +68,6 @@ def main(argv=None) -> int:
     from llmrec.rerank.pointwise import PointwiseRerankScorer
     from llmrec.retrieval import SASRec
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from rerank_eval import collab_from_retriever
 
     rec, d = load_loo_data(None, 5)
     split = d.split

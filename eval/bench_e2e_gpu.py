@@ -125,6 +125,10 @@ def main(argv=None) -> int:
     ns = [int(x) for x in (args.n or ("16,40" if args.cpu_small else "256,10000")).split(",")]
     prec = "bf16" if cuda else "fp32"
     tol = TOL[prec]
+    # the scoring precision of every call: the single default on a GPU (bf16 weights), float32 on --cpu-small
+    # whatever the CPU (``"auto"`` would pick bf16 autocast on a CPU with native bf16, and the 1e-4 parity
+    # tolerance is float32's)
+    sdtype = "auto" if cuda else "float32"
 
     model32 = build_model(cfg, dev)
     model = build_model(cfg, dev)
@@ -144,11 +148,11 @@ def main(argv=None) -> int:
         prefix = g.integers(3, V, P).tolist()
         sufs = g.integers(3, V, (n, S)).tolist()
         row = {"N": n}
-        pre = measure(lambda: score_candidates(model, prefix, sufs, VERB), n, cuda)
-        preb = measure(lambda: score_candidates(model, prefix, sufs, VERB, bucket=True), n, cuda)
+        pre = measure(lambda: score_candidates(model, prefix, sufs, VERB, dtype=sdtype), n, cuda)
+        preb = measure(lambda: score_candidates(model, prefix, sufs, VERB, bucket=True, dtype=sdtype), n, cuda)
         p_b = preb.pop("_out")[:, 0]
         row["prefix_bucketed"] = preb
-        full = measure(lambda: score_encoded(model, [prefix + s for s in sufs], VERB, batch_tokens=batch_tokens,
+        full = measure(lambda: score_encoded(model, [prefix + s for s in sufs], VERB, dtype=sdtype, batch_tokens=batch_tokens,
                                              max_batch=full_batch), n, cuda)
         p_pre, p_full = pre.pop("_out")[:, 0], full.pop("_out")[:, 0]
         row["prefix"], row["full"] = pre, full
@@ -168,10 +172,10 @@ def main(argv=None) -> int:
             reqs = [(g.integers(3, V, P + int(g.integers(-P // 10, P // 10 + 1))).tolist(), sufs[u * per:(u + 1) * per])
                     for u in range(min(args.users, n))]
             nn = sum(len(s) for _, s in reqs)
-            pk = measure(lambda: score_users(model, reqs, VERB), nn, cuda)
+            pk = measure(lambda: score_users(model, reqs, VERB, dtype=sdtype), nn, cuda)
             outs = pk.pop("_out")
             row["packed"] = {**pk, "users": len(reqs), "candidates": nn}
-            alone = score_candidates(model, reqs[0][0], reqs[0][1], VERB)
+            alone = score_candidates(model, reqs[0][0], reqs[0][1], VERB, dtype=sdtype)
             row["packed"]["max_dp_vs_alone"] = float(np.abs(outs[0] - alone).max())
             if not row["packed"]["max_dp_vs_alone"] <= tol:
                 res["failures"].append(f"packed: user 0 differs from scoring it alone by "

@@ -63,6 +63,7 @@ from llmrec.data.loo import load_loo_data
 from llmrec.rerank.lm import score_shuffled
 from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, pointwise_pairs,
                            rank_by, training_lists, tune_alpha, blend_scores)
+from llmrec.collab.data import collab_from_retriever
 from llmrec.retrieval import Fusion, Popularity, SASRec, VectorIndex, load_retriever
 
 KEYS = ["NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "MRR@10", "Recall@20"]
@@ -406,16 +407,6 @@ def collab_scores(collab, hists, ids, item) -> np.ndarray:
     vectors the projector turns into tokens. An LM row at or below this order learned nothing beyond its tokens."""
     users = collab.user_vectors([[item(j) for j in h] for h in hists])
     return np.stack([collab.item_matrix([item(j) for j in row]) @ u for u, row in zip(users, ids)]).astype(np.float32)
-
-
-def collab_from_retriever(retriever, item_ids):
-    """:class:`llmrec.collab.data.CollabModel` over the retriever's SASRec (item index j = ``item_ids[j]``, every
-    item warm): the leave-one-out training part only, so no test item reaches the collaborative model."""
-    from llmrec.collab.data import CollabModel
-
-    sasrec = retriever.sasrec if isinstance(retriever, Fusion) else retriever
-    ids = [str(i) for i in item_ids]
-    return CollabModel(sasrec, ids, ids, sasrec.item_vectors().astype(np.float32), np.ones(len(ids), bool), [])
 
 
 def _collab_method(a, method, model, tok, collab, sas, train_ex, test, valid, rec, data_path, C, results, timing,

@@ -186,6 +186,30 @@ class CollabModel:
         return m
 
 
+def collab_from_retriever(retriever: Any, item_ids: Sequence[Any]) -> CollabModel:
+    """A :class:`CollabModel` over a fitted retriever's SASRec, for leave-one-out reranking.
+
+    Args:
+        retriever: a fitted :class:`SASRec`, or a retriever holding one as ``.sasrec``
+            (:class:`llmrec.retrieval.Fusion`).
+        item_ids: raw item id of SASRec row ``j`` (``item_ids[j]``); every item is warm (SASRec saw it).
+
+    Returns:
+        ``CollabModel`` whose ``item_vectors`` are SASRec's float32 ``(n_items, d)`` item table, no excluded
+        users. It only sees what the retriever was fitted on (the leave-one-out training part), so no test
+        item reaches it.
+
+    Raises:
+        ValueError: ``item_ids`` has a different length than SASRec's item table.
+    """
+    sasrec = getattr(retriever, "sasrec", retriever)
+    vecs = sasrec.item_vectors().astype(np.float32)
+    ids = [str(i) for i in item_ids]
+    if len(ids) != len(vecs):
+        raise ValueError(f"item_ids: {len(ids)} ids for a SASRec item table of {len(vecs)} rows")
+    return CollabModel(sasrec, ids, ids, vecs, np.ones(len(ids), bool), [])
+
+
 def fit_collab_model(rec: Any, splits: Any, config: SASRecConfig | None = None, *, log=print,
                      cold_norm_scale: float = COLD_NORM_SCALE) -> CollabModel:
     """Fit SASRec on the implicit sequences of every user without a TALLRec valid/test window.

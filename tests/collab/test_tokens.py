@@ -205,3 +205,19 @@ def test_plain_scorer_refuses_token_prompts(tiny_tokenizer):
     with pytest.raises(ValueError, match="collaborative tokens"):
         sc.encode(TEXTS)
     assert sc.encode(["plain prompt\n### Response:\n"]).input_ids  # text prompts still encode
+
+
+def test_collab_from_retriever_wraps_sasrec_and_checks_ids(collab):
+    from types import SimpleNamespace
+
+    from llmrec.collab.data import collab_from_retriever
+
+    sas = collab.sasrec
+    ids = [10, 11, 12, 13, 14, 15]
+    for retriever in (sas, SimpleNamespace(sasrec=sas)):  # SASRec itself, or a Fusion-like holder
+        m = collab_from_retriever(retriever, ids)
+        assert m.sasrec is sas and m.catalog_items == m.sasrec_items == [str(i) for i in ids]
+        np.testing.assert_array_equal(m.item_vectors, sas.item_vectors().astype(np.float32))
+        assert m.item_vectors.dtype == np.float32 and m.warm.all() and m.excluded == []
+    with pytest.raises(ValueError, match="item_ids: 5 ids for a SASRec item table of 6 rows"):
+        collab_from_retriever(sas, ids[:5])
