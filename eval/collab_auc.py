@@ -12,9 +12,10 @@ stage, both). Every k-shot stage is the default recipe: k samples drawn with the
 the default epoch budget, early stopping on the fixed 128-sample validation subset.
 
 The collaborative model (``--collab``, from ``eval/collab_probe.py``) never saw a rating or a TALLRec
-valid/test user. The alignment stage is fitted once per (template, settings) and reused across seeds
-(``--align-dir``). Each run records AUC, UAUC, x like-rate (both), tokens per prompt, training and scoring
-seconds.
+valid/test user. The alignment stage (order ``two-stage``) draws its implicit prompts with seed 0 for
+every seed of a row; the projector and LoRA it starts from are initialised with the run's seed, so it is
+refitted in each run. Each run records AUC, UAUC, x like-rate (both), tokens per prompt, training and
+scoring seconds.
 """
 
 from __future__ import annotations
