@@ -91,7 +91,7 @@ def run_one(args, seed: int, rec, splits, collab) -> dict:
     if args.order == "text":
         from llmrec.model import add_lora
 
-        peft = add_lora(model, lora)
+        peft = add_lora(model, lora, seed=seed)
         scorer = PointwiseScorer(peft, tok, text_tpl, dtype="float32")
         from llmrec.train import train_lora
 

@@ -163,8 +163,29 @@ def peft_wrapping():
         yield
 
 
-def add_lora(model: Any, settings: LoraSettings) -> Any:
-    """Wrap ``model`` in a fresh peft ``PeftModel`` with a LoRA adapter (B initialised to 0: no change)."""
+@contextlib.contextmanager
+def seeded(seed: int | None):
+    """``torch.manual_seed(seed)`` inside the block, the global RNG state (CPU, and CUDA where initialised)
+    restored after it; no-op for None.
+
+    Needed because torch's default generator starts from a different seed in every process (torch 2.13:
+    ``torch.initial_seed()`` differs between two bare interpreters), so an unseeded LoRA init is not reproducible.
+    """
+    if seed is None:
+        yield
+        return
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def add_lora(model: Any, settings: LoraSettings, seed: int | None = None) -> Any:
+    """Wrap ``model`` in a fresh peft ``PeftModel`` with a LoRA adapter (B initialised to 0: no change).
+
+    ``seed``: LoRA A is initialised from ``torch.manual_seed(seed)`` (the caller's RNG stream is left as it was);
+    None draws it from the global torch RNG, whose start is random per process (not reproducible).
+    """
     from peft import LoraConfig, TaskType, get_peft_model
 
     cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=settings.rank, lora_alpha=settings.alpha,
@@ -172,7 +193,7 @@ def add_lora(model: Any, settings: LoraSettings) -> Any:
                      target_modules=settings.target_modules if settings.target_modules == "all-linear"
                      else list(settings.target_modules))
     try:
-        with peft_wrapping():
+        with peft_wrapping(), seeded(seed):
             return get_peft_model(model, cfg)
     except ValueError as e:
         raise ValueError(f"lora target_modules {settings.target_modules!r}: {e}") from e

@@ -99,7 +99,7 @@ def attach(model: Any, collab: CollabModel, lora: LoraSettings | None = None, se
     """
     proj = projector or new_projector(model, collab, seed=seed)
     install(model, proj)
-    peft = wrap_peft(model, lora or LoraSettings())
+    peft = wrap_peft(model, lora or LoraSettings(), seed=seed)
     return peft, SlotTable(collab, find_collab_embedding(peft))
 
 
