@@ -24,22 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from llmrec import precision
 
 
 def main(argv=None) -> int:
@@ -104,8 +95,8 @@ def main(argv=None) -> int:
         rows[name] = {"tokens_per_prompt": float(np.mean([len(x) for x in enc])), "prefix_tokens": cut,
                       "suffix_tokens": float(np.mean([len(x) - cut for x in enc])), "seconds": []}
         sc.score_lists(conv(lists[:2]))  # warm-up
-    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    machine = precision.machine()
+    machine["loadavg_start"] = machine.pop("loadavg")
     for r in range(a.rounds):
         for name, (sc, conv) in scorers.items():
             t0 = time.perf_counter()

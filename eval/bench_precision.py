@@ -14,24 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from llmrec import precision
-
-
-def cpu_model() -> str:
-    """The ``model name`` line of /proc/cpuinfo, else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def gflops(rows: int, out_f: int, in_f: int, dtype: torch.dtype, repeat: int) -> float:
@@ -59,7 +47,7 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     flags = sorted(f for f in precision.cpu_flags() if "bf16" in f or f.startswith("amx") or f == "avx2")
-    print(f"CPU: {cpu_model()}; threads {torch.get_num_threads()}; flags: {' '.join(flags) or '-'}")
+    print(f"CPU: {precision.cpu_model()}; threads {torch.get_num_threads()}; flags: {' '.join(flags) or '-'}")
     print(f"native bf16: {precision.cpu_has_native_bf16()}; auto picks: {precision.resolve('auto', 'cpu')}\n")
     rows = []
     for size in a.sizes.split(","):
@@ -74,7 +62,7 @@ def main(argv=None) -> int:
         print(f"| {r['shape']} | {r['fp32_gflops']:.1f} | {r['bf16_gflops']:.1f} | {r['bf16_over_fp32']:.3f} |")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps({"cpu": cpu_model(), "native_bf16": precision.cpu_has_native_bf16(),
+        a.out.write_text(json.dumps({"cpu": precision.cpu_model(), "native_bf16": precision.cpu_has_native_bf16(),
                                      "rows": rows}, indent=2))
     return 0
 

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -34,19 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
+    """CPU, cores, torch threads, native bf16, load average, python and torch versions
+    (:func:`llmrec.precision.machine`)."""
+    from llmrec.precision import machine as _machine
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "loadavg": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
-            "torch": torch.__version__}
+    return _machine()
 
 
 def free_port() -> int:

@@ -95,24 +95,11 @@ def random_order_metrics(retrieved: np.ndarray, C: int) -> dict:
 
 
 def machine() -> dict:
-    """CPU model, cores, torch threads and load average: stated beside every timing."""
-    import os
-    import platform
+    """CPU model, cores, torch threads, native bf16 and load average: stated beside every timing
+    (:func:`llmrec.precision.machine`)."""
+    from llmrec.precision import machine as _machine
 
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    from llmrec.precision import cpu_has_native_bf16
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "native_bf16": cpu_has_native_bf16(), "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    return _machine()
 
 
 def metrics(ranked: np.ndarray, targets: np.ndarray, retrieved: np.ndarray) -> dict:

@@ -16,13 +16,15 @@ Errors: :class:`ValueError` naming the argument and the value for any other name
 from __future__ import annotations
 
 import functools
+import os
+import platform
 import warnings
 from pathlib import Path
 
 import torch
 
-__all__ = ["DTYPES", "NAMES", "cpu_flags", "cpu_has_native_bf16", "native_bf16", "resolve", "torch_dtype",
-           "scoring_dtype", "training_precision", "weight_dtype"]
+__all__ = ["DTYPES", "NAMES", "cpu_flags", "cpu_has_native_bf16", "cpu_model", "machine", "native_bf16", "resolve",
+           "torch_dtype", "scoring_dtype", "training_precision", "weight_dtype"]
 
 #: precision name -> torch dtype (the one dtype table)
 DTYPES: dict[str, torch.dtype] = {
@@ -49,6 +51,31 @@ def cpu_flags() -> frozenset[str]:
         if line.startswith("flags"):
             return frozenset(line.partition(":")[2].split())
     return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The ``model name`` line of /proc/cpuinfo, else ``platform.processor()``, else ``"unknown"``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict:
+    """What every published timing states beside it: ``{"cpu": str, "cores": int, "torch_threads": int,
+    "native_bf16": bool, "loadavg": [1 min, 5 min, 15 min], "python": str, "torch": str}`` (load average
+    rounded to 0.01; ``[]`` where the OS has none)."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = []
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "native_bf16": cpu_has_native_bf16(), "loadavg": load, "python": platform.python_version(),
+            "torch": torch.__version__}
 
 
 def cpu_has_native_bf16() -> bool:

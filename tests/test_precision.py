@@ -99,6 +99,26 @@ def test_cpu_flags_reads_this_machine():
     assert precision.cpu_has_native_bf16() == ("avx512_bf16" in want or "amx_bf16" in want)
 
 
+@pytest.mark.real_cpu_flags
+def test_machine_states_this_cpu_and_torch():
+    """The machine record printed beside every timing: the CPU name read here with a regex over /proc/cpuinfo
+    (independently of the module's line parser), cores from os, threads and version from torch."""
+    import os
+    import re
+
+    text = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    m = re.search(r"^model name\s*:\s*(.*?)\s*$", text, flags=re.M)
+    m_info = precision.machine()
+    if m:
+        assert m_info["cpu"] == m.group(1)
+    assert m_info["cpu"]
+    assert m_info["cores"] == os.cpu_count()
+    assert m_info["torch_threads"] == torch.get_num_threads()
+    assert m_info["torch"] == torch.__version__
+    assert m_info["native_bf16"] == precision.cpu_has_native_bf16()
+    assert len(m_info["loadavg"]) == 3 and all(x >= 0 for x in m_info["loadavg"])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # weight dtype for scoring (issue 17): bf16 weights on a CUDA GPU with bf16, float32 weights on every CPU
 # ---------------------------------------------------------------------------------------------------------
