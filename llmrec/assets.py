@@ -351,8 +351,12 @@ def convert_gguf_to_safetensors(gguf_path: str | os.PathLike, out_dir: str | os.
     Returns:
         ``out_dir`` as a Path.
 
+    A concurrent conversion of the same file into the same ``out_dir`` (two processes on an empty cache)
+    is not an error: whichever finishes second keeps the first one's folder.
+
     Raises:
-        AssetError: transformers cannot read the file (corrupt or unsupported GGUF).
+        AssetError: transformers cannot read the file (corrupt or unsupported GGUF), or ``out_dir`` appeared
+            meanwhile holding something other than a conversion of this file.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -374,16 +378,35 @@ def convert_gguf_to_safetensors(gguf_path: str | os.PathLike, out_dir: str | os.
     fresh.tie_weights()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    source = {"gguf": gguf_path.name, "sha256": sha256_file(gguf_path)}
     try:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / "llmrec_source.json").write_text(json.dumps(
-            {"gguf": gguf_path.name, "sha256": sha256_file(gguf_path)}, indent=2))
-        os.replace(tmp, out_dir)
+        (tmp / "llmrec_source.json").write_text(json.dumps(source, indent=2))
+        try:
+            os.replace(tmp, out_dir)
+        except OSError as e:
+            # Another process (two runs started together on an empty cache) finished the same conversion
+            # first: a non-empty folder cannot be replaced. Its copy is as good as ours; anything else is not.
+            if _converted_from(out_dir) != source["sha256"]:
+                raise AssetError(f"cannot move the converted model into {out_dir}: {e.strerror or e}; the folder "
+                                 f"holds something else than a conversion of {gguf_path.name} (remove it and "
+                                 f"run again)") from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _converted_from(out_dir: Path) -> str | None:
+    """The GGUF sha256 recorded in a complete converted-model folder (config.json and llmrec_source.json),
+    else None."""
+    try:
+        if not (out_dir / "config.json").is_file():
+            return None
+        return json.loads((out_dir / "llmrec_source.json").read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def resolve_model(name_or_path: str) -> str:

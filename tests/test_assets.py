@@ -114,6 +114,27 @@ def test_corrupt_gguf_gives_clear_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration
+def test_concurrent_conversion_keeps_the_first_copy(tmp_path):
+    """Two processes converting on an empty cache: the one that finishes second finds the folder already in
+    place (os.replace cannot replace a non-empty folder). It must keep that copy, not crash (seen when two
+    eval runs started together), and must refuse a folder that is not a conversion of the same GGUF."""
+    gguf = assets.model_gguf("smollm2-135m-instruct")
+    out = tmp_path / "models" / "smollm2"
+    assets.convert_gguf_to_safetensors(gguf, out)
+    first = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert assets.convert_gguf_to_safetensors(gguf, out) == out  # the late finisher
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == first  # the first copy is untouched
+    assert [p.name for p in out.parent.iterdir()] == ["smollm2"]  # no temporary folder left behind
+    other = tmp_path / "models" / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("a user's file")
+    with pytest.raises(assets.AssetError, match=r"other: .*holds something else than a conversion of"):
+        assets.convert_gguf_to_safetensors(gguf, other)
+    assert (other / "notes.txt").read_text() == "a user's file"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["other", "smollm2"]
+
+
 def test_unknown_embedded_model():
     with pytest.raises(KeyError, match="unknown embedded model 'nope'"):
         assets.model_gguf("nope")
