@@ -29,15 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from llmrec.precision import machine
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict:
-    """CPU, cores, torch threads, native bf16, load average, python and torch versions
-    (:func:`llmrec.precision.machine`)."""
-    from llmrec.precision import machine as _machine
-
-    return _machine()
 
 
 def free_port() -> int:

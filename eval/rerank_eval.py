@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
+from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS, machine
 
 
 from llmrec.metrics import ndcg_at_k, ranking_metrics, recall_at_k
@@ -92,14 +92,6 @@ def random_order_metrics(retrieved: np.ndarray, C: int) -> dict:
             "n_retrieved": int(ret.sum()),
             "curve": {"K": list(range(1, C + 1)), "NDCG": [f * float(disc[:k].sum()) / C for k in range(1, C + 1)],
                       "Recall": [f * k / C for k in range(1, C + 1)]}}
-
-
-def machine() -> dict:
-    """CPU model, cores, torch threads, native bf16 and load average: stated beside every timing
-    (:func:`llmrec.precision.machine`)."""
-    from llmrec.precision import machine as _machine
-
-    return _machine()
 
 
 def metrics(ranked: np.ndarray, targets: np.ndarray, retrieved: np.ndarray) -> dict:

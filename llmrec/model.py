@@ -180,18 +180,24 @@ def seeded(seed: int | None):
         yield
 
 
-def add_lora(model: Any, settings: LoraSettings, seed: int | None = None) -> Any:
+def add_lora(model: Any, settings: LoraSettings, seed: int | None = None,
+             modules_to_save: list[str] | None = None) -> Any:
     """Wrap ``model`` in a fresh peft ``PeftModel`` with a LoRA adapter (B initialised to 0: no change).
 
     ``seed``: LoRA A is initialised from ``torch.manual_seed(seed)`` (the caller's RNG stream is left as it was);
     None draws it from the global torch RNG, whose start is random per process (not reproducible).
+    ``modules_to_save``: peft's list of extra modules trained and saved whole with the adapter (the collaborative
+    projector: :func:`llmrec.collab.tokens.wrap_peft`).
+
+    Raises:
+        ValueError: naming ``lora target_modules`` when peft finds none of them in ``model``.
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
     cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=settings.rank, lora_alpha=settings.alpha,
                      lora_dropout=settings.dropout,
                      target_modules=settings.target_modules if settings.target_modules == "all-linear"
-                     else list(settings.target_modules))
+                     else list(settings.target_modules), modules_to_save=modules_to_save)
     try:
         with peft_wrapping(), seeded(seed):
             return get_peft_model(model, cfg)

@@ -40,29 +40,28 @@ _warned: set[str] = set()
 HELP = "Scoring precision: auto (bf16 autocast where the CPU/GPU runs it natively, else float32), float32, bfloat16."
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags of ``/proc/cpuinfo`` (empty where it cannot be read, e.g. not Linux)."""
+@functools.lru_cache(maxsize=None)
+def _cpuinfo(field: str) -> str | None:
+    """The value of the first ``field`` line of /proc/cpuinfo, stripped; None where there is none or the file
+    cannot be read (e.g. not Linux)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
+        if line.startswith(field):
+            return line.partition(":")[2].strip()
+    return None
 
 
-@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where it cannot be read, e.g. not Linux)."""
+    return frozenset((_cpuinfo("flags") or "").split())
+
+
 def cpu_model() -> str:
     """The ``model name`` line of /proc/cpuinfo, else ``platform.processor()``, else ``"unknown"``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 def machine() -> dict:

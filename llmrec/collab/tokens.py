@@ -142,17 +142,11 @@ def install(model: Any, projector: Projector) -> CollabEmbedding:
 
 
 def wrap_peft(model: Any, lora, seed: int | None = None) -> Any:
-    """LoRA as :func:`llmrec.model.add_lora`, plus the projector as a peft ``modules_to_save`` module, so the
-    Trainer trains, checkpoints and restores it with the adapter."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    """LoRA as :func:`llmrec.model.add_lora` (same ``seed`` rule), plus the projector as a peft
+    ``modules_to_save`` module, so the Trainer trains, checkpoints and restores it with the adapter."""
+    from llmrec.model import add_lora
 
-    from llmrec.model import peft_wrapping, seeded
-
-    cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                     target_modules=lora.target_modules if lora.target_modules == "all-linear"
-                     else list(lora.target_modules), modules_to_save=["projector"])
-    with peft_wrapping(), seeded(seed):  # LoRA A init draws from the global torch RNG
-        return get_peft_model(model, cfg)
+    return add_lora(model, lora, seed=seed, modules_to_save=["projector"])
 
 
 class SlotTable:
