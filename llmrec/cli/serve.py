@@ -24,7 +24,10 @@ def serve(
     candidates: int = typer.Option(20, "--candidates", help="Retrieved items /v1/recommend reranks."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Score concurrent requests together."),
     max_batch: int = typer.Option(16, "--max-batch", help="Most requests per scoring batch."),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a batch waits for more requests."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request to an idle server waits for "
+                                      "more requests."),
+    return_wait_ms: float = typer.Option(50.0, "--return-wait-ms", help="How long after a batch the next batch may "
+                                         "wait for the clients that batch answered (0: off)."),
     max_queue: int = typer.Option(256, "--max-queue", help="Waiting requests beyond which the service answers 503."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds per request before 504."),
     playground: bool = typer.Option(True, "--playground/--no-playground", help="Serve the prompt playground at "
@@ -48,13 +51,15 @@ def serve(
     for flag, v in (("--max-batch", max_batch), ("--max-queue", max_queue), ("--candidates", candidates)):
         if v < 1:
             raise ValueError(f"{flag} {v}: must be >= 1")
-    if max_wait_ms < 0 or timeout <= 0:
-        raise ValueError(f"--max-wait-ms must be >= 0 and --timeout > 0, got {max_wait_ms} and {timeout}")
+    if max_wait_ms < 0 or return_wait_ms < 0 or timeout <= 0:
+        raise ValueError(f"--max-wait-ms and --return-wait-ms must be >= 0 and --timeout > 0, got {max_wait_ms}, "
+                         f"{return_wait_ms} and {timeout}")
     key = resolve_api_key(host, api_key_file)  # refuses a non-loopback host without a key, before loading
     backend = load_backend(index_dir, adapter, base_model=base_model, dtype=dtype, n_candidates=candidates,
                            playground=playground)
     allowed = {"127.0.0.1", "localhost", "::1", host.strip("[]").lower()} if is_loopback(host) and key is None else None
-    cfg = ServeConfig(batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+    cfg = ServeConfig(batching=batching, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                      return_wait_ms=return_wait_ms, max_queue=max_queue,
                       timeout_s=timeout, api_key=key, allowed_hosts=allowed)
     app = create_app(backend, cfg)
     shown = f"[{host}]" if ":" in host else host

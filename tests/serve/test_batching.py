@@ -57,6 +57,56 @@ def test_batcher_unbatched_and_wait():
     assert _run(main(8, 50)) >= 0.045  # a lone request waits max_wait for company
 
 
+def _closed_loop_sizes(return_wait_ms: float) -> list[int]:
+    """Batch sizes seen by 8 closed-loop clients (each sends its next request 40 ms after its answer, longer
+    than the 5 ms window) that start in two groups of 4, 30 ms apart, against a 100 ms scoring call."""
+    sizes = []
+
+    def fn(xs):
+        sizes.append(len(xs))
+        time.sleep(0.1)
+        return list(xs)
+
+    async def client(b, i):
+        await asyncio.sleep(0.03 * (i >= 4))
+        for _ in range(5):
+            assert await b.submit(i) == i
+            await asyncio.sleep(0.04)
+
+    async def main():
+        b = Batcher(fn, ThreadPoolExecutor(1), max_batch=8, max_wait_ms=5, return_wait_ms=return_wait_ms)
+        await asyncio.gather(*(client(b, i) for i in range(8)))
+        await b.stop()
+
+    _run(main())
+    assert sum(sizes) == 40
+    return sizes
+
+
+def test_batcher_return_wait_keeps_closed_loop_clients_in_one_batch():
+    # a fixed 5 ms window: the two groups never merge (batches of 4 alternate)
+    assert _closed_loop_sizes(0) == [4] * 10
+    # with the return wait, the first group's clients join the second group's batch and stay together; the
+    # second group's last request is alone (the first group has finished)
+    assert _closed_loop_sizes(150) == [4, 8, 8, 8, 8, 4]
+
+
+def test_batcher_return_wait_does_not_delay_a_lone_client():
+    """Concurrency 1: the last batch answered one client and nothing was queued, so nothing waits for company."""
+    waits = []
+
+    async def main():
+        b = Batcher(lambda xs: list(xs), ThreadPoolExecutor(1), max_batch=8, max_wait_ms=0, return_wait_ms=500)
+        for i in range(4):
+            t0 = time.perf_counter()
+            await b.submit(i)
+            waits.append(time.perf_counter() - t0)
+        await b.stop()
+
+    _run(main())
+    assert max(waits) < 0.25, waits  # each would take >= 0.5 s if it waited the return window
+
+
 def test_batcher_queue_full_and_timeout():
     gate = threading.Event()
 
