@@ -47,7 +47,8 @@ class Server:
         self.port = free_port()
         cmd = [sys.executable, "-m", "llmrec", "serve", "--index", index, "--port", str(self.port),
                "--timeout", str(args.server_timeout), "--max-queue", "4096", "--no-playground",
-               "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning",
+               "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+               "--return-wait-ms", str(args.return_wait_ms), "--log-level", "warning",
                "--batching" if batching else "--no-batching"]
         if args.adapter:
             cmd += ["--adapter", args.adapter]
@@ -177,6 +178,23 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ratios(rows: list[dict], levels: list[int]) -> dict:
+    """Batched / unbatched requests per second per concurrency: over all repeats (answered requests / summed
+    wall seconds of each mode), and per repeat (``{c: [r0, r1, ...]}``)."""
+    pooled, per = {}, {}
+    for c in levels:
+        def rate(mode, rep=None):
+            rs = [r for r in rows if r["concurrency"] == c and r["mode"] == mode and rep in (None, r["repeat"])]
+            wall = sum(r["wall_s"] for r in rs)
+            return sum(r["ok"] for r in rs) / wall if wall else 0.0
+
+        u = rate("unbatched")
+        pooled[c] = round(rate("batched") / u, 2) if u else None
+        reps = sorted({r["repeat"] for r in rows if r["concurrency"] == c})
+        per[c] = [round(rate("batched", k) / rate("unbatched", k), 2) if rate("unbatched", k) else None for k in reps]
+    return {"batched_over_unbatched": pooled, "batched_over_unbatched_per_repeat": per}
+
+
 def run_bench(args) -> dict:
     path = f"/v1/{args.endpoint}"
     levels = [int(x) for x in args.levels.split(",")]
@@ -191,16 +209,12 @@ def run_bench(args) -> dict:
         for c in levels:
             n = max(args.requests, c) if args.requests else 2 * c
             reqs = make_requests(args.index, n, args, seed=c)
-            for s in (servers if c % 2 == 0 else servers[::-1]):
-                r = asyncio.run(drive(s, reqs, c, args.time_cap, path))
-                rows.append(r)
-                print(json.dumps(r), flush=True)
-        ratio = {}
-        for c in levels:
-            b = next(r for r in rows if r["concurrency"] == c and r["mode"] == "batched")
-            u = next(r for r in rows if r["concurrency"] == c and r["mode"] == "unbatched")
-            ratio[c] = round(b["req_per_s"] / u["req_per_s"], 2) if u["req_per_s"] else None
-        return {"rows": rows, "batched_over_unbatched": ratio}
+            for rep in range(args.repeats):  # the order alternates, so drift in the machine's speed cancels
+                for s in (servers if (c + rep) % 2 == 0 else servers[::-1]):
+                    r = dict(asyncio.run(drive(s, reqs, c, args.time_cap, path)), repeat=rep)
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
+        return {"rows": rows, **ratios(rows, levels)}
     finally:
         for s in servers:
             s.stop()
@@ -251,20 +265,28 @@ def main(argv=None) -> None:
     p.add_argument("--time-cap", type=float, default=60.0, help="Seconds per cell at most (stops sending).")
     p.add_argument("--history", type=int, default=5, help="History items per request.")
     p.add_argument("--candidates", type=int, default=10, help="Candidates per rerank request.")
+    p.add_argument("--repeats", type=int, default=1, help="Run each cell this many times (alternating which server "
+                   "goes first); the ratio pools all repeats and each repeat's ratio is printed too.")
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--return-wait-ms", type=float, default=50.0, help="The batching server's --return-wait-ms "
+                   "(0: the fixed 5 ms window alone, as before).")
     p.add_argument("--server-timeout", type=float, default=900.0, help="The servers' --timeout.")
     p.add_argument("--soak", type=float, default=0.0, help="Soak for this many seconds instead of the bench.")
     p.add_argument("--soak-concurrency", type=int, default=16)
     p.add_argument("--warmup", type=float, default=60.0, help="Soak: seconds of load before the first RSS reading.")
     p.add_argument("--out", default=None, help="Write the results as JSON here.")
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats {args.repeats}: must be >= 1")
     info = {"machine_before": machine(), "args": vars(args)}
     res = run_soak(args) if args.soak else run_bench(args)
     info.update(res, machine_after=machine())
     if not args.soak:
         print(table(res["rows"]))
         print("batched / unbatched req/s:", res["batched_over_unbatched"])
+        if args.repeats > 1:
+            print("per repeat:", res["batched_over_unbatched_per_repeat"])
     else:
         print(json.dumps({k: v for k, v in res.items() if k != "rss_samples"}, indent=1))
     print(f"machine: {info['machine_before']['cpu']}, {info['machine_before']['cores']} cores, torch threads "

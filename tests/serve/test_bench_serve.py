@@ -13,6 +13,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+def test_ratios_pool_repeats_by_summed_wall_time():
+    sys.path.insert(0, str(REPO / "eval"))
+    try:
+        from bench_serve import ratios
+    finally:
+        sys.path.remove(str(REPO / "eval"))
+    rows = [{"concurrency": 16, "mode": "batched", "repeat": 0, "ok": 64, "wall_s": 16.0},
+            {"concurrency": 16, "mode": "unbatched", "repeat": 0, "ok": 64, "wall_s": 32.0},
+            {"concurrency": 16, "mode": "unbatched", "repeat": 1, "ok": 60, "wall_s": 40.0},
+            {"concurrency": 16, "mode": "batched", "repeat": 1, "ok": 64, "wall_s": 20.0}]
+    res = ratios(rows, [16])
+    # by hand: batched 128 requests / 36 s, unbatched 124 / 72 s; per repeat (64/16)/(64/32), (64/20)/(60/40)
+    assert res["batched_over_unbatched"][16] == pytest.approx((128 / 36) / (124 / 72), abs=0.005)
+    assert res["batched_over_unbatched_per_repeat"][16] == [2.0, pytest.approx(3.2 / 1.5, abs=0.005)]
+
+
 @pytest.mark.slow  # three server start-ups (torch import, index, model): ~1-2 min on 2 busy cores
 def test_bench_serve_small(toy_index, tiny_model_dir, tmp_path):
     out = tmp_path / "bench.json"
