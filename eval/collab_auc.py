@@ -54,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--work-dir", type=Path, default=None)
     p.add_argument("--table", nargs="*", default=None, help="print the table of these result files and exit")
+    p.add_argument("--with-probe", action="store_true", help="with --table: also print each row's LM score added to "
+                   "the no-LM cosine probe x like-rate (z-sum, nothing fitted; needs --collab): does the LM add "
+                   "anything to the collaborative vectors?")
     return p.parse_args(argv)
 
 
@@ -165,6 +168,72 @@ def restrict(run: dict, splits, stride: int) -> dict:
             "score_seconds": run["score_seconds"] * scale}
 
 
+def _z(x: np.ndarray) -> np.ndarray:
+    sd = x.std()
+    if not sd > 1e-12 * max(1.0, float(np.abs(x).max())):  # float rounding leaves ~1e-17 on a constant
+        raise ValueError("a score that is constant over the test set cannot be z-scored")
+    return (x - x.mean()) / sd
+
+
+def probe_fusion(p_yes: np.ndarray, samples, cos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The no-LM cosine probe x like-rate, and the same with the LM's score added, as log-odds (nothing fitted).
+
+    ``base = logit(r) + z(cos) * sd(logit r)`` (eval/collab_probe.py's z-sum; r the Laplace-smoothed like-rate of
+    the sample's history) and ``base + z(logit p_yes) * sd(logit r)``: each expert weighted like the like-rate.
+    z-scores use the scored set's own mean and standard deviation (no labels).
+
+    Args:
+        p_yes: (N,) the LM's P(Yes) per sample. samples: N TALLRec samples. cos: (N,) the liked-disliked cosine
+            probe (``collab_probe.probe_features(...)["cos"]``).
+
+    Returns:
+        ``(base, fused)``: two (N,) float64 arrays.
+
+    Raises:
+        ValueError: lengths differ, or a score is constant.
+    """
+    p = np.clip(np.asarray(p_yes, dtype=np.float64), 1e-6, 1 - 1e-6)
+    if not (p.shape == (len(samples),) == np.shape(cos)):
+        raise ValueError(f"p_yes {p.shape}, cos {np.shape(cos)} and {len(samples)} samples must match")
+    from llmrec.recipe import like_rate_product
+
+    lr = like_rate_product(np.full(len(samples), 0.5), samples)  # logit(0.5) = 0: logit(r) alone
+    base = lr + _z(np.asarray(cos, dtype=np.float64)) * lr.std()
+    return base, base + _z(np.log(p / (1 - p))) * lr.std()
+
+
+def probe_table(runs: list[dict], splits, collab_dir: Path) -> str:
+    """Markdown rows: the no-LM cosine probe x like-rate, and each (order, template) group's LM added to it."""
+    from collections import defaultdict
+
+    from collab_probe import probe_features
+    from llmrec.collab.data import CollabModel
+    from llmrec.metrics import auc, uauc
+
+    test = splits.test
+    y, users = np.array([s.label for s in test]), [s.user_id for s in test]
+    cos = probe_features(CollabModel.load(collab_dir), test)["cos"]
+    groups = defaultdict(list)
+    for r in runs:
+        if r["n_test"] == len(test):
+            groups[(r["order"], r["template"], r["shots"])].append(r)
+    lines = ["| score | seeds | AUC | UAUC |", "|---|---|---|---|"]
+    base = None
+    for (o, t, k), rs in sorted(groups.items(), key=str):
+        a, u = [], []
+        for r in rs:
+            base, fused = probe_fusion(np.asarray(r["test_scores"]), test, cos)
+            a.append(auc(y, fused))
+            u.append(uauc(users, y, fused)["uauc"])
+        sd = lambda xs: f" ± {np.std(xs, ddof=1):.4f}" if len(xs) > 1 else ""
+        lines.append(f"| {o} {t} k={k} + probe x like-rate | {','.join(str(r['seed']) for r in rs)} | "
+                     f"{np.mean(a):.4f}{sd(a)} | {np.mean(u):.4f}{sd(u)} |")
+    if base is None:
+        return "(no run on the full test set: nothing to fuse)"
+    lines.insert(2, f"| (no LM) cosine probe x like-rate | - | {auc(y, base):.4f} | {uauc(users, y, base)['uauc']:.4f} |")
+    return "\n".join(lines)
+
+
 def format_table(runs: list[dict]) -> str:
     from collections import defaultdict
 
@@ -205,6 +274,10 @@ def main(argv=None) -> int:
         print(f"like-rate on the same {len(test)} test samples: AUC {auc(y, lr):.4f}, UAUC "
               f"{uauc([s.user_id for s in test], y, lr)['uauc']:.4f}")
         print(format_table(runs))
+        if args.with_probe:
+            print("\nThe LM added to the no-LM cosine probe x like-rate (z-sum, nothing fitted; collaborative model "
+                  f"{args.collab}):")
+            print(probe_table(runs, splits, args.collab))
         return 0
     import torch
 

@@ -384,3 +384,32 @@ def test_eval_scripts_missing_data_folder_is_one_line(script, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert f"--data {missing}: " in r.stderr.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def test_collab_auc_probe_fusion_against_a_hand_computation():
+    """eval/collab_auc.py --with-probe: LM added to the cosine probe x like-rate, checked against the formula
+    written out here (Laplace like-rate from the ratings, z-scores by hand), to 1e-12."""
+    import importlib.util
+
+    from llmrec.samples.tallrec import Sample
+
+    spec = importlib.util.spec_from_file_location("collab_auc", REPO / "eval" / "collab_auc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    g = np.random.default_rng(0)
+    samples = [Sample(str(u), [str(i) for i in range(10)], list(g.integers(1, 6, 10)), "11", 4.0, int(g.integers(0, 2)))
+               for u in range(40)]
+    p = g.uniform(0.05, 0.95, 40)
+    cos = g.normal(size=40)
+    base, fused = mod.probe_fusion(p, samples, cos)
+    liked = np.array([sum(r > 3 for r in s.history_ratings) for s in samples], float)
+    r = (liked + 1) / 12
+    lr = np.log(r / (1 - r))
+    lp = np.log(p / (1 - p))
+    want_base = lr + (cos - cos.mean()) / cos.std() * lr.std()
+    np.testing.assert_allclose(base, want_base, atol=1e-12)
+    np.testing.assert_allclose(fused, want_base + (lp - lp.mean()) / lp.std() * lr.std(), atol=1e-12)
+    with pytest.raises(ValueError, match="must match"):
+        mod.probe_fusion(p[:-1], samples, cos)
+    with pytest.raises(ValueError, match="constant"):
+        mod.probe_fusion(np.full(40, 0.3), samples, cos)

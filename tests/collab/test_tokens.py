@@ -169,8 +169,10 @@ def test_collab_model_save_load_and_hash(tmp_path, collab):
         CollabModel.load(d)
 
 
-@pytest.mark.parametrize("name,titles", [("tallrec-last5-hybrid", True), ("tallrec-last5-tokens", False)])
-def test_shipped_token_templates_render_markers(name, titles):
+@pytest.mark.parametrize("name,titles,shown", [("tallrec-last5-hybrid", True, (6, 7, 9, 5, 8)),
+                                               ("tallrec-last5-tokens", False, (6, 7, 9, 5, 8)),
+                                               ("tallrec-tokens", False, (0, 2, 4, 6, 7, 9, 1, 3, 5, 8))])
+def test_shipped_token_templates_render_markers(name, titles, shown):
     """`llmrec prompts render` shows each collaborative token as a readable marker: one per shown item + user."""
     from llmrec.data.core import Catalog
     from llmrec.prompts import load_template
@@ -182,7 +184,7 @@ def test_shipped_token_templates_render_markers(name, titles):
     s = Sample("7", [str(i) for i in range(10)], [5, 1, 5, 1, 5, 1, 5, 5, 1, 4], "11", 4.0, 1)
     text = render_one(load_template(name), s, cat)
     marks = [p for p in split_markers(text) if isinstance(p, tuple)]
-    assert marks == [("user", None)] + [("item", str(i)) for i in (6, 7, 9, 5, 8)] + [("item", "11")]
+    assert marks == [("user", None)] + [("item", str(i)) for i in shown] + [("item", "11")]
     assert ("Film 9 (1969)" in text) == titles and "⟨item:11⟩" in text
 
 
