@@ -48,7 +48,8 @@ class Server:
         cmd = [sys.executable, "-m", "llmrec", "serve", "--index", index, "--port", str(self.port),
                "--timeout", str(args.server_timeout), "--max-queue", "4096", "--no-playground",
                "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-               "--return-wait-ms", str(args.return_wait_ms), "--log-level", "warning",
+               "--return-wait-ms", str(args.return_wait_ms),
+               "--trim-memory" if args.trim_memory else "--no-trim-memory", "--log-level", "warning",
                "--batching" if batching else "--no-batching"]
         if args.adapter:
             cmd += ["--adapter", args.adapter]
@@ -271,6 +272,7 @@ def main(argv=None) -> None:
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--return-wait-ms", type=float, default=50.0, help="The batching server's --return-wait-ms "
                    "(0: the fixed 5 ms window alone, as before).")
+    p.add_argument("--trim-memory", action="store_true", help="Both servers with --trim-memory.")
     p.add_argument("--server-timeout", type=float, default=900.0, help="The servers' --timeout.")
     p.add_argument("--soak", type=float, default=0.0, help="Soak for this many seconds instead of the bench.")
     p.add_argument("--soak-concurrency", type=int, default=16)

@@ -33,6 +33,7 @@ from llmrec.serve import schemas as S
 from llmrec.serve._backend import BadInput, playground_page
 from llmrec.serve.auth import OPEN_PATHS, bearer_ok
 from llmrec.serve.batching import Batcher, QueueFull
+from llmrec.serve.memory import trimming
 from llmrec.serve.metrics import CONTENT_TYPE_LATEST, Metrics
 
 __all__ = ["create_app", "ServeConfig"]
@@ -79,11 +80,12 @@ class ServeConfig:
     """Knobs of the service (the CLI's flags)."""
 
     def __init__(self, *, batching: bool = True, max_batch: int = 16, max_wait_ms: float = 5.0,
-                 return_wait_ms: float = 50.0, max_queue: int = 256, timeout_s: float = 30.0, api_key: str | None = None,
+                 return_wait_ms: float = 50.0, trim_memory: bool = False, max_queue: int = 256, timeout_s: float = 30.0, api_key: str | None = None,
                  allowed_hosts: set[str] | None = None, max_body_bytes: int = S.MAX_BODY_BYTES) -> None:
         self.batching, self.max_batch = bool(batching), int(max_batch) if batching else 1
         self.max_wait_ms = float(max_wait_ms) if batching else 0.0
         self.return_wait_ms = float(return_wait_ms) if batching else 0.0
+        self.trim_memory = bool(trim_memory)  # llmrec.serve.memory: lower RSS, slower (see README)
         self.max_queue, self.timeout_s, self.api_key = int(max_queue), float(timeout_s), api_key
         self.allowed_hosts, self.max_body_bytes = allowed_hosts, int(max_body_bytes)
 
@@ -163,7 +165,7 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
             metrics.batch_size.labels(name).observe(n)
             metrics.batch_seconds.labels(name).observe(secs)
 
-        return Batcher(fn, executor, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms,
+        return Batcher(trimming(fn) if cfg.trim_memory else fn, executor, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms,
                        return_wait_ms=cfg.return_wait_ms, max_queue=cfg.max_queue,
                        on_batch=on_batch, on_depth=lambda d: metrics.queue_depth.labels(name).set(d))
 
@@ -267,7 +269,8 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
             return error(503, "not ready", headers={"Retry-After": "1"})
         return {"status": "ready", **backend.info,
                 "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
-                             "return_wait_ms": cfg.return_wait_ms, "max_queue": cfg.max_queue,
+                             "return_wait_ms": cfg.return_wait_ms, "trim_memory": cfg.trim_memory,
+                             "max_queue": cfg.max_queue,
                              "timeout_s": cfg.timeout_s}}
 
     @app.get("/metrics", tags=["ops"])

@@ -221,8 +221,9 @@ def test_http_batching_on_and_off_agree(backend):
     bodies = _bodies()
     on, m_on = _run(_concurrent(create_app(backend, ServeConfig(max_batch=16, max_wait_ms=20)), bodies))
     off, m_off = _run(_concurrent(create_app(backend, ServeConfig(batching=False)), bodies))
-    assert all(r.status_code == 200 for r in on + off)
-    for a, b in zip(on, off):
+    trim, _ = _run(_concurrent(create_app(backend, ServeConfig(max_batch=16, trim_memory=True)), bodies))
+    assert all(r.status_code == 200 for r in on + off + trim)
+    for a, b in list(zip(on, off)) + list(zip(trim, off)):
         ia, ib = a.json()["items"], b.json()["items"]
         assert [x["item_id"] for x in ia] == [x["item_id"] for x in ib]
         np.testing.assert_allclose([x["score"] for x in ia], [x["score"] for x in ib], atol=1e-4)
