@@ -189,10 +189,12 @@ def ratios(rows: list[dict], levels: list[int]) -> dict:
             wall = sum(r["wall_s"] for r in rs)
             return sum(r["ok"] for r in rs) / wall if wall else 0.0
 
-        u = rate("unbatched")
-        pooled[c] = round(rate("batched") / u, 2) if u else None
-        reps = sorted({r["repeat"] for r in rows if r["concurrency"] == c})
-        per[c] = [round(rate("batched", k) / rate("unbatched", k), 2) if rate("unbatched", k) else None for k in reps]
+        def ratio(rep=None):
+            u = rate("unbatched", rep)
+            return round(rate("batched", rep) / u, 2) if u else None
+
+        pooled[c] = ratio()
+        per[c] = [ratio(k) for k in sorted({r["repeat"] for r in rows if r["concurrency"] == c})]
     return {"batched_over_unbatched": pooled, "batched_over_unbatched_per_repeat": per}
 
 

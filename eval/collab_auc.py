@@ -195,11 +195,16 @@ def probe_fusion(p_yes: np.ndarray, samples, cos: np.ndarray) -> tuple[np.ndarra
     p = np.clip(np.asarray(p_yes, dtype=np.float64), 1e-6, 1 - 1e-6)
     if not (p.shape == (len(samples),) == np.shape(cos)):
         raise ValueError(f"p_yes {p.shape}, cos {np.shape(cos)} and {len(samples)} samples must match")
+    base, scale = _probe_base(samples, cos)
+    return base, base + _z(np.log(p / (1 - p))) * scale
+
+
+def _probe_base(samples, cos) -> tuple[np.ndarray, float]:
+    """``(logit(r) + z(cos) * sd(logit r), sd(logit r))`` (see :func:`probe_fusion`)."""
     from llmrec.recipe import like_rate_product
 
     lr = like_rate_product(np.full(len(samples), 0.5), samples)  # logit(0.5) = 0: logit(r) alone
-    base = lr + _z(np.asarray(cos, dtype=np.float64)) * lr.std()
-    return base, base + _z(np.log(p / (1 - p))) * lr.std()
+    return lr + _z(np.asarray(cos, dtype=np.float64)) * lr.std(), float(lr.std())
 
 
 def probe_table(runs: list[dict], splits, collab_dir: Path) -> str:
@@ -217,20 +222,20 @@ def probe_table(runs: list[dict], splits, collab_dir: Path) -> str:
     for r in runs:
         if r["n_test"] == len(test):
             groups[(r["order"], r["template"], r["shots"])].append(r)
-    lines = ["| score | seeds | AUC | UAUC |", "|---|---|---|---|"]
-    base = None
+    if not groups:
+        return "(no run on the full test set: nothing to fuse)"
+    base, _ = _probe_base(test, cos)
+    lines = ["| score | seeds | AUC | UAUC |", "|---|---|---|---|",
+             f"| (no LM) cosine probe x like-rate | - | {auc(y, base):.4f} | {uauc(users, y, base)['uauc']:.4f} |"]
     for (o, t, k), rs in sorted(groups.items(), key=str):
         a, u = [], []
         for r in rs:
-            base, fused = probe_fusion(np.asarray(r["test_scores"]), test, cos)
+            _, fused = probe_fusion(np.asarray(r["test_scores"]), test, cos)
             a.append(auc(y, fused))
             u.append(uauc(users, y, fused)["uauc"])
         sd = lambda xs: f" ± {np.std(xs, ddof=1):.4f}" if len(xs) > 1 else ""
         lines.append(f"| {o} {t} k={k} + probe x like-rate | {','.join(str(r['seed']) for r in rs)} | "
                      f"{np.mean(a):.4f}{sd(a)} | {np.mean(u):.4f}{sd(u)} |")
-    if base is None:
-        return "(no run on the full test set: nothing to fuse)"
-    lines.insert(2, f"| (no LM) cosine probe x like-rate | - | {auc(y, base):.4f} | {uauc(users, y, base)['uauc']:.4f} |")
     return "\n".join(lines)
 
 

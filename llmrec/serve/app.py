@@ -80,7 +80,8 @@ class ServeConfig:
     """Knobs of the service (the CLI's flags)."""
 
     def __init__(self, *, batching: bool = True, max_batch: int = 16, max_wait_ms: float = 5.0,
-                 return_wait_ms: float = 50.0, trim_memory: bool = False, max_queue: int = 256, timeout_s: float = 30.0, api_key: str | None = None,
+                 return_wait_ms: float = 50.0, trim_memory: bool = False, max_queue: int = 256,
+                 timeout_s: float = 30.0, api_key: str | None = None,
                  allowed_hosts: set[str] | None = None, max_body_bytes: int = S.MAX_BODY_BYTES) -> None:
         self.batching, self.max_batch = bool(batching), int(max_batch) if batching else 1
         self.max_wait_ms = float(max_wait_ms) if batching else 0.0
@@ -165,8 +166,8 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
             metrics.batch_size.labels(name).observe(n)
             metrics.batch_seconds.labels(name).observe(secs)
 
-        return Batcher(trimming(fn) if cfg.trim_memory else fn, executor, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms,
-                       return_wait_ms=cfg.return_wait_ms, max_queue=cfg.max_queue,
+        return Batcher(trimming(fn) if cfg.trim_memory else fn, executor, max_batch=cfg.max_batch,
+                       max_wait_ms=cfg.max_wait_ms, return_wait_ms=cfg.return_wait_ms, max_queue=cfg.max_queue,
                        on_batch=on_batch, on_depth=lambda d: metrics.queue_depth.labels(name).set(d))
 
     batchers = {"rerank": make_batcher("rerank", backend.rerank_batch),

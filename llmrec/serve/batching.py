@@ -125,7 +125,7 @@ class Batcher:
         first = await self._queue.get()
         batch = [first]
         want, deadline = self.max_batch, time.perf_counter() + self.max_wait
-        if self.max_batch > 1 and first.queued_at <= self._last_end + self.return_wait:
+        if first.queued_at <= self._last_end + self.return_wait:
             # busy just now: the clients the last batch answered are probably on their way back
             want = min(self.max_batch, self._last_size + self._queued_at_end)
             deadline = max(deadline, self._last_end + self.return_wait)
