@@ -49,6 +49,7 @@ class Server:
                "--timeout", str(args.server_timeout), "--max-queue", "4096", "--no-playground",
                "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
                "--return-wait-ms", str(args.return_wait_ms),
+               "--pad-multiple", str(args.pad_multiple),
                "--trim-memory" if args.trim_memory else "--no-trim-memory", "--log-level", "warning",
                "--batching" if batching else "--no-batching"]
         if args.adapter:
@@ -179,6 +180,30 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pooled(rows: list[dict]) -> list[dict]:
+    """One row per (mode, concurrency) over all repeats, in first-seen order: counts summed, requests/s and
+    candidates/s = totals / summed wall seconds, latency percentiles and mean batch averaged over the cells,
+    peak RSS the largest, load the mean (the README's table)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["mode"], r["concurrency"]), []).append(r)
+    out = []
+    for (mode, c), rs in groups.items():
+        wall = sum(r["wall_s"] for r in rs)
+
+        def mean(k):
+            return round(sum(r[k] for r in rs) / len(rs), 3)
+
+        out.append({"mode": mode, "concurrency": c, "sent": sum(r["sent"] for r in rs), "ok": sum(r["ok"] for r in rs),
+                    "errors": sum(r["errors"] for r in rs), "wall_s": round(wall, 2),
+                    "req_per_s": sum(r["ok"] for r in rs) / wall if wall else 0.0,
+                    "cand_per_s": sum(r["cand_per_s"] * r["wall_s"] for r in rs) / wall if wall else 0.0,
+                    "p50_s": mean("p50_s"), "p95_s": mean("p95_s"), "p99_s": mean("p99_s"),
+                    "peak_rss_mib": max(r["peak_rss_mib"] for r in rs), "mean_batch": round(mean("mean_batch"), 1),
+                    "loadavg_1m": round(mean("loadavg_1m"), 2), "cells": len(rs)})
+    return out
+
+
 def ratios(rows: list[dict], levels: list[int]) -> dict:
     """Batched / unbatched requests per second per concurrency: over all repeats (answered requests / summed
     wall seconds of each mode), and per repeat (``{c: [r0, r1, ...]}``)."""
@@ -275,6 +300,7 @@ def main(argv=None) -> None:
     p.add_argument("--return-wait-ms", type=float, default=50.0, help="The batching server's --return-wait-ms "
                    "(0: the fixed 5 ms window alone, as before).")
     p.add_argument("--trim-memory", action="store_true", help="Both servers with --trim-memory.")
+    p.add_argument("--pad-multiple", type=int, default=16, help="Both servers' --pad-multiple (1: no padding).")
     p.add_argument("--server-timeout", type=float, default=900.0, help="The servers' --timeout.")
     p.add_argument("--soak", type=float, default=0.0, help="Soak for this many seconds instead of the bench.")
     p.add_argument("--soak-concurrency", type=int, default=16)
@@ -288,6 +314,9 @@ def main(argv=None) -> None:
     info.update(res, machine_after=machine())
     if not args.soak:
         print(table(res["rows"]))
+        if args.repeats > 1:
+            print(f"pooled over {args.repeats} repeats:")
+            print(table(pooled(res["rows"])))
         print("batched / unbatched req/s:", res["batched_over_unbatched"])
         if args.repeats > 1:
             print("per repeat:", res["batched_over_unbatched_per_repeat"])

@@ -62,6 +62,7 @@ __all__ = [
     "score_shared_head",
     "split_prompts",
     "common_prefix_length",
+    "check_pad_multiple",
     "prefix_attention_mode",
     "ATTN_PREFIX",
     "ATTN_CAPTURE",
@@ -332,6 +333,13 @@ def _prefix_kv(decoder: Any, prefixes: Sequence[Sequence[int]], device: torch.de
     return st
 
 
+def check_pad_multiple(m: Any) -> int:
+    """``m`` as an int, for ``pad_to_multiple_of``. Raises ValueError (naming the value) unless an integer >= 1."""
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise ValueError(f"pad_to_multiple_of {m!r}: expected an integer >= 1 (1: no padding)")
+    return int(m)
+
+
 def _next_bucket(lengths: np.ndarray, order: np.ndarray, i: int, max_batch: int, batch_tokens: int,
                  pad_tolerance: float = 0.15, min_rows: int = 8) -> np.ndarray:
     """Next batch of the length-sorted (descending) rows starting at ``order[i]``: at most ``max_batch``
@@ -350,7 +358,8 @@ def _next_bucket(lengths: np.ndarray, order: np.ndarray, i: int, max_batch: int,
 @torch.no_grad()
 def _score_rows(decoder: Any, head: torch.Tensor, cap: float | None, st: _PrefixState,
                 suffix_ids: Sequence[Sequence[int]], users: np.ndarray, token_ids: Sequence[int], *, pad_id: int,
-                batch_tokens: int, max_batch: int, dtype: str, bucket: bool) -> np.ndarray:
+                batch_tokens: int, max_batch: int, dtype: str, bucket: bool,
+                pad_to_multiple_of: int = 1) -> np.ndarray:
     """(N, W) float64 verbalizer probabilities of the suffixes, suffix ``i`` continuing user ``users[i]``'s
     prefix in ``st``. One host-to-device copy of ids/positions per batch and one device-to-host copy of
     the probabilities per call; no host synchronisation inside the batch loop."""
@@ -383,6 +392,8 @@ def _score_rows(decoder: Any, head: torch.Tensor, cap: float | None, st: _Prefix
                 if bucket:  # a handful of (rows, L) shapes: few Triton variants / compiled graphs
                     L = bucket_size(L, SUFFIX_BUCKETS)
                     rows = bucket_size(rows)
+                elif pad_to_multiple_of > 1:  # few distinct shapes: bounded per-shape caches (oneDNN)
+                    L = -(-L // pad_to_multiple_of) * pad_to_multiple_of
                 row_user = np.empty(rows, dtype=np.int64)
                 row_user[: len(idx)] = users[idx]
                 row_user[len(idx):] = users[idx[-1]]  # padding rows join the last user's segment
@@ -423,7 +434,7 @@ def _verb_logits(hidden: torch.Tensor, w_verb: torch.Tensor, cap: float | None) 
 def score_users(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
                 token_ids: Sequence[int], *, dtype: str = "auto", max_batch: int | None = None,
                 batch_tokens: int | None = None, pad_id: int = 0, backend: str = "auto",
-                bucket: bool | None = None) -> list[np.ndarray]:
+                bucket: bool | None = None, pad_to_multiple_of: int = 1) -> list[np.ndarray]:
     """Score the candidates of several users, packed into shared forwards.
 
     Each request is ``(prefix_ids, suffix_ids)`` as in :func:`score_candidates`. The prefixes run once each
@@ -434,7 +445,7 @@ def score_users(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[Seq
     Args:
         model, token_ids, dtype, pad_id, backend: as in :func:`score_candidates`.
         requests: U ``(prefix_ids, suffix_ids)`` pairs; every prefix non-empty, every suffix non-empty.
-        max_batch, batch_tokens, bucket: as in :func:`score_candidates`.
+        max_batch, batch_tokens, bucket, pad_to_multiple_of: as in :func:`score_candidates`.
 
     Returns:
         U arrays, ``(N_u, W)`` float64 probabilities each, in input order; each equals
@@ -462,6 +473,7 @@ def score_users(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[Seq
     max_batch = mb if max_batch is None else int(max_batch)
     batch_tokens = bt if batch_tokens is None else int(batch_tokens)
     bucket = bool(bucket)
+    pad_to_multiple_of = check_pad_multiple(pad_to_multiple_of)
     prefixes = [list(requests[u][0]) for u in live]
     sufs = [list(s) for u in live for s in requests[u][1]]
     users = np.concatenate([np.full(len(requests[u][1]), k, dtype=np.int64) for k, u in enumerate(live)])
@@ -470,7 +482,8 @@ def score_users(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[Seq
     try:
         st = _prefix_kv(decoder, prefixes, head.device, dtype, backend, batch_tokens)
         probs = _score_rows(decoder, head, cap, st, sufs, users, token_ids, pad_id=pad_id,
-                            batch_tokens=batch_tokens, max_batch=max_batch, dtype=dtype, bucket=bucket)
+                            batch_tokens=batch_tokens, max_batch=max_batch, dtype=dtype, bucket=bucket,
+                            pad_to_multiple_of=pad_to_multiple_of)
     finally:
         if was_training:
             model.train()
@@ -485,7 +498,7 @@ def score_users(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[Seq
 def score_candidates(model: Any, prefix_ids: Sequence[int], suffix_ids: Sequence[Sequence[int]],
                      token_ids: Sequence[int], *, dtype: str = "auto", max_batch: int | None = None,
                      batch_tokens: int | None = None, pad_id: int = 0, backend: str = "auto",
-                     bucket: bool | None = None) -> np.ndarray:
+                     bucket: bool | None = None, pad_to_multiple_of: int = 1) -> np.ndarray:
     """Verbalizer probabilities of ``N`` prompts ``prefix_ids + suffix_ids[i]`` with the prefix run once.
 
     Args:
@@ -515,13 +528,19 @@ def score_candidates(model: Any, prefix_ids: Sequence[int], suffix_ids: Sequence
             unchanged) so a handful of shapes cover all traffic: what compiled variants / CUDA graphs of the
             forward need. Off by default (None, False): eager PyTorch runs any shape, and the Triton kernel does
             not specialise on B, Ls or Lp, so padding would only cost compute.
+        pad_to_multiple_of: without ``bucket``, pad each batch's suffix length up to a multiple of this (rows are
+            not padded; 1: no padding). Bounds the number of distinct (rows, L) shapes, and with it the CPU's
+            per-shape caches: with bf16 on a CPU, oneDNN keeps a primitive (and more native memory) for every
+            new matrix shape, so a server fed ragged batches grows by ~0.3 MB per request until the shapes
+            repeat (measured, ``llmrec serve``); 16 costs < 16 padded tokens per row. Padding is masked.
 
     Returns:
         (N, W) float64 softmax probabilities over the verbalizer tokens, in input order; equal to
         ``score_encoded(model, [prefix_ids + s for s in suffix_ids], token_ids)`` up to float rounding.
 
     Raises:
-        ValueError: an empty suffix, fewer than two verbalizer ids, an unknown dtype or backend.
+        ValueError: an empty suffix, fewer than two verbalizer ids, an unknown dtype or backend, a
+            ``pad_to_multiple_of`` below 1.
         NotImplementedError: a model with attention soft-capping, or a sliding window shorter than a prompt.
         RuntimeError: attention modules without ``layer_idx``.
     """
@@ -529,6 +548,7 @@ def score_candidates(model: Any, prefix_ids: Sequence[int], suffix_ids: Sequence
         raise ValueError(f"token_ids {list(token_ids)}: need at least two verbalizer tokens")
     if backend not in _BACKENDS:
         raise ValueError(f"backend {backend!r}: expected one of {_BACKENDS}")
+    check_pad_multiple(pad_to_multiple_of)
     for i, s in enumerate(suffix_ids):
         _check_ids(s, f"suffix {i}")
     if len(suffix_ids) == 0:
@@ -539,7 +559,8 @@ def score_candidates(model: Any, prefix_ids: Sequence[int], suffix_ids: Sequence
                              batch_tokens=bt if batch_tokens is None else batch_tokens,
                              max_batch=mb if max_batch is None else max_batch, dtype=dtype)
     return score_users(model, [(prefix_ids, suffix_ids)], token_ids, dtype=dtype, max_batch=max_batch,
-                       batch_tokens=batch_tokens, pad_id=pad_id, backend=backend, bucket=bucket)[0]
+                       batch_tokens=batch_tokens, pad_id=pad_id, backend=backend, bucket=bucket,
+                       pad_to_multiple_of=pad_to_multiple_of)[0]
 
 
 def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
@@ -561,7 +582,8 @@ def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
 
 def score_shared_head(model: Any, prompts: Sequence[Sequence[int]], token_ids: Sequence[int], *,
                       dtype: str = "auto", max_batch: int | None = None, batch_tokens: int | None = None,
-                      pad_id: int = 0, min_prefix: int = 8, backend: str = "auto") -> np.ndarray:
+                      pad_id: int = 0, min_prefix: int = 8, backend: str = "auto",
+                      pad_to_multiple_of: int = 1) -> np.ndarray:
     """Score independent prompts that share a common head (e.g. a template's instruction text).
 
     Finds the longest common token prefix of all prompts (capped so every prompt keeps at least one
@@ -572,7 +594,8 @@ def score_shared_head(model: Any, prompts: Sequence[Sequence[int]], token_ids: S
         model: ``*ForCausalLM`` or peft ``PeftModel``.
         prompts: N token-id lists, each ending right before the answer.
         token_ids: W >= 2 verbalizer ids.
-        dtype, pad_id, backend: as in :func:`score_candidates`.
+        dtype, pad_id, backend, pad_to_multiple_of: as in :func:`score_candidates` (the remainders are
+            padded; the ``min_prefix`` fallback is not).
         max_batch, batch_tokens: as in :func:`score_candidates`; None: 64 / 8192 on a CPU (as before),
             :data:`GPU_BATCH` on a GPU.
         min_prefix: below this common length, fall back to :func:`llmrec.scoring.score_encoded`.
@@ -581,10 +604,11 @@ def score_shared_head(model: Any, prompts: Sequence[Sequence[int]], token_ids: S
         (N, W) float64 probabilities in input order.
 
     Raises:
-        ValueError: an empty prompt, fewer than two verbalizer ids.
+        ValueError: an empty prompt, fewer than two verbalizer ids, a ``pad_to_multiple_of`` below 1.
     """
     for i, p in enumerate(prompts):
         _check_ids(p, f"prompt {i}")
+    check_pad_multiple(pad_to_multiple_of)
     if not prompts:
         return np.zeros((0, len(token_ids)), dtype=np.float64)
     if max_batch is None or batch_tokens is None:
@@ -599,7 +623,8 @@ def score_shared_head(model: Any, prompts: Sequence[Sequence[int]], token_ids: S
                              max_batch=max_batch, dtype=dtype)
     prefix = list(prompts[0][:lcp])
     return score_candidates(model, prefix, [list(p[lcp:]) for p in prompts], token_ids, dtype=dtype,
-                            max_batch=max_batch, batch_tokens=batch_tokens, pad_id=pad_id, backend=backend)
+                            max_batch=max_batch, batch_tokens=batch_tokens, pad_id=pad_id, backend=backend,
+                            pad_to_multiple_of=pad_to_multiple_of)
 
 
 def split_prompts(tokenizer: Any, prefix_text: str, suffix_texts: Sequence[str], *,

@@ -77,12 +77,21 @@ class Backend:
         info: what ``/readyz`` reports (model, index, adapter).
         playground: a zero-argument callable returning a :class:`llmrec.prompt_lab.playground.PlaygroundContext`
             (called once, lazily), or None for no playground.
+        pad_to_multiple_of: listwise and P(Yes) batches pad their prompt remainders to a multiple of this many
+            tokens (masked; 1: none), so traffic of any length meets a bounded set of matrix shapes (see
+            :func:`llmrec.scoring.prefix.score_candidates`): RSS stops growing with new shapes.
+
+    Raises:
+        ValueError: a recommender without a reranker, a ``pad_to_multiple_of`` below 1.
     """
 
     def __init__(self, recommender: Recommender, info: dict | None = None,
-                 playground: Callable[[], Any] | None = None) -> None:
+                 playground: Callable[[], Any] | None = None, pad_to_multiple_of: int = 1) -> None:
         if recommender.reranker is None:
             raise ValueError("the service needs a reranker (an adapter, or the zero-shot base model)")
+        from llmrec.scoring.prefix import check_pad_multiple
+
+        self.pad_multiple = check_pad_multiple(pad_to_multiple_of)
         self.rec = recommender
         self.rr: Reranker = recommender.reranker
         self.info = dict(info or {})
@@ -197,7 +206,7 @@ class Backend:
         W = max(len(j.candidates) for j in jobs)
         tok = sc.verbalizer.token_ids[:max(W, 2)]
         probs = score_shared_head(sc.model, prompts, tok, dtype=sc.dtype, pad_id=sc.tokenizer.pad_token_id or 0,
-                                  batch_tokens=sc.batch_tokens)
+                                  batch_tokens=sc.batch_tokens, pad_to_multiple_of=self.pad_multiple)
         out = []
         for j, pm, p in zip(jobs, perms, probs):
             n = len(j.candidates)
@@ -242,12 +251,14 @@ class Backend:
                     except ValueError:
                         ids = None
                 if ids is not None and ids[0]:
-                    p[idx] = score_candidates(sc.model, ids[0], ids[1], tok, dtype=sc.dtype, pad_id=pad)
+                    p[idx] = score_candidates(sc.model, ids[0], ids[1], tok, dtype=sc.dtype, pad_id=pad,
+                                              pad_to_multiple_of=self.pad_multiple)
                 else:
                     singles += idx
             if singles:
                 prompts = [sc.encode(self._titles(jobs[i].history), self.lookup.title(jobs[i].target)) for i in singles]
-                p[singles] = score_shared_head(sc.model, prompts, tok, dtype=sc.dtype, pad_id=pad)
+                p[singles] = score_shared_head(sc.model, prompts, tok, dtype=sc.dtype, pad_id=pad,
+                                               pad_to_multiple_of=self.pad_multiple)
         pc = np.clip(p, 1e-12, 1.0)
         return [(float(p[i, 0]), float(np.log(pc[i, 0]) - np.log(pc[i, 1]))) for i in range(len(jobs))]
 
@@ -331,8 +342,10 @@ def playground_context(rec: Any, model: Any, tokenizer: Any, base_model: str | N
 
 
 def load_backend(index_dir: str | Path, adapter_dir: str | Path | None = None, *, base_model: str | None = None,
-                 dtype: str = "auto", n_candidates: int = 20, playground: bool = True) -> Backend:
+                 dtype: str = "auto", n_candidates: int = 20, playground: bool = True,
+                 pad_to_multiple_of: int = 1) -> Backend:
     """Load the index, the reranker (the adapter, else the zero-shot base model, listwise) and the model.
+    ``pad_to_multiple_of``: as in :class:`Backend`.
 
     Raises:
         FileNotFoundError / ValueError: a missing or invalid index or adapter (one-line messages).
@@ -352,4 +365,4 @@ def load_backend(index_dir: str | Path, adapter_dir: str | Path | None = None, *
     data = getattr(idx, "_source", {}).get("data")
     pg = playground_context(rec, rr.scorer.model, rr.scorer.tokenizer, str(name),
                             data if data and Path(data).exists() else None) if playground else None
-    return Backend(rec, info, pg)
+    return Backend(rec, info, pg, pad_to_multiple_of=pad_to_multiple_of)

@@ -271,7 +271,7 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> FastAPI:
         return {"status": "ready", **backend.info,
                 "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
                              "return_wait_ms": cfg.return_wait_ms, "trim_memory": cfg.trim_memory,
-                             "max_queue": cfg.max_queue,
+                             "pad_to_multiple_of": getattr(backend, "pad_multiple", 1), "max_queue": cfg.max_queue,
                              "timeout_s": cfg.timeout_s}}
 
     @app.get("/metrics", tags=["ops"])

@@ -102,6 +102,60 @@ def test_buckets_equal_unbucketed(gqa_model, tiny_tokenizer, backend):
         assert np.abs(y - _full(gqa_model, req)).max(initial=0.0) <= TOL
 
 
+def _suffix_lengths(model, fn):
+    """Query lengths (L) of the suffix forwards ``fn()`` runs (layer 0 of each prefix-attention call)."""
+    from transformers import AttentionInterface
+
+    seen = []
+    real = P._prefix_attention
+
+    def spy(module, query, *a, **k):
+        if module.layer_idx == 0:
+            seen.append(int(query.shape[2]))
+        return real(module, query, *a, **k)
+
+    AttentionInterface.register(P.ATTN_PREFIX, spy)
+    try:
+        out = fn()
+    finally:
+        AttentionInterface.register(P.ATTN_PREFIX, real)
+    return out, seen
+
+
+@pytest.mark.parametrize("multiple", [4, 16])
+def test_pad_to_multiple_equals_unpadded_and_bounds_shapes(gqa_model, tiny_tokenizer, multiple):
+    """``pad_to_multiple_of``: every suffix forward's length is a multiple (masked padding), and the
+    probabilities equal the unpadded call (<= 1e-5) and full-prompt scoring (<= TOL)."""
+    reqs = _requests(len(tiny_tokenizer), seed=7)  # suffix lengths 1..11
+    plain, l_plain = _suffix_lengths(gqa_model, lambda: P.score_users(gqa_model, reqs, VERB, max_batch=4))
+    padded, l_pad = _suffix_lengths(gqa_model, lambda: P.score_users(gqa_model, reqs, VERB, max_batch=4,
+                                                                      pad_to_multiple_of=multiple))
+    assert any(n % multiple for n in l_plain), "the test needs ragged lengths to pad"
+    assert l_pad and all(n % multiple == 0 for n in l_pad)
+    assert [-(-n // multiple) * multiple for n in l_plain] == l_pad, "same batches, lengths rounded up"
+    for x, y, req in zip(plain, padded, reqs):
+        assert np.abs(x - y).max(initial=0.0) <= 1e-5
+        assert np.abs(y - _full(gqa_model, req)).max(initial=0.0) <= TOL
+    head = list(range(3, 15))  # a shared template head, then each user's own tokens
+    prompts = [head + p[:5] + s for p, sufs in reqs for s in sufs]
+    want = P.score_shared_head(gqa_model, prompts, VERB, min_prefix=1)
+    got, l_head = _suffix_lengths(gqa_model, lambda: P.score_shared_head(gqa_model, prompts, VERB, min_prefix=1,
+                                                                         pad_to_multiple_of=multiple))
+    assert l_head and all(n % multiple == 0 for n in l_head)
+    assert np.abs(got - want).max() <= 1e-5
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5, "16", None])
+def test_pad_to_multiple_refuses_non_positive_integers(gqa_model, bad):
+    req = [([3, 4, 5], [[6], [7, 8]])]
+    with pytest.raises(ValueError, match=f"pad_to_multiple_of {bad!r}"):
+        P.score_users(gqa_model, req, VERB, pad_to_multiple_of=bad)
+    with pytest.raises(ValueError, match=f"pad_to_multiple_of {bad!r}"):
+        P.score_candidates(gqa_model, *req[0], VERB, pad_to_multiple_of=bad)
+    with pytest.raises(ValueError, match=f"pad_to_multiple_of {bad!r}"):
+        P.score_shared_head(gqa_model, [[3, 4, 6], [3, 4, 7]], VERB, pad_to_multiple_of=bad)
+
+
 def test_validation_once_per_call_and_no_host_sync_in_layers(gqa_model, tiny_tokenizer, monkeypatch):
     """check_inputs runs only in the first suffix-pass layer of a call (once per user segment of that
     batch); the layers never call .item()/.cpu()/.tolist()/bool() on a tensor, and the call copies its

@@ -28,7 +28,7 @@ def toy_index(toy_dir, tmp_path_factory):
     return out
 
 
-def make_backend(toy_index, tokenizer, method="listwise", playground=None):
+def make_backend(toy_index, tokenizer, method="listwise", playground=None, pad_to_multiple_of=1):
     from llmrec import Recommender, Reranker
     from llmrec.serve._backend import Backend
     from tests.conftest import make_tiny_llama
@@ -38,7 +38,7 @@ def make_backend(toy_index, tokenizer, method="listwise", playground=None):
     rec = Recommender(idx.retriever, idx.index, idx.item_ids, idx.catalog, rr, n_candidates=8,
                       user_histories=idx.user_histories)
     return Backend(rec, {"index": str(toy_index), "adapter": None, "base_model": "tiny", "method": method,
-                         "n_items": rec.n_items}, playground)
+                         "n_items": rec.n_items}, playground, pad_to_multiple_of=pad_to_multiple_of)
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,9 @@ def test_cli_serve_refuses_public_host_without_key(capsys, monkeypatch, tmp_path
         main(["serve", "--index", str(tmp_path / "missing"), "--max-batch", "0"])
     assert e.value.code == 2 and "--max-batch 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
+        main(["serve", "--index", str(tmp_path / "missing"), "--pad-multiple", "0"])
+    assert e.value.code == 2 and "--pad-multiple 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
         main(["serve", "--index", str(tmp_path / "missing")])
     assert e.value.code == 2 and "manifest.json not found" in capsys.readouterr().err
     try:

@@ -192,6 +192,22 @@ def test_recommend_batched_equals_one_by_one(backend):
     _same(backend.recommend_batch(jobs), [backend.recommend_batch([j])[0] for j in jobs])
 
 
+def test_padded_backend_equals_unpadded(toy_index, tiny_tokenizer, backend):
+    """``pad_to_multiple_of=16`` (the server's default) changes shapes, not results: rerank and score equal the
+    unpadded backend's (atol 1e-4, as above)."""
+    from tests.serve.conftest import make_backend
+
+    padded = make_backend(toy_index, tiny_tokenizer, pad_to_multiple_of=16)
+    assert padded.pad_multiple == 16 and backend.pad_multiple == 1
+    jobs = _rerank_jobs(backend, 8, seed=4)
+    _same(padded.rerank_batch(jobs), backend.rerank_batch(jobs))
+    sj = [ScoreJob(["1", "2", "3"], str(t)) for t in (5, 6, 7)] + [ScoreJob(["9", "4"], "11")]
+    np.testing.assert_allclose(padded.score_batch(sj), backend.score_batch(sj), atol=1e-4)
+    for bad in (0, -3, True, 1.5):
+        with pytest.raises(ValueError, match=f"pad_to_multiple_of {bad!r}"):
+            make_backend(toy_index, tiny_tokenizer, pad_to_multiple_of=bad)
+
+
 # ---------------------------------------------------------------- over HTTP
 async def _concurrent(app, bodies, path="/v1/rerank"):
     import httpx

@@ -13,7 +13,7 @@ def test_health_ready_metrics_docs(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz").json()
     assert r["status"] == "ready" and r["method"] == "listwise" and r["n_items"] == 30
-    assert r["batching"]["max_batch"] == 16
+    assert r["batching"]["max_batch"] == 16 and r["batching"]["pad_to_multiple_of"] == 1
     client.post("/v1/rerank", json={"history": ["1"], "candidates": ["2", "3"]})
     m = client.get("/metrics")
     assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
