@@ -69,8 +69,7 @@ def reading(t0: float, served: int) -> dict:
 
 def worker(args) -> dict:
     """One setting, in this process: load, drive for --seconds, return the readings and the rate."""
-    sys.path.insert(0, str(REPO / "eval"))
-    from bench_serve import make_requests
+    from bench_serve import make_requests  # the sibling script (eval/ is first on the path of a script run)
 
     from llmrec.serve._backend import load_backend
 
