@@ -5,7 +5,7 @@ as ``llmrec serve`` does (``llmrec.serve._backend.load_backend``, no HTTP, no pl
 ``--seconds`` calls ``Backend.rerank_batch`` on batches of 1 to ``--max-batch`` real users (random sizes,
 the same seeded sequence for every setting; each user's last ``--history`` items and ``--candidates`` random
 unseen items, as in ``eval/bench_serve.py``). It reads, at ``--first`` seconds and at the end: RSS
-(``/proc/self/status``) and glibc's heap in use and held free (``mallinfo2``; absent elsewhere). Memory that
+(``/proc/self/status``) and glibc's heap in use and held free (``llmrec.serve.memory.heap_mib``; absent elsewhere). Memory that
 grows with requests served is what a long-running server would keep adding; the table gives it per 100
 requests, next to requests/s.
 
@@ -18,8 +18,6 @@ unpadded batches bring a new suffix length with almost every batch (README, Serv
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import subprocess
 import sys
@@ -29,28 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from llmrec.precision import machine
+from llmrec.serve.memory import heap_mib
 
 REPO = Path(__file__).resolve().parents[1]
-MIB = 1024 * 1024
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def heap_mib() -> tuple[float | None, float | None]:
-    """glibc heap (in use, held free) in MiB from ``mallinfo2`` (glibc >= 2.33); (None, None) elsewhere."""
-    name = ctypes.util.find_library("c")
-    try:
-        fn = ctypes.CDLL(name).mallinfo2 if name else None
-    except (OSError, AttributeError):
-        return None, None
-    if fn is None:
-        return None, None
-    fn.restype = _MallInfo2
-    m = fn()
-    return (m.uordblks + m.hblkhd) / MIB, m.fordblks / MIB
 
 
 def rss_mib() -> float:

@@ -532,7 +532,8 @@ def score_candidates(model: Any, prefix_ids: Sequence[int], suffix_ids: Sequence
             not padded; 1: no padding). Bounds the number of distinct (rows, L) shapes, and with it the CPU's
             per-shape caches: with bf16 on a CPU, oneDNN keeps a primitive (and more native memory) for every
             new matrix shape, so a server fed ragged batches grows by ~0.3 MB per request until the shapes
-            repeat (measured, ``llmrec serve``); 16 costs < 16 padded tokens per row. Padding is masked.
+            repeat (measured: ``eval/bench_serve_memory.py``); 16 costs < 16 padded tokens per row. Padding is
+            masked.
 
     Returns:
         (N, W) float64 softmax probabilities over the verbalizer tokens, in input order; equal to

@@ -8,6 +8,8 @@ soak at concurrency 16 on a bf16 CPU stepped from ~1.9 GiB to a flat 2.4 GiB). `
 CPU, but the next batch must fault its pages in again: measured on a 2-core bf16 CPU, RSS after warm-up 1.16
 instead of 2.13 GiB, and 3% (batched) to 10% (unbatched) fewer requests per second. So it is opt-in:
 ``llmrec serve --trim-memory``. On other C libraries (musl, macOS) it is a no-op.
+
+:func:`heap_mib` reads glibc's heap in use and held free (``eval/bench_serve_memory.py`` reports it).
 """
 
 from __future__ import annotations
@@ -16,19 +18,48 @@ import ctypes
 import ctypes.util
 import functools
 
-__all__ = ["release_freed_memory", "trimming"]
+__all__ = ["heap_mib", "release_freed_memory", "trimming"]
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    """The C library as a ctypes handle, or None where it cannot be found or loaded."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
 
 
 @functools.lru_cache(maxsize=1)
 def _malloc_trim():
-    name = ctypes.util.find_library("c")
-    try:
-        fn = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return None
+    fn = getattr(_libc(), "malloc_trim", None)
     if fn is not None:
         fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
     return fn
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+@functools.lru_cache(maxsize=1)
+def _mallinfo2():
+    fn = getattr(_libc(), "mallinfo2", None)
+    if fn is not None:
+        fn.restype = _MallInfo2
+    return fn
+
+
+def heap_mib() -> tuple[float | None, float | None]:
+    """glibc's heap as (in use, held free) in MiB (``mallinfo2``, glibc >= 2.33: allocated blocks plus mmapped
+    ones; free blocks kept in the arenas). (None, None) on other C libraries."""
+    fn = _mallinfo2()
+    if fn is None:
+        return None, None
+    m = fn()
+    return (m.uordblks + m.hblkhd) / 2**20, m.fordblks / 2**20
 
 
 def release_freed_memory() -> bool:

@@ -41,3 +41,19 @@ def test_trimming_wraps_and_trims_on_error(monkeypatch):
     with pytest.raises(ValueError, match="boom"):
         trimming(bad)([1])
     assert calls == [1, 1]
+
+
+_HEAP_CHILD = """
+from llmrec.serve.memory import heap_mib
+before = heap_mib()[0]
+xs = [bytes(4000) for _ in range(50000)]  # ~200 MB in malloc'd blocks
+print(before, heap_mib()[0])
+"""
+
+
+@pytest.mark.skipif(not release_freed_memory() or not sys.platform.startswith("linux"), reason="needs glibc on Linux")
+def test_heap_in_use_counts_allocated_blocks():
+    # reference: the bytes allocated (50,000 x 4,000 B = 190.7 MiB plus object headers); tolerance 10%
+    out = subprocess.run([sys.executable, "-c", _HEAP_CHILD], capture_output=True, text=True, timeout=120, check=True)
+    before, after = map(float, out.stdout.split())
+    assert after - before == pytest.approx(50000 * 4000 / 2**20, rel=0.10), (before, after)
