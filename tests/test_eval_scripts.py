@@ -155,6 +155,54 @@ def test_ceilings_features_and_like_rate_row(capsys):
     assert f"| like-rate (no labels) | - | {like:.4f} |" in out and "| 16 |" in out and "oracle item prior" in out
 
 
+def test_ceilings_probe_rows_combine_the_probe_with_the_like_rate(capsys, monkeypatch):
+    """--probe rows: the probe's own AUC, probe x like-rate (the shipped product rule) and the z-scored
+    log-odds sum, each recomputed here from the same fixed P(Yes) array with sklearn and the Laplace-smoothed
+    like-rate written out (tolerance: the table's 4 decimals)."""
+    import importlib.util
+
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    import llmrec.model
+    import llmrec.scoring.pointwise
+    from llmrec.recipe import load_tallrec
+
+    spec = importlib.util.spec_from_file_location("ceilings", REPO / "eval" / "ceilings.py")
+    ce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ce)
+    _, sp = load_tallrec()
+    y = np.array([x.label for x in sp.test])
+    p = np.random.default_rng(0).uniform(0.01, 0.99, len(sp.test))
+    p = np.where(y == 1, np.sqrt(p), p)  # an informative fake probe
+
+    class FakeScorer:
+        def __init__(self, model, tok, template, dtype=None):
+            assert template.name == "item-prior"
+
+        def encode_samples(self, samples, catalog):
+            return samples
+
+        def evaluate(self, prompts, progress=False, desc="", keep_scores=False):
+            assert keep_scores and len(prompts) == len(p)
+            return {"auc": roc_auc_score(y, p), "scores": p, "seconds": 2.0, "tokens_per_s": 5.0}
+
+    monkeypatch.setattr(llmrec.model, "load_base_model", lambda base: (torch.nn.Linear(3, 2), None))
+    monkeypatch.setattr(llmrec.scoring.pointwise, "PointwiseScorer", FakeScorer)
+    assert ce.main(["--shots", "16", "--seeds", "0", "--probe", "fake-lm"]) == 0
+    out = capsys.readouterr().out
+    n = np.array([len(x.history_ratings) for x in sp.test], dtype=float)
+    liked = np.array([sum(r > 3 for r in x.history_ratings) for x in sp.test], dtype=float)
+    r = (liked + 1) / (n + 2)
+    lp, ll = np.log(p / (1 - p)), np.log(r / (1 - r))
+    z = (lp - lp.mean()) / lp.std() + (ll - ll.mean()) / ll.std()
+    assert f"| LM item-prior probe, zero-shot, fake-lm | 0 | {roc_auc_score(y, p):.4f} |" in out
+    assert f"| LM item-prior probe x like-rate (logit sum, nothing fitted), fake-lm | 0 | " \
+           f"{roc_auc_score(y, lp + ll):.4f} |" in out
+    assert f"(z-scored log-odds sum, nothing fitted), fake-lm | 0 | {roc_auc_score(y, z):.4f} |" in out
+    assert "| fake-lm | 0 | 2.0 | 5 |" in out  # 8 parameters = 0 M, the probe's seconds and tokens/s
+
+
 def _toy_movielens(d):
     """30 users walking through 40 films in order (a MovieLens "latest" CSV folder)."""
     g = np.random.default_rng(1)
