@@ -11,6 +11,7 @@ from typing import Mapping, Optional
 
 import typer
 
+from llmrec.assets import MODELS
 from llmrec.model import DEFAULT_BASE_MODEL
 from llmrec.recipe import DEFAULT_TEMPLATE
 
@@ -83,6 +84,7 @@ def check_dtype(dtype: str) -> None:
 DataOpt = typer.Option(None, "--data", help="Dataset folder (GroupLens raw, RecBole atomic or MovieLens CSV); "
                                             "default: the embedded MovieLens-100K.")
 PromptsOpt = typer.Option(None, "--prompts", help="Extra template folder(s), searched before the built-ins.")
-BaseOpt = typer.Option(DEFAULT_BASE_MODEL, "--base-model", help="Embedded model name, local folder or HF id.")
+BaseOpt = typer.Option(DEFAULT_BASE_MODEL, "--base-model", help=f"Embedded model name ({', '.join(MODELS)}), local "
+                                                               "folder or HF id.")
 TemplateOpt = typer.Option(DEFAULT_TEMPLATE, "--template", help="Template name (see prompts/) or path to a .jinja "
                                                               "file.")
