@@ -37,10 +37,6 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _zscore(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean()) / (x.std() + 1e-12)
-
-
 def features(samples, catalog, genres: list[str]) -> np.ndarray:
     """(N, 2 + len(genres)) float64: smoothed like-rate logit, (year - 1990) / 10, target genre indicators."""
     rows = []
@@ -67,6 +63,7 @@ def main(argv=None) -> int:
 
     from llmrec.metrics import auc
     from llmrec.recipe import like_rate_product, like_rate_scores, load_tallrec
+    from llmrec.rerank.blend import zscore
     from llmrec.samples.kshot import sample_k_shot
 
     rec, sp = load_tallrec()
@@ -98,6 +95,7 @@ def main(argv=None) -> int:
     rows.append(("oracle item prior (train labels of the target, smoothed)", str(len(sp.train)), f"{auc(y, prior):.4f}"))
     rows.append(("oracle item prior + like-rate (logit sum)", str(len(sp.train)),
                  f"{auc(y, _logit(prior) + _logit(like_rate_scores(sp.test))):.4f}"))
+    like_logit = like_rate_product(np.full(len(sp.test), 0.5), sp.test)  # logit(0.5) = 0: the like-rate's log-odds
     cost = []  # (base model, parameters in millions, probe wall seconds, prompt tokens per second)
     for base in a.probe:
         from llmrec.model import load_base_model
@@ -112,24 +110,20 @@ def main(argv=None) -> int:
         cost.append((base, sum(p.numel() for p in model.parameters()) / 1e6, r["seconds"], r["tokens_per_s"]))
         lp = like_rate_product(r["scores"], sp.test)  # the shipped LM x like-rate rule, equal weights
         rows.append((f"LM item-prior probe x like-rate (logit sum, nothing fitted), {base}", "0", f"{auc(y, lp):.4f}"))
-        like_logit = like_rate_product(np.full(len(sp.test), 0.5), sp.test)  # logit(0.5) = 0: the like-rate alone
         rows.append((f"LM item-prior probe + like-rate (z-scored log-odds sum, nothing fitted), {base}", "0",
-                     f"{auc(y, _zscore(lp - like_logit) + _zscore(like_logit)):.4f}"))
+                     f"{auc(y, zscore(lp - like_logit) + zscore(like_logit)):.4f}"))
     print("| reference point | labels used | test AUC |\n|---|---|---|")
     for name, k, v in rows:
         print(f"| {name} | {k} | {v} |")
     if cost:
-        print(f"\nprobe cost ({len(sp.test)} prompts, torch threads {torch_threads()}, dtype {a.dtype}):\n"
+        import torch
+
+        print(f"\nprobe cost ({len(sp.test)} prompts, torch threads {torch.get_num_threads()}, dtype {a.dtype}):\n"
               "| base model | parameters (M) | wall s | prompt tokens/s |\n|---|---|---|---|")
         for base, m, sec, tps in cost:
             print(f"| {base} | {m:.0f} | {sec:.1f} | {tps:.0f} |")
     return 0
 
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 if __name__ == "__main__":
