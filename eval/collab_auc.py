@@ -49,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, default=0, help="score only the first N test samples (0 = all 1000)")
     p.add_argument("--test-stride", type=int, default=1, help="score every S-th test sample (2: 500 samples, every "
                    "user kept); --table restricts full runs to the same subset from their saved scores")
+    p.add_argument("--pair-form", choices=("score", "product"), default="score",
+                   help="form of ⟨taste⟩ / ⟨match⟩ token rows (llmrec.collab.match.PAIR_FORMS)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--base-model", default="smollm2-135m-instruct")
     p.add_argument("--out", type=Path, default=None)
@@ -106,6 +108,7 @@ def run_one(args, seed: int, rec, splits, collab) -> dict:
                        "epochs_run": res.epochs_run, "mean_prompt_tokens": float(np.mean([len(x) for x in tr.input_ids]))})
     else:
         peft, slots = attach(model, collab, lora, seed=seed)
+        slots.pair_form = args.pair_form
         scorer = CollabScorer(peft, tok, tpl, slots, dtype="float32")
         if args.order == "two-stage":
             seqs = implicit_sequences(rec.interactions, collab.excluded)
@@ -135,7 +138,10 @@ def run_one(args, seed: int, rec, splits, collab) -> dict:
     score_s = time.perf_counter() - t0
     users = [s.user_id for s in test]
     prod = like_rate_product(p, test)
-    return {"order": args.order, "template": args.template if args.order != "text" else args.text_template,
+    tname = args.template if args.order != "text" else args.text_template
+    if args.order != "text" and ("taste_token" in tpl.source or "match_token" in tpl.source):
+        tname = f"{tname} ({args.pair_form})"  # the interaction row form is part of the recipe
+    return {"order": args.order, "template": tname, "pair_form": args.pair_form if "(" in tname else None,
             "shots": args.shots, "seed": seed, "n_test": len(test), "test_stride": args.test_stride,
             "kshot_epochs": epochs, "align_n": args.align_n if args.order == "two-stage" else 0, "auc": auc(P.labels, p),
             "uauc": uauc(users, P.labels, p)["uauc"], "like_product_auc": auc(P.labels, prod),

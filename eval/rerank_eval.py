@@ -26,8 +26,9 @@ are shown in a seeded random order at evaluation too (no position cue from the r
 
 Collaborative-token rows (issue 15; ``--methods collab-tokens,collab-hybrid``): a pointwise reranker whose
 prompt holds a user token and one token per item (``rerank-pointwise-tokens``) or each title followed by its
-token (``rerank-pointwise-hybrid``), SASRec item vectors projected into the LM's input space (:mod:`llmrec.collab`;
-LLaRA/CoLLM). The collaborative model is a SASRec fitted on the training part without each user's last
+token (``rerank-pointwise-hybrid``), or the token followed by an interaction token holding the candidate's item vector
+times the SASRec user vector (``--methods collab-match``, ``rerank-pointwise-match``, :mod:`llmrec.collab.match`), SASRec
+item vectors projected into the LM's input space (:mod:`llmrec.collab`; LLaRA/CoLLM). The collaborative model is a SASRec fitted on the training part without each user's last
 ``--positions`` items (``--collab-fit held-out``, the default: it never saw the reranker's training targets) or
 the retriever's own SASRec (``--collab-fit retriever``, which retrieves 73% of those targets against 36% of the test
 ones: memorised answers in the tokens); validation items for early stopping, never a test item. The projector and LoRA train together
@@ -36,7 +37,10 @@ row gives the exact expectation of a uniformly random order of the same candidat
 each position with probability 1/C). A ``<method>: its collaborative model alone (no LM)`` row orders the same
 candidates by the collaborative model's user . item inner product (the vectors behind the tokens): what the
 tokens carry before any language model. ``--train-lists retrieved`` keeps only training lists whose target the
-retriever found. A cost
+retriever found. ``--train-candidates held-out`` takes the training lists' candidates from the held-out SASRec
+instead of the retriever: the retriever was fitted on the training targets, so the ones it retrieves are partly
+memorised, and on such lists the held-out SASRec ranks the target below the negatives (AUC 0.45 on ML-100K's
+training pairs) while it ranks the retrieved test targets above them; a reranker learns that inversion. A cost
 table gives tokens per prompt, training and scoring seconds.
 
 Writes ``metrics.json``, ``metrics.md``, ``metric_vs_k.png`` (if matplotlib imports) and the tuned
@@ -69,7 +73,8 @@ from llmrec.retrieval import Fusion, Popularity, SASRec, VectorIndex, load_retri
 KEYS = ["NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "MRR@10", "Recall@20"]
 TEXT_METHODS = ("listwise", "pointwise")
 #: collaborative-token methods -> their template (llmrec.collab.rerank)
-COLLAB_METHODS = {"collab-tokens": "rerank-pointwise-tokens", "collab-hybrid": "rerank-pointwise-hybrid"}
+COLLAB_METHODS = {"collab-tokens": "rerank-pointwise-tokens", "collab-hybrid": "rerank-pointwise-hybrid",
+                  "collab-match": "rerank-pointwise-match"}
 
 
 def random_order_metrics(retrieved: np.ndarray, C: int) -> dict:
@@ -119,7 +124,7 @@ def main(argv=None) -> int:
     p.add_argument("--positions", type=int, default=2,
                    help="training lists per user: the last N training items are each a target once")
     p.add_argument("--methods", default="listwise",
-                   help="comma list: listwise, pointwise, collab-tokens, collab-hybrid")
+                   help="comma list: listwise, pointwise, collab-tokens, collab-hybrid, collab-match")
     p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot LM rows")
     p.add_argument("--history", type=int, default=10, help="history titles in the prompt")
     p.add_argument("--negatives", type=int, default=3, help="pointwise hard negatives per positive")
@@ -131,6 +136,13 @@ def main(argv=None) -> int:
                         "their last --positions items (default: it never saw the reranker's training targets, so the "
                         "tokens carry no memorised answer), or the retriever's own SASRec")
     p.add_argument("--collab-epochs", type=int, default=80, help="epoch cap of the held-out SASRec (early-stopped)")
+    p.add_argument("--train-candidates", choices=("retriever", "held-out"), default="retriever",
+                   help="who proposes the training lists' candidates: the retriever (default; it was fitted on the "
+                        "training targets, so a retrieved training target is often a memorised one) or the held-out "
+                        "SASRec of --collab-fit held-out (never saw them: a training target is in its list only when "
+                        "the history predicts it, as for the test targets). Collab rows only")
+    p.add_argument("--pair-form", choices=("score", "product"), default="score",
+                   help="collab-match: form of the ⟨match⟩ token rows (llmrec.collab.match.PAIR_FORMS)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=TrainSettings.learning_rate)
     p.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
@@ -158,6 +170,8 @@ def main(argv=None) -> int:
         if m not in TEXT_METHODS and m not in COLLAB_METHODS:
             p.error(f"--methods: unknown method {m!r} (expected one of "
                     f"{', '.join(TEXT_METHODS + tuple(COLLAB_METHODS))})")
+    if a.train_candidates == "held-out" and (a.collab_fit != "held-out" or any(m not in COLLAB_METHODS for m in methods)):
+        p.error("--train-candidates held-out needs --collab-fit held-out and only collab-* methods")
     for flag in ("positions", "collab_epochs", "epochs"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
@@ -226,7 +240,19 @@ def main(argv=None) -> int:
     t_seed, v_seed = a.seed + 11, a.seed + 12
 
     model, tok = load_base_model(a.base_model)
-    train_ex = training_lists(split, lambda h, k: retrieve(h, k)[0], C,
+    collab = None
+    train_retrieve = retrieve
+    if a.train_candidates == "held-out":
+        t0 = time.time()
+        try:
+            held = held_out_sasrec(split, a.positions, a.collab_epochs, a.seed)
+        except ValueError as e:
+            p.error(f"--collab-fit held-out with --positions {a.positions}: {e} (lower --positions)")
+        collab = collab_from_retriever(held, d.item_ids)
+        timing["collab fit (held-out)"] = round(time.time() - t0, 1)
+        held_index = VectorIndex("flat").build(held.item_vectors())
+        train_retrieve = lambda h, k: held.query_index(h, k, held_index)  # noqa: E731
+    train_ex = training_lists(split, lambda h, k: train_retrieve(h, k)[0], C,
                               users=np.random.default_rng(a.seed + 3).permutation(split.n_users)[: a.train_users or None],
                               seed=a.seed, positions=a.positions, retrieved_only=a.train_lists == "retrieved")
     pos = np.array([e.target_pos for e in train_ex])
@@ -235,9 +261,9 @@ def main(argv=None) -> int:
                 + (" whose target the retriever found (--train-lists retrieved)" if a.train_lists == "retrieved" else ""))
     info["train_lists"] = len(train_ex)
     info["train_lists_mode"] = a.train_lists
+    info["train_candidates"] = a.train_candidates
     info["train_target_positions"] = np.bincount(pos, minlength=C).tolist()
     blends, cost = {}, {}
-    collab = None
     for method in methods:
         base, _ = (model, tok) if method == methods[0] else load_base_model(a.base_model)
         if method in COLLAB_METHODS:
@@ -404,6 +430,7 @@ def _collab_method(a, method, model, tok, collab, sas, train_ex, test, valid, re
     title = lambda i: rec.catalog.title(i) if i in rec.catalog else f"item {i}"  # noqa: E731
     lora = LoraSettings(rank=a.lora_rank, alpha=2.0 * a.lora_rank)
     peft, slots = attach(model, collab, lora, seed=a.seed)
+    slots.pair_form = a.pair_form
     scorer = CollabRerankScorer(peft, tok, slots, title, COLLAB_METHODS[method], max_history=a.history,
                                 dtype=a.dtype)
     st = TrainSettings(output_dir=str(a.out / f"train-{method}"), epochs=a.epochs, learning_rate=a.lr,
@@ -411,13 +438,15 @@ def _collab_method(a, method, model, tok, collab, sas, train_ex, test, valid, re
     pairs = pointwise_pairs(train_ex, a.negatives, a.seed)
     res = train_pointwise(scorer, [([item(j) for j in h], item(c), y) for h, c, y in pairs], st, lora)
     info[f"train {method}"] = {"examples": len(pairs), "tokens": res.train_tokens, "epochs": res.epochs_run,
-                               "loss_history": res.settings.get("loss_history"), "collab_sha256": collab.sha256}
+                               "loss_history": res.settings.get("loss_history"), "collab_sha256": collab.sha256,
+                               "pair_form": a.pair_form}
     timing[f"train {method}"] = round(res.train_seconds, 1)
     name = f"tuned {method}"
     peft = scorer.model
     scorer.model = copy.deepcopy(peft).merge_and_unload()  # LoRA merged for scoring; the projector stays in place
     scorer.model.eval()
     scorer.slots = SlotTable(collab, find_collab_embedding(scorer.model))  # slot rows live in the copy's embedding
+    scorer.slots.pair_form = a.pair_form
     t0 = time.time()
     vs = score_shuffled(scorer, v_hist, v_ids, v_seed, item, progress=True, desc=f"{name} (valid)")
     v_sec = time.time() - t0
@@ -428,8 +457,14 @@ def _collab_method(a, method, model, tok, collab, sas, train_ex, test, valid, re
     sec = time.time() - t0
     timing[f"{name} valid"], timing[name] = round(v_sec, 1), round(sec, 1)
     results[name] = metrics(rank_by(t_ids, s), t_tgt, t_ret)
-    results[f"{method}: its collaborative model alone (no LM)"] = metrics(
-        rank_by(t_ids, collab_scores(collab, t_hist, t_ids, item)), t_tgt, t_ret)
+    cs = collab_scores(collab, t_hist, t_ids, item)
+    results[f"{method}: its collaborative model alone (no LM)"] = metrics(rank_by(t_ids, cs), t_tgt, t_ret)
+    # the ceiling of an LM that learnt its tokens' comparison exactly: the same vectors' scores fused with the
+    # retriever, the weight tuned on validation the same way
+    c_alpha, c_curve = tune_alpha(v_ids, v_sc, collab_scores(collab, v_hist, v_ids, item), v_tgt)
+    blends[f"{method}: collaborative model alone"] = {"alpha": c_alpha, "valid_ndcg10_curve": c_curve}
+    results[f"{method}: its collaborative model alone + retriever (alpha={c_alpha:.2f})"] = metrics(
+        rank_by(t_ids, blend_scores(t_sc, cs, c_alpha)), t_tgt, t_ret)
     results[f"{name} + retriever (alpha={alpha:.2f})"] = metrics(rank_by(t_ids, blend_scores(t_sc, s, alpha)),
                                                                  t_tgt, t_ret)
     cost[name] = _cost(_prompt_tokens(scorer, t_hist, t_ids, item), res.train_seconds, v_sec, sec, len(v_hist),

@@ -325,7 +325,8 @@ def load_adapter(adapter_dir: str | os.PathLike, *, template: Any = None, allow_
     if cm is not None:
         from llmrec.collab.tokens import SlotTable, find_collab_embedding
 
-        SlotTable(cm, find_collab_embedding(model))  # the embedding keeps it: llmrec.collab.tokens.slot_table(model)
+        slots = SlotTable(cm, find_collab_embedding(model))  # the embedding keeps it: llmrec.collab.tokens.slot_table
+        slots.pair_form = meta["collab"].get("pair_form", "score")  # ⟨taste⟩ / ⟨match⟩ rows as trained
     probe_item = cm.catalog_items[0] if cm is not None else "0"
     try:
         rendered = template.render(_probe_variables(template, probe_item), tok)
@@ -374,6 +375,11 @@ def _collab_parts(d: Path, meta: dict, collab: Any) -> tuple[Any, Any]:
             raise FileNotFoundError(f"adapter {d}: collab.model: {e}") from e
         except ValueError as e:  # its files were changed after saving (content hash)
             raise AdapterError(f"adapter {d}: collab.model: {e}") from e
+    from llmrec.collab.match import PAIR_FORMS
+
+    if rec.get("pair_form", "score") not in PAIR_FORMS:
+        raise AdapterError(f"adapter {d}: collab.pair_form {rec.get('pair_form')!r} in {META}: expected one of "
+                           f"{', '.join(PAIR_FORMS)}")
     if cm.sha256 != rec.get("sha256"):
         given = "the collaborative model given (collab=)" if collab is not None else f"the stored one ({d / rec.get('model', 'collab')})"
         raise AdapterError(f"adapter {d}: collab.sha256 {str(rec.get('sha256'))[:12]} is recorded in {META}, but "

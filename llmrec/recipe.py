@@ -168,7 +168,7 @@ class KShotRun:
 def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecSplits, catalog, *, shots: int,
                 seed: int, settings, lora=None, val_size: int = 128, val_seed: int = 1234,
                 dtype: str = "auto", augment: str | Sequence[str] = (), augment_copies: int = 1,
-                encode=None) -> KShotRun:
+                encode=None, scorer: PointwiseScorer | None = None) -> KShotRun:
     """LoRA-tune on ``shots`` samples drawn from the train split with ``seed`` (TALLRec's k-shot protocol).
 
     The validation subset for early stopping is ``val_size`` samples of the valid split, drawn with
@@ -177,7 +177,8 @@ def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecS
     method, made from those samples only (:func:`llmrec.samples.augment.augment_samples`, seeded with
     ``seed``). ``encode(scorer, samples) -> Prompts`` renders them (default: the template over ``catalog``; samples
     parsed from TALLRec alpaca records pass one that keeps their own wording, see :func:`encode_sample_set`).
-    Returns a :class:`KShotRun`.
+    ``scorer``: the scorer that encodes (default a :class:`PointwiseScorer` of ``template``; prompts with
+    collaborative tokens pass a :class:`llmrec.collab.train.CollabScorer` over ``model``). Returns a :class:`KShotRun`.
 
     Raises:
         ValueError: ``shots`` < 1 or larger than the train split (names the value); an unknown augmentation.
@@ -193,7 +194,7 @@ def tune_k_shot(model: Any, tokenizer: Any, template: Template, splits: TallrecS
     if augment:
         train = augment_samples(train, augment, copies=augment_copies, seed=seed)
     val = sample_k_shot(splits.valid, min(val_size, len(splits.valid)), val_seed) if val_size > 0 else []
-    scorer = PointwiseScorer(model, tokenizer, template, dtype=dtype)
+    scorer = scorer or PointwiseScorer(model, tokenizer, template, dtype=dtype)
     enc = encode or (lambda sc, ss: sc.encode_samples(ss, catalog))
     tr = enc(scorer, train)
     va = enc(scorer, val) if val else None

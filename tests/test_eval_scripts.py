@@ -306,20 +306,20 @@ def test_rerank_eval_script_on_toy_data(tiny_model_dir, tmp_path):
 
 @pytest.mark.integration
 def test_rerank_eval_collab_rows_on_toy_data(tiny_model_dir, tmp_path):
-    """eval/rerank_eval.py --methods collab-tokens,collab-hybrid (issue 15): the collaborative-token rerankers
-    train, score and save an adapter carrying their collaborative SASRec (here the held-out one, on retrieved
-    training lists only); reported metrics are recomputed from the
-    saved scores, and the random-order row equals the brute-force mean over every target position."""
+    """eval/rerank_eval.py --methods collab-tokens,collab-hybrid,collab-match (issue 15): the collaborative-token
+    rerankers train, score and save an adapter carrying their collaborative SASRec (here the held-out one, on
+    retrieved training lists only); reported metrics are recomputed from the saved scores (the no-LM rows and
+    their retriever fusion too), and the random-order row equals the brute-force mean over every target position."""
     d = _toy_movielens(tmp_path / "toy")
     out = tmp_path / "run"
     cmd = [sys.executable, str(REPO / "eval" / "rerank_eval.py"), "--data", str(d), "--kcore", "2",
            "--candidates", "10", "--val-users", "10", "--positions", "1", "--negatives", "1",
-           "--methods", "collab-tokens,collab-hybrid", "--sasrec-epochs", "2", "--epochs", "1",
+           "--methods", "collab-tokens,collab-hybrid,collab-match", "--sasrec-epochs", "2", "--epochs", "1",
            "--collab-fit", "held-out", "--collab-epochs", "2", "--train-lists", "retrieved", "--batch-size", "4", "--base-model", str(tiny_model_dir), "--dtype", "float32", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "metrics.json").read_text())
-    for method in ("collab-tokens", "collab-hybrid"):
+    for method in ("collab-tokens", "collab-hybrid", "collab-match"):
         z = np.load(out / f"scores-{method}.npz")
         ids, lm, tgt = z["ids"], z["lm"], z["targets"]
         ranks = [(list(row[o]).index(t) if t in row else None)
@@ -347,8 +347,20 @@ def test_rerank_eval_collab_rows_on_toy_data(tiny_model_dir, tmp_path):
         ndcg = np.mean([1 / np.log2(k + 2) if k is not None and k < 10 else 0.0 for k in ranks])
         got = res["results"][f"{method}: its collaborative model alone (no LM)"]["all"]["NDCG@10"]
         assert got == pytest.approx(ndcg, abs=1e-6)
+        # ... fused with the retriever at the weight tuned on validation (the ceiling of an LM that read its tokens)
+        from llmrec.rerank.blend import blend_scores
+
+        c_alpha = res["blend"][f"{method}: collaborative model alone"]["alpha"]
+        fused = blend_scores(z["retriever"], sc, c_alpha)
+        ranks = [(list(row[o]).index(t) if t in row else None)
+                 for row, o, t in zip(ids, np.argsort(-fused, axis=1, kind="stable"), tgt)]
+        ndcg = np.mean([1 / np.log2(k + 2) if k is not None and k < 10 else 0.0 for k in ranks])
+        got = res["results"][f"{method}: its collaborative model alone + retriever (alpha={c_alpha:.2f})"]["all"]
+        assert got["NDCG@10"] == pytest.approx(ndcg, abs=1e-6)
     # titles cost tokens: the hybrid prompt is longer than the token-only one
     assert res["cost"]["tuned collab-hybrid"]["tokens_per_prompt"] > res["cost"]["tuned collab-tokens"]["tokens_per_prompt"]
+    # the interaction token is one more position per prompt (plus its separating space)
+    assert res["cost"]["tuned collab-match"]["tokens_per_prompt"] > res["cost"]["tuned collab-tokens"]["tokens_per_prompt"]
     # random order: brute force over the C positions a retrieved target can take
     z = np.load(out / "scores-collab-tokens.npz")
     ret = np.array([t in row for row, t in zip(z["ids"], z["targets"])])
@@ -359,6 +371,44 @@ def test_rerank_eval_collab_rows_on_toy_data(tiny_model_dir, tmp_path):
     assert rnd["retrieved"]["Recall@5"] == pytest.approx(5 / C, abs=1e-12)
     assert "| random order of the top-10 |" in r.stdout and "tokens per prompt" in r.stdout
     assert res["info"]["train_lists_mode"] == "retrieved" and "collab fit (held-out)" in res["timing_s"]
+
+
+@pytest.mark.integration
+def test_rerank_eval_train_candidates_from_the_held_out_sasrec(tiny_model_dir, tmp_path):
+    """--train-candidates held-out: the training lists come from the held-out SASRec (which never saw the training
+    targets). Their number is recomputed here from the adapter's own collaborative model: every user's last training
+    item (after >= 3 history items) whose held-out top-C, seen items excluded, holds it. Mixing it with a text method
+    is refused."""
+    d = _toy_movielens(tmp_path / "toy")
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(REPO / "eval" / "rerank_eval.py"), "--data", str(d), "--kcore", "2",
+           "--candidates", "10", "--val-users", "10", "--positions", "1", "--negatives", "1",
+           "--sasrec-epochs", "2", "--epochs", "1", "--collab-epochs", "2", "--train-lists", "retrieved",
+           "--batch-size", "4", "--base-model", str(tiny_model_dir), "--dtype", "float32", "--out", str(out),
+           "--train-candidates", "held-out"]
+    bad = subprocess.run(cmd + ["--methods", "collab-tokens,pointwise"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--train-candidates held-out needs" in bad.stderr
+    r = subprocess.run(cmd + ["--methods", "collab-tokens"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["info"]["train_candidates"] == "held-out"
+    from llmrec.collab.data import CollabModel
+    from llmrec.data.loo import load_loo_data
+
+    cm = CollabModel.load(out / "adapter-collab-tokens" / "collab")
+    split = load_loo_data(d, 2)[1].split
+    item = {i: j for j, i in enumerate(cm.sasrec_items)}
+    found = 0
+    for u in range(split.n_users):
+        tr = list(split.train[u])
+        if len(tr) < 4:
+            continue
+        hist, tgt = tr[:-1], tr[-1]
+        hv = cm.sasrec.user_vectors([np.array([item[cm.catalog_items[j]] for j in hist])])[0]
+        sc = cm.item_vectors @ hv
+        sc[hist] = -np.inf
+        found += int(tgt in np.argsort(-sc, kind="stable")[:10])
+    assert res["info"]["train_lists"] == found
 
 
 @pytest.mark.integration

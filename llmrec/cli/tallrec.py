@@ -260,6 +260,13 @@ def train(
     max_length: int = typer.Option(default(TrainSettings, "max_length"), "--max-length",
                                    help="Longest training example in tokens (prompt + answer); a longer one is "
                                         "refused, never truncated. The model's context is a limit too."),
+    collab: Optional[Path] = typer.Option(None, "--collab", help="Collaborative model folder, for a template with "
+                                          "collaborative tokens (item_token / user_token / taste_token / match_token, "
+                                          "e.g. tallrec-last5-taste): loaded if it holds one, else fitted there first "
+                                          "(SASRec on the TALLRec-movie interactions without any valid/test user, no "
+                                          "rating read; a few minutes). The adapter carries it."),
+    pair_form: str = typer.Option("score", "--pair-form", help="Form of ⟨taste⟩ / ⟨match⟩ token rows: score or product "
+                                  "(llmrec.collab.match)."),
     interactions: Optional[Path] = InteractionsOpt, items: Optional[Path] = ItemsOpt,
     columns: Optional[str] = ColumnsOpt, rating_scale: Optional[str] = RatingScaleOpt,
     like_threshold: Optional[float] = LikeThresholdOpt, history_len: Optional[int] = HistoryLenOpt,
@@ -291,6 +298,21 @@ def train(
     if val_json is not None and train_json is None:
         raise CliError("--val-json needs --train-json (k-shot runs validate on the protocol's valid split)")
     tpl = load_template(template, prompts)
+    from llmrec.prompts.collab_syntax import source_places_tokens
+
+    tokens = source_places_tokens(tpl.source)
+    if tokens and collab is None:
+        raise CliError(f"--template {tpl.name}: it places collaborative tokens; give --collab DIR (a collaborative "
+                       f"model folder, fitted there if empty)")
+    if collab is not None and not tokens:
+        raise CliError(f"--collab {collab}: template {tpl.name} places no collaborative token (use e.g. "
+                       f"--template tallrec-last5-taste)")
+    from llmrec.collab.match import PAIR_FORMS
+
+    if pair_form not in PAIR_FORMS:
+        raise CliError(f"--pair-form {pair_form!r}: expected one of {', '.join(PAIR_FORMS)}")
+    if pair_form != "score" and not tokens:
+        raise CliError(f"--pair-form {pair_form}: template {tpl.name} places no collaborative token")
     epochs_given = epochs
     try:  # settings are checked here, before the data and the model load
         if epochs is None:
@@ -322,11 +344,15 @@ def train(
     if train_json is not None:  # read and checked before the model loads
         threshold = like_threshold if like_threshold is not None else protocol.get("like_threshold")
         tr_set = _read_sample_set(train_json, "--train-json", answers, catalog, threshold, item_noun)
+        if tr_set.kind != "jsonl":
+            _refuse_text_records(tpl, f"--train-json {train_json}")
         if not len(tr_set):
             raise CliError(f"--train-json {train_json}: holds no records to train on")
         va_set = None
         if val_json is not None:
             va_set = _read_sample_set(val_json, "--val-json", answers, catalog, threshold, item_noun)
+            if va_set.kind != "jsonl":
+                _refuse_text_records(tpl, f"--val-json {val_json}")
             if not len(va_set):
                 raise CliError(f"--val-json {val_json}: holds no records to validate on")
             if val_size > 0 and len(va_set) > val_size:
@@ -351,11 +377,32 @@ def train(
 
             settings = _replace(settings, epochs=epoch_budget(augment_names, augment_copies, shots=len(tr_set),
                                                               batch_size=batch_size))
+    cm = None
+    if tokens:
+        cm = _collab_model(collab, data, custom=protocol.get("name") != "tallrec-movie")
+        # every item a prompt can name must have a vector (checked before the base model loads)
+        if train_json is not None:
+            need = {i for ss in (tr_set, va_set) if ss is not None and ss.samples is not None
+                    for smp in ss.samples for i in [*smp.history, smp.target]}
+        else:
+            need = {i for part in (splits.train, splits.valid) for smp in part for i in [*smp.history, smp.target]}
+        missing = sorted(need - set(cm.catalog_items))
+        if missing:
+            raise CliError(f"--collab {collab}: {len(missing)} item(s) of the training data are not in this "
+                           f"collaborative model's catalogue (first: {missing[0]!r}); fit one on this data")
     model, tok = load_base_model(base_model)
+    make_scorer = lambda m: PointwiseScorer(m, tok, tpl)  # noqa: E731
+    if cm is not None:
+        from llmrec.collab.train import CollabScorer, attach, set_trainable
+
+        model, slots = attach(model, cm, lora, seed=seed)  # LoRA + projector (peft modules_to_save), seeded
+        slots.pair_form = pair_form
+        set_trainable(model, lora=True, projector=True)
+        make_scorer = lambda m: CollabScorer(m, tok, tpl, slots)  # noqa: E731
     if train_json is not None:
         from llmrec.recipe import encode_sample_set
 
-        sc = PointwiseScorer(model, tok, tpl)
+        sc = make_scorer(model)
         tr = encode_sample_set(sc, tr_set, train_samples)
         va = encode_sample_set(sc, va_set) if va_set is not None else None
         try:
@@ -380,7 +427,8 @@ def train(
     else:
         try:
             run = tune_k_shot(model, tok, tpl, splits, catalog, shots=shots, seed=seed, settings=settings,
-                              lora=lora, val_size=val_size, augment=augment_names, augment_copies=augment_copies)
+                              lora=lora, val_size=val_size, augment=augment_names, augment_copies=augment_copies,
+                              scorer=make_scorer(model) if cm is not None else None)
         except ValueError as e:
             raise flag_error(e) from None
         model, verb, record = run.scorer.model, run.scorer.verbalizer, run.record
@@ -389,13 +437,58 @@ def train(
 
     if not process_state().is_main_process:  # under `accelerate launch`, one process writes
         return
-    save_adapter(model, out, base_model=base_model, template=tpl, verbalizer=verb, kind="tallrec", protocol=protocol,
-                 metrics={"best_val_auc": record.get("best_val_auc")}, train=record)
+    if cm is not None:
+        from llmrec.collab.adapter import save_collab_adapter
+
+        save_collab_adapter(model, out, collab=cm, base_model=base_model, template=tpl, verbalizer=verb,
+                            kind="tallrec", protocol=protocol, metrics={"best_val_auc": record.get("best_val_auc")},
+                            train={**record, "pair_form": pair_form})
+    else:
+        save_adapter(model, out, base_model=base_model, template=tpl, verbalizer=verb, kind="tallrec",
+                     protocol=protocol, metrics={"best_val_auc": record.get("best_val_auc")}, train=record)
     import shutil
 
     shutil.rmtree(settings.output_dir, ignore_errors=True)  # checkpoints matter only until the adapter is saved
     best = record.get("best_val_auc")
     typer.echo(f"saved adapter to {out}" + (f" (best validation AUC {best:.4f})" if best is not None else ""))
+
+
+def _collab_model(folder: Path, data: Optional[Path], custom: bool):
+    """The collaborative model for ``llmrec train --collab``: loaded from ``folder``, or fitted on the TALLRec-movie
+    interactions (every valid/test user left out, no rating read: :func:`llmrec.collab.data.fit_collab_model`, with
+    ``eval/collab_probe.py``'s settings: 50 history items, at most 80 epochs, early-stopped) and saved there.
+
+    Raises:
+        CliError: the folder is not a collaborative model, or it must be fitted for a custom protocol (fit it on your
+            data with the Python API first).
+    """
+    import time
+
+    from llmrec.collab.data import CollabModel, fit_collab_model
+
+    if folder.exists() and not folder.is_dir():
+        raise CliError(f"--collab {folder}: not a folder (give a collaborative model folder, or a new path to fit one "
+                       f"into)")
+    if folder.exists() and any(folder.iterdir()):
+        try:
+            return CollabModel.load(folder)
+        except (FileNotFoundError, ValueError) as e:
+            raise CliError(f"--collab {folder}: not a collaborative model folder ({e})") from None
+    if custom:
+        raise CliError(f"--collab {folder}: holds no collaborative model, and fitting one is only built in for the "
+                       f"TALLRec-movie data (no --interactions / --train-json without --data); fit it on your data "
+                       f"with llmrec.collab.data.fit_collab_model and save it there")
+    from llmrec.recipe import load_tallrec
+    from llmrec.retrieval.sasrec import SASRecConfig
+
+    rec, splits = load_tallrec(data)
+    t0 = time.perf_counter()
+    typer.echo(f"fitting the collaborative model (SASRec) into {folder} ...", err=True)
+    cm = fit_collab_model(rec, splits, SASRecConfig(max_len=50, epochs=80), log=None)
+    cm.save(folder)
+    typer.echo(f"collaborative model fitted in {time.perf_counter() - t0:.0f} s ({len(cm.excluded)} valid/test users "
+               f"left out)", err=True)
+    return cm
 
 
 def _template(adapter: Optional[Path], template: Optional[str], prompts):

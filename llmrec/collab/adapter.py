@@ -5,7 +5,8 @@
   with its config and the collaborative model's content hash in the file's metadata);
 * ``collab/``: the collaborative model itself (:meth:`llmrec.collab.data.CollabModel.save`), so the adapter
   is self-contained;
-* ``llmrec.json`` field ``collab``: ``{"sha256", "projector", "model"}``.
+* ``llmrec.json`` field ``collab``: ``{"sha256", "projector", "model", "pair_form"}`` (``pair_form``: how
+  ``⟨taste⟩`` / ``⟨match⟩`` rows were built, :data:`llmrec.collab.match.PAIR_FORMS`; loading rebuilds them the same way).
 
 Loading is :func:`llmrec.adapter.load_adapter` (it reads the ``collab`` record, installs the projector before
 peft loads, and builds the :class:`~llmrec.collab.tokens.SlotTable`: ``llmrec.collab.tokens.slot_table(model)``).
@@ -33,11 +34,15 @@ def save_collab_adapter(model: Any, out_dir: str | os.PathLike, *, collab: Colla
     folder swap). ``kw``: save_adapter's keyword arguments (base_model, template, verbalizer, ...)."""
     from .train import projector_module
 
+    from .tokens import slot_table
+
     proj = projector_module(model)
+    slots = slot_table(model)
+    form = slots.pair_form if slots is not None else "score"
 
     def extra(tmp: Path) -> dict:
         save_projector(tmp / PROJECTOR_FILE, proj, collab.sha256)
         collab.save(tmp / "collab")
-        return {"collab": {"sha256": collab.sha256, "projector": PROJECTOR_FILE, "model": "collab"}}
+        return {"collab": {"sha256": collab.sha256, "projector": PROJECTOR_FILE, "model": "collab", "pair_form": form}}
 
     return save_adapter(model, out_dir, extra=extra, **kw)

@@ -30,8 +30,8 @@ from .tokens import SlotTable, encode_with_tokens
 __all__ = ["CollabRerankScorer", "DEFAULT_COLLAB_RERANK_TEMPLATE", "COLLAB_RERANK_TEMPLATES"]
 
 DEFAULT_COLLAB_RERANK_TEMPLATE = "rerank-pointwise-tokens"
-#: Built-in reranking templates with collaborative tokens: token only, title + token.
-COLLAB_RERANK_TEMPLATES = ("rerank-pointwise-tokens", "rerank-pointwise-hybrid")
+#: Built-in reranking templates with collaborative tokens: token only, title + token, token + interaction token.
+COLLAB_RERANK_TEMPLATES = ("rerank-pointwise-tokens", "rerank-pointwise-hybrid", "rerank-pointwise-match")
 
 
 class CollabRerankScorer:

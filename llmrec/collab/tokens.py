@@ -8,7 +8,7 @@ same inside the embedding layer):
    (:func:`llmrec.prompts.collab_syntax.split_markers`), tokenises the text pieces, and puts one **slot id**
    per marker. Slot ids start at the LM's embedding-table size ``V`` (never a real token): slot
    ``V + r`` is row ``r`` of the :class:`SlotTable` (item rows first, in the collaborative model's catalogue
-   order, then one row per distinct user history). Equal ids therefore mean equal vectors, so everything
+   order, then one row per distinct user history and per distinct interaction marker, :mod:`.match`). Equal ids therefore mean equal vectors, so everything
    that works on token ids works unchanged: length bucketing, the Trainer's collator, and prefix-shared
    scoring (a shared prefix of ids is a shared prefix of embeddings; tests/collab check it within 1e-5).
 2. :func:`install` replaces the LM's input embedding module by :class:`CollabEmbedding`, which looks up
@@ -164,6 +164,8 @@ class SlotTable:
         self._rows: list[np.ndarray] = [collab.item_vectors.astype(np.float32)]
         self._n = len(collab.catalog_items)
         self._user_row: dict[tuple, int] = {}
+        self._pair_row: dict[tuple, int] = {}
+        self.pair_form = "score"  # form of ⟨taste⟩ / ⟨match⟩ rows (llmrec.collab.match.PAIR_FORMS)
         self._sync()
 
     @property
@@ -195,6 +197,49 @@ class SlotTable:
             self._sync()
         return [self.vocab + self._user_row[k] for k in keys]
 
+    def add_pairs(self, kind: str, item_ids: Sequence[str], histories: Sequence[Sequence[str]],
+                  liked: Sequence[Sequence[bool]] | None = None) -> list[int]:
+        """Slot ids for interaction markers (:mod:`llmrec.collab.match`): ``kind`` ``"taste"`` (item against the
+        history's liked minus disliked items; needs ``liked``) or ``"match"`` (item against the SASRec user vector
+        of the history), in the form ``self.pair_form`` (:data:`llmrec.collab.match.PAIR_FORMS`). New (item,
+        history, flags, form) keys get a row appended to the table.
+
+        Raises:
+            ValueError: an unknown kind, lengths differ, or ``"taste"`` without ``liked`` (no ratings).
+            KeyError: an item the collaborative model does not know (names the id).
+        """
+        from .match import match_vectors, taste_directions, taste_vectors
+
+        if kind not in ("taste", "match"):
+            raise ValueError(f"interaction marker kind {kind!r}: expected 'taste' or 'match'")
+        if len(histories) != len(item_ids) or (liked is not None and len(liked) != len(item_ids)):
+            raise ValueError(f"{len(item_ids)} item ids, {len(histories)} histories, "
+                             f"{'no' if liked is None else len(liked)} liked rows: one each per marker")
+        if kind == "taste" and liked is None:
+            raise ValueError("taste_token needs the history's ratings (liked flags); these prompts have none (reranking "
+                             "histories are item order only): use match_token")
+        for i in item_ids:  # an unknown id is refused before any row is added
+            if str(i) not in self.collab._row:
+                raise KeyError(f"{kind}_token({i!r}): item not in the collaborative model's catalogue")
+        form = self.pair_form  # a changed form gets new rows, not stale ones
+        keys = [(kind, str(i), tuple(str(x) for x in h), tuple(bool(x) for x in liked[n]) if kind == "taste" else (),
+                 form) for n, (i, h) in enumerate(zip(item_ids, histories))]
+        new = [k for k in dict.fromkeys(keys) if k not in self._pair_row]
+        if new:
+            items = [k[1] for k in new]
+            if kind == "taste":
+                rows = taste_vectors(self.collab, items, taste_directions(self.collab, [k[2] for k in new],
+                                                                          [k[3] for k in new]), self.pair_form)
+            else:
+                rows = match_vectors(self.collab, items, self.collab.user_vectors([list(k[2]) for k in new]),
+                                     self.pair_form)
+            for k in new:
+                self._pair_row[k] = self._n
+                self._n += 1
+            self._rows.append(rows.astype(np.float32))
+            self._sync()
+        return [self.vocab + self._pair_row[k] for k in keys]
+
     def vector(self, slot_id: int) -> np.ndarray:
         """float32 ``(in_dim,)`` behind a slot id (what the projector receives)."""
         return self.embedding.table[int(slot_id) - self.vocab].cpu().numpy()
@@ -210,29 +255,46 @@ def _special_prefix(tokenizer: Any, add_special_tokens: bool) -> list[int]:
 
 
 def encode_with_tokens(tokenizer: Any, texts: Sequence[str], histories: Sequence[Sequence[str]] | None,
-                       slots: SlotTable, add_special_tokens: bool = True) -> list[list[int]]:
+                       slots: SlotTable, add_special_tokens: bool = True,
+                       liked: Sequence[Sequence[bool]] | None = None) -> list[list[int]]:
     """Token ids of prompt texts with one slot id per marker.
 
     Args:
-        texts: rendered prompts (may hold ``⟨item:ID⟩`` / ``⟨user⟩`` markers).
-        histories: per text, the sample's history item ids (for ``⟨user⟩``); None when no text has one.
+        texts: rendered prompts (may hold ``⟨item:ID⟩`` / ``⟨user⟩`` / ``⟨taste:ID⟩`` / ``⟨match:ID⟩`` markers).
+        histories: per text, the sample's history item ids, oldest first (for ``⟨user⟩``, ``⟨taste⟩``,
+            ``⟨match⟩``); None when no text has such a marker.
         slots: the :class:`SlotTable`.
         add_special_tokens: as for the tokenizer (special tokens go before the first piece).
+        liked: per text, one bool per history item (the protocol's like rule), for ``⟨taste:ID⟩``; None when the
+            histories carry no rating.
 
     Returns:
         ``list[list[int]]``; a text without markers gets exactly ``tokenizer(text).input_ids``.
 
     Raises:
-        KeyError: an item marker names an item the collaborative model does not know.
-        ValueError: a ``⟨user⟩`` marker without a history; lengths differ.
+        KeyError: a marker names an item the collaborative model does not know.
+        ValueError: a user-side marker without a history, ``⟨taste⟩`` without ``liked``; lengths differ.
     """
     if histories is not None and len(histories) != len(texts):
         raise ValueError(f"histories has {len(histories)} entries for {len(texts)} texts")
+    if liked is not None and len(liked) != len(texts):
+        raise ValueError(f"liked has {len(liked)} entries for {len(texts)} texts")
     pieces = [split_markers(t) for t in texts]
-    need_user = [i for i, p in enumerate(pieces) if any(isinstance(x, tuple) and x[0] == "user" for x in p)]
+    need_user = [i for i, p in enumerate(pieces) if any(isinstance(x, tuple) and x[0] != "item" for x in p)]
     if need_user and histories is None:
-        raise ValueError("a prompt holds ⟨user⟩ but no history was given")
-    user_ids = dict(zip(need_user, slots.add_users([histories[i] for i in need_user]))) if need_user else {}
+        kinds = sorted({x[0] for i in need_user for x in pieces[i] if isinstance(x, tuple) and x[0] != "item"})
+        raise ValueError(f"a prompt holds {', '.join(f'⟨{k}⟩' for k in kinds)} but no history was given")
+    user_ids = {}
+    if any(isinstance(x, tuple) and x[0] == "user" for i in need_user for x in pieces[i]):
+        has = [i for i in need_user if any(isinstance(x, tuple) and x[0] == "user" for x in pieces[i])]
+        user_ids = dict(zip(has, slots.add_users([histories[i] for i in has])))
+    pair_ids: dict[tuple, int] = {}
+    for kind in ("taste", "match"):
+        want = [(i, x[1]) for i in need_user for x in pieces[i] if isinstance(x, tuple) and x[0] == kind]
+        if want:
+            got = slots.add_pairs(kind, [it for _, it in want], [histories[i] for i, _ in want],
+                                  None if liked is None else [liked[i] for i, _ in want])
+            pair_ids.update({(i, kind, it): s for (i, it), s in zip(want, got)})
     head = _special_prefix(tokenizer, add_special_tokens)
     out = []
     for i, (text, ps) in enumerate(zip(texts, pieces)):
@@ -245,7 +307,9 @@ def encode_with_tokens(tokenizer: Any, texts: Sequence[str], histories: Sequence
                 ids += tokenizer(x, add_special_tokens=False).input_ids
             elif x[0] == "item":
                 ids.append(slots.item_slot(x[1]))
-            else:
+            elif x[0] == "user":
                 ids.append(user_ids[i])
+            else:
+                ids.append(pair_ids[(i, x[0], x[1])])
         out.append(ids)
     return out

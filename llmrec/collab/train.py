@@ -85,7 +85,8 @@ class CollabScorer(PointwiseScorer):
         if self.verbalizer is None:
             self.verbalizer = verbalizer_for(self.template, self.tokenizer, texts[0])
         ids = encode_with_tokens(self.tokenizer, texts, [s.history for s in samples], self.slots,
-                                 add_special_tokens=self.template.format != "chat")
+                                 add_special_tokens=self.template.format != "chat",
+                                 liked=[[r > s.like_threshold for r in s.history_ratings] for s in samples])
         check_context(self.model, [len(x) for x in ids])
         return Prompts(ids, np.asarray([s.label for s in samples], np.int64), list(texts))
 

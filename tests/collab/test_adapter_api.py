@@ -282,3 +282,45 @@ def test_tallrec_collab_adapter_refused_by_reranker_and_used_by_llmrec_score_and
     err = capsys.readouterr().err.strip()
     assert err.startswith("llmrec: error: --input ") and "places collaborative tokens" in err
     assert len(err.splitlines()) == 1
+
+
+def test_taste_adapter_rebuilds_its_taste_rows_as_trained(tiny_model_dir, cm, tmp_path):
+    """A tallrec-last5-taste adapter records how its ⟨taste⟩ rows were built (collab.pair_form); `llmrec score`
+    rebuilds them the same way (scores equal the in-memory model's), and an unknown form is refused naming the field."""
+    from llmrec.cli import main
+    from llmrec.collab.adapter import save_collab_adapter
+    from llmrec.samples.records import read_samples_jsonl
+
+    peft, tok, slots = _trained(tiny_model_dir, cm)
+    slots.pair_form = "product"  # not the default: loading must not fall back to "score"
+    tpl = load_template("tallrec-last5-taste")
+    f = tmp_path / "s.jsonl"
+    g = np.random.default_rng(3)
+    with f.open("w") as fh:
+        for k in range(4):
+            h = [str(int(x)) for x in g.choice(N, 6, replace=False)]
+            fh.write(json.dumps({"user": f"u{k}", "like_threshold": 3,
+                                 "history": [{"item": i, "rating": int(g.integers(1, 6)), "text": _title(i)} for i in h],
+                                 "target": str(int(g.integers(N))), "target_text": "x", "label": k % 2}) + "\n")
+    ss = read_samples_jsonl(f)
+    sc = CollabScorer(peft, tok, tpl, slots, dtype="float32")
+    P = sc.encode_samples(ss.samples, ss.catalog)
+    p = score_encoded(peft, P.input_ids, sc.verbalizer.token_ids[:2], dtype="float32")[:, 0]
+    slots.pair_form = "score"
+    q = score_encoded(peft, sc.encode_samples(ss.samples, ss.catalog).input_ids, sc.verbalizer.token_ids[:2],
+                      dtype="float32")[:, 0]
+    assert np.abs(p - q).max() > 1e-5  # the form changes the scores (so the check below can fail)
+    slots.pair_form = "product"
+    ad = tmp_path / "taste-ad"
+    save_collab_adapter(peft, ad, collab=cm, base_model=str(tiny_model_dir), template=tpl, verbalizer=sc.verbalizer,
+                        kind="tallrec")
+    meta = json.loads((ad / "llmrec.json").read_text())
+    assert meta["collab"]["pair_form"] == "product"
+    main(["score", "--adapter", str(ad), "--input", str(f), "--out", str(tmp_path / "out.json")])
+    np.testing.assert_allclose([r["p_yes"] for r in json.loads((tmp_path / "out.json").read_text())], p, rtol=0, atol=TOL)
+    meta["collab"]["pair_form"] = "sum"
+    (ad / "llmrec.json").write_text(json.dumps(meta))
+    from llmrec.adapter import load_adapter
+
+    with pytest.raises(AdapterError, match="collab.pair_form 'sum'"):
+        load_adapter(ad)

@@ -168,3 +168,75 @@ def test_lora_init_follows_the_run_seed_not_the_process_rng(world, tiny_tokenize
         assert len(a) == 4 and all(x.abs().sum() > 0 for x in a)  # q, v in 2 layers; kaiming init, not zeros
         assert all(torch.equal(x, y) for x, y in zip(a, b))
         assert not any(torch.equal(x, z) for x, z in zip(a, c))
+
+
+@pytest.mark.integration
+def test_llmrec_train_with_collab_tokens_end_to_end(tiny_model_dir, tmp_path, capsys):
+    """`llmrec train --template tallrec-last5-taste --collab DIR` on the real TALLRec-movie split (tiny model, a
+    small collaborative model over the real catalogue): LoRA and the projector both move, the adapter carries the
+    collaborative model (same content hash) and the row form, and `llmrec eval --adapter` scores with it. Wrong
+    combinations are refused before any model loads, naming the flag."""
+    import json
+
+    from llmrec.cli import main
+    from llmrec.collab.tokens import new_projector
+    from llmrec.model import load_base_model
+    from llmrec.recipe import load_tallrec
+
+    from ..conftest import cli_fails
+
+    rec, _ = load_tallrec()
+    items = [str(i) for i in rec.catalog.frame.index]
+    g = np.random.default_rng(0)
+    warm = items[:60]
+    sas = SASRec(SASRecConfig(hidden=8, max_len=16, epochs=1, threads=1)).fit(
+        [g.integers(0, 60, size=12) for _ in range(30)], 60, log=None)
+    V = np.concatenate([sas.item_vectors(), g.normal(size=(len(items) - 60, 8))]).astype(np.float32)
+    cm = CollabModel(sas, warm, items, V, np.array([True] * 60 + [False] * (len(items) - 60)))
+    cdir = cm.save(tmp_path / "cm")
+    base = ["train", "--base-model", str(tiny_model_dir), "--shots", "8", "--epochs", "1", "--val-size", "8",
+            "--batch-size", "4", "--precision", "fp32"]
+    assert "--collab" in cli_fails(base + ["--template", "tallrec-last5-taste", "--out", str(tmp_path / "x")], capsys)
+    assert "--collab" in cli_fails(base + ["--collab", str(cdir), "--out", str(tmp_path / "x")], capsys)  # text default
+    assert "--pair-form 'sum'" in cli_fails(base + ["--template", "tallrec-last5-taste", "--collab", str(cdir),
+                                                    "--pair-form", "sum", "--out", str(tmp_path / "x")], capsys)
+    (tmp_path / "afile").write_text("x")
+    assert "--collab " in cli_fails(base + ["--template", "tallrec-last5-taste", "--collab", str(tmp_path / "afile"),
+                                            "--out", str(tmp_path / "x")], capsys)
+    small = CollabModel(sas, warm, warm, V[:60], np.ones(60, bool)).save(tmp_path / "small")  # misses most items
+    err = cli_fails(base + ["--template", "tallrec-last5-taste", "--collab", str(small), "--out", str(tmp_path / "x")],
+                    capsys)
+    assert "--collab " in err and "not in this collaborative model's catalogue" in err
+    # alpaca records are text: refused before the base model loads (a missing base model would fail later)
+    alp = tmp_path / "a.json"
+    alp.write_text(json.dumps([{"instruction": "x", "input": "User Preference: \"A\"\nUser Unpreference: \n"
+                                "Whether the user will like the target movie \"B\"?", "output": "Yes."}]))
+    err = cli_fails(["train", "--base-model", str(tmp_path / "no-such-model"), "--template", "tallrec-last5-taste",
+                     "--collab", str(cdir), "--train-json", str(alp), "--augment", "none", "--out", str(tmp_path / "x")],
+                    capsys)
+    assert err.startswith("llmrec: error: --train-json ") and "alpaca records are text only" in err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "f.txt").write_text("x")
+    assert "not a collaborative model folder" in cli_fails(
+        base + ["--template", "tallrec-last5-taste", "--collab", str(tmp_path / "junk"), "--out", str(tmp_path / "x")],
+        capsys)
+    out = tmp_path / "ad"
+    main(base + ["--template", "tallrec-last5-taste", "--collab", str(cdir), "--pair-form", "product",
+                 "--out", str(out)])
+    meta = json.loads((out / "llmrec.json").read_text())
+    assert meta["collab"]["sha256"] == cm.sha256 and meta["collab"]["pair_form"] == "product"
+    assert meta["template"]["name"] == "tallrec-last5-taste" and meta["train"]["train_samples"] == 16  # 8 + mirror
+    from safetensors.torch import load_file
+
+    from llmrec.collab.projector import PROJECTOR_FILE, load_projector
+
+    trained, sha = load_projector(out / PROJECTOR_FILE, expect_collab_sha256=cm.sha256)
+    fresh, _ = load_base_model(str(tiny_model_dir), dtype="float32")
+    init = new_projector(fresh, cm, seed=0)  # attach() seeds the projector with the run's seed (0)
+    moved = max(float((trained.state_dict()[k] - v).abs().max()) for k, v in init.state_dict().items())
+    assert moved > 1e-4  # the projector trained
+    lora_b = [v for k, v in load_file(str(out / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert lora_b and max(float(v.abs().max()) for v in lora_b) > 0  # LoRA trained (B starts at zero)
+    main(["eval", "--adapter", str(out), "--limit", "12", "--out", str(tmp_path / "m.json")])
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["n"] == 12 and 0.0 <= m["auc"] <= 1.0
