@@ -239,17 +239,22 @@ def main(argv=None) -> int:
 
     t_seed, v_seed = a.seed + 11, a.seed + 12
 
-    model, tok = load_base_model(a.base_model)
-    collab = None
-    train_retrieve = retrieve
-    if a.train_candidates == "held-out":
+    def held_out_collab():
+        """The collaborative model of ``--collab-fit held-out`` (fitted once, timed)."""
         t0 = time.time()
         try:
             held = held_out_sasrec(split, a.positions, a.collab_epochs, a.seed)
         except ValueError as e:
             p.error(f"--collab-fit held-out with --positions {a.positions}: {e} (lower --positions)")
-        collab = collab_from_retriever(held, d.item_ids)
         timing["collab fit (held-out)"] = round(time.time() - t0, 1)
+        return collab_from_retriever(held, d.item_ids)
+
+    model, tok = load_base_model(a.base_model)
+    collab = None
+    train_retrieve = retrieve
+    if a.train_candidates == "held-out":
+        collab = held_out_collab()
+        held = collab.sasrec
         held_index = VectorIndex("flat").build(held.item_vectors())
         train_retrieve = lambda h, k: held.query_index(h, k, held_index)  # noqa: E731
     train_ex = training_lists(split, lambda h, k: train_retrieve(h, k)[0], C,
@@ -268,13 +273,7 @@ def main(argv=None) -> int:
         base, _ = (model, tok) if method == methods[0] else load_base_model(a.base_model)
         if method in COLLAB_METHODS:
             if collab is None and a.collab_fit == "held-out":
-                t0 = time.time()
-                try:
-                    held = held_out_sasrec(split, a.positions, a.collab_epochs, a.seed)
-                except ValueError as e:
-                    p.error(f"--collab-fit held-out with --positions {a.positions}: {e} (lower --positions)")
-                collab = collab_from_retriever(held, d.item_ids)
-                timing["collab fit (held-out)"] = round(time.time() - t0, 1)
+                collab = held_out_collab()
             collab = collab or collab_from_retriever(sas, d.item_ids)
             _collab_method(a, method, base, tok, collab, sas, train_ex, (t_hist, t_ids, t_sc, t_tgt, t_ret, t_seed),
                            (v_hist, v_ids, v_sc, v_tgt, v_seed), rec, data_path, C, results, timing, info, blends, cost)

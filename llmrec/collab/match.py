@@ -85,6 +85,16 @@ def _check_form(form: str) -> None:
         raise ValueError(f"interaction row form {form!r}: expected one of {', '.join(PAIR_FORMS)}")
 
 
+def _item_rows(collab: CollabModel, item_ids: Sequence[str], side: np.ndarray, name: str,
+               form: str) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``(n, d)`` item vectors and the user-side rows ``side`` checked to match them (and ``form``)."""
+    _check_form(form)
+    side = np.asarray(side, np.float64)
+    if side.shape != (len(item_ids), collab.dim):
+        raise ValueError(f"{name} has shape {side.shape}: expected ({len(item_ids)}, {collab.dim})")
+    return collab.item_matrix([str(i) for i in item_ids]).astype(np.float64), side
+
+
 def _in_form(P: np.ndarray, form: str) -> np.ndarray:
     if form == "score":
         P = np.repeat(P.mean(-1, keepdims=True), P.shape[-1], axis=-1)
@@ -102,12 +112,8 @@ def taste_vectors(collab: CollabModel, item_ids: Sequence[str], directions: np.n
     Raises:
         ValueError: ``directions`` is not ``(len(item_ids), d)``, or an unknown form. KeyError: an unknown item.
     """
-    _check_form(form)
-    directions = np.asarray(directions, np.float64)
-    if directions.shape != (len(item_ids), collab.dim):
-        raise ValueError(f"directions has shape {directions.shape}: expected ({len(item_ids)}, {collab.dim})")
-    V = _unit(collab.item_matrix([str(i) for i in item_ids]).astype(np.float64))
-    return _in_form(collab.dim * item_rms(collab) * V * directions, form)
+    V, directions = _item_rows(collab, item_ids, directions, "directions", form)
+    return _in_form(collab.dim * item_rms(collab) * _unit(V) * directions, form)
 
 
 def match_vectors(collab: CollabModel, item_ids: Sequence[str], users: np.ndarray, form: str = "score") -> np.ndarray:
@@ -119,10 +125,6 @@ def match_vectors(collab: CollabModel, item_ids: Sequence[str], users: np.ndarra
     Raises:
         ValueError: ``users`` is not ``(len(item_ids), d)``, or an unknown form. KeyError: an unknown item.
     """
-    _check_form(form)
-    users = np.asarray(users, np.float64)
-    if users.shape != (len(item_ids), collab.dim):
-        raise ValueError(f"users has shape {users.shape}: expected ({len(item_ids)}, {collab.dim})")
-    V = collab.item_matrix([str(i) for i in item_ids]).astype(np.float64)
+    V, users = _item_rows(collab, item_ids, users, "users", form)
     rms = np.sqrt((users ** 2).mean(-1, keepdims=True))
     return _in_form(np.where(rms > _EPS, V * users / np.maximum(rms, _EPS), 0.0), form)

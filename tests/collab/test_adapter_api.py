@@ -67,6 +67,18 @@ def _trained(model_dir, cm):
     return peft, tok, slots
 
 
+def _write_samples(f, seed: int, n: int = 4):
+    """n structured TALLRec-style samples over the toy catalogue (6 rated history items, labels alternating)."""
+    g = np.random.default_rng(seed)
+    with f.open("w") as fh:
+        for k in range(n):
+            h = [str(int(x)) for x in g.choice(N, 6, replace=False)]
+            fh.write(json.dumps({"user": f"u{k}", "like_threshold": 3,
+                                 "history": [{"item": i, "rating": int(g.integers(1, 6)), "text": _title(i)} for i in h],
+                                 "target": str(int(g.integers(N))), "target_text": "x", "label": k % 2}) + "\n")
+    return f
+
+
 def _full_prompt_probs(model, ids, verb):
     """float64 (C, 2) P(Yes), P(No) of full prompts (no shared prefix)."""
     return np.asarray(score_encoded(model, ids, verb.token_ids[:2], dtype="float32"), np.float64)
@@ -246,14 +258,7 @@ def test_tallrec_collab_adapter_refused_by_reranker_and_used_by_llmrec_score_and
 
     peft, tok, slots = _trained(tiny_model_dir, cm)
     tpl = load_template("tallrec-last5-tokens")
-    f = tmp_path / "s.jsonl"
-    g = np.random.default_rng(2)
-    with f.open("w") as fh:
-        for k in range(4):
-            h = [str(int(x)) for x in g.choice(N, 6, replace=False)]
-            fh.write(json.dumps({"user": f"u{k}", "like_threshold": 3,
-                                 "history": [{"item": i, "rating": int(g.integers(1, 6)), "text": _title(i)} for i in h],
-                                 "target": str(int(g.integers(N))), "target_text": "x", "label": k % 2}) + "\n")
+    f = _write_samples(tmp_path / "s.jsonl", seed=2)
     ss = read_samples_jsonl(f)
     sc = CollabScorer(peft, tok, tpl, slots, dtype="float32")
     P = sc.encode_samples(ss.samples, ss.catalog)
@@ -294,14 +299,7 @@ def test_taste_adapter_rebuilds_its_taste_rows_as_trained(tiny_model_dir, cm, tm
     peft, tok, slots = _trained(tiny_model_dir, cm)
     slots.pair_form = "product"  # not the default: loading must not fall back to "score"
     tpl = load_template("tallrec-last5-taste")
-    f = tmp_path / "s.jsonl"
-    g = np.random.default_rng(3)
-    with f.open("w") as fh:
-        for k in range(4):
-            h = [str(int(x)) for x in g.choice(N, 6, replace=False)]
-            fh.write(json.dumps({"user": f"u{k}", "like_threshold": 3,
-                                 "history": [{"item": i, "rating": int(g.integers(1, 6)), "text": _title(i)} for i in h],
-                                 "target": str(int(g.integers(N))), "target_text": "x", "label": k % 2}) + "\n")
+    f = _write_samples(tmp_path / "s.jsonl", seed=3)
     ss = read_samples_jsonl(f)
     sc = CollabScorer(peft, tok, tpl, slots, dtype="float32")
     P = sc.encode_samples(ss.samples, ss.catalog)
