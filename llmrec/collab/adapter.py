@@ -6,7 +6,8 @@
 * ``collab/``: the collaborative model itself (:meth:`llmrec.collab.data.CollabModel.save`), so the adapter
   is self-contained;
 * ``llmrec.json`` field ``collab``: ``{"sha256", "projector", "model", "pair_form"}`` (``pair_form``: how
-  ``⟨taste⟩`` / ``⟨match⟩`` rows were built, :data:`llmrec.collab.match.PAIR_FORMS`; loading rebuilds them the same way).
+  ``⟨taste⟩`` / ``⟨match⟩`` rows were built, :data:`llmrec.collab.match.PAIR_FORMS`; loading rebuilds them the
+  same way).
 
 Loading is :func:`llmrec.adapter.load_adapter` (it reads the ``collab`` record, installs the projector before
 peft loads, and builds the :class:`~llmrec.collab.tokens.SlotTable`: ``llmrec.collab.tokens.slot_table(model)``).

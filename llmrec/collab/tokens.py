@@ -8,9 +8,10 @@ same inside the embedding layer):
    (:func:`llmrec.prompts.collab_syntax.split_markers`), tokenises the text pieces, and puts one **slot id**
    per marker. Slot ids start at the LM's embedding-table size ``V`` (never a real token): slot
    ``V + r`` is row ``r`` of the :class:`SlotTable` (item rows first, in the collaborative model's catalogue
-   order, then one row per distinct user history and per distinct interaction marker, :mod:`.match`). Equal ids therefore mean equal vectors, so everything
-   that works on token ids works unchanged: length bucketing, the Trainer's collator, and prefix-shared
-   scoring (a shared prefix of ids is a shared prefix of embeddings; tests/collab check it within 1e-5).
+   order, then one row per distinct user history and per distinct interaction marker, :mod:`.match`). Equal
+   ids therefore mean equal vectors, so everything that works on token ids works unchanged: length bucketing,
+   the Trainer's collator, and prefix-shared scoring (a shared prefix of ids is a shared prefix of embeddings;
+   tests/collab check it within 1e-5).
 2. :func:`install` replaces the LM's input embedding module by :class:`CollabEmbedding`, which looks up
    real token ids in the original table and replaces the slot positions by ``projector(table[r])``. The
    LM head (tied to the embedding matrix in SmolLM2) keeps the original ``V`` rows: a slot is never an
