@@ -139,7 +139,9 @@ def run_one(args, seed: int, rec, splits, collab) -> dict:
     users = [s.user_id for s in test]
     prod = like_rate_product(p, test)
     tname = args.template if args.order != "text" else args.text_template
-    if args.order != "text" and ("taste_token" in tpl.source or "match_token" in tpl.source):
+    from llmrec.prompts.collab_syntax import source_places_pairs
+
+    if args.order != "text" and source_places_pairs(tpl.source):
         tname = f"{tname} ({args.pair_form})"  # the interaction row form is part of the recipe
     return {"order": args.order, "template": tname, "pair_form": args.pair_form if "(" in tname else None,
             "shots": args.shots, "seed": seed, "n_test": len(test), "test_stride": args.test_stride,

@@ -190,13 +190,16 @@ class SlotTable:
         keys = [tuple(str(i) for i in h) for h in histories]
         new = [k for k in dict.fromkeys(keys) if k not in self._user_row]
         if new:
-            U = self.collab.user_vectors([list(k) for k in new])
-            for k in new:
-                self._user_row[k] = self._n
-                self._n += 1
-            self._rows.append(U.astype(np.float32))
-            self._sync()
+            self._append(self._user_row, new, self.collab.user_vectors([list(k) for k in new]))
         return [self.vocab + self._user_row[k] for k in keys]
+
+    def _append(self, index: dict, new_keys: list, rows: np.ndarray) -> None:
+        """Give each new key the next row and append ``rows`` (one per key, in order) to the table."""
+        for k in new_keys:
+            index[k] = self._n
+            self._n += 1
+        self._rows.append(np.asarray(rows, np.float32))
+        self._sync()
 
     def add_pairs(self, kind: str, item_ids: Sequence[str], histories: Sequence[Sequence[str]],
                   liked: Sequence[Sequence[bool]] | None = None) -> list[int]:
@@ -234,11 +237,7 @@ class SlotTable:
             else:
                 rows = match_vectors(self.collab, items, self.collab.user_vectors([list(k[2]) for k in new]),
                                      self.pair_form)
-            for k in new:
-                self._pair_row[k] = self._n
-                self._n += 1
-            self._rows.append(rows.astype(np.float32))
-            self._sync()
+            self._append(self._pair_row, new, rows)
         return [self.vocab + self._pair_row[k] for k in keys]
 
     def vector(self, slot_id: int) -> np.ndarray:
@@ -281,21 +280,22 @@ def encode_with_tokens(tokenizer: Any, texts: Sequence[str], histories: Sequence
     if liked is not None and len(liked) != len(texts):
         raise ValueError(f"liked has {len(liked)} entries for {len(texts)} texts")
     pieces = [split_markers(t) for t in texts]
-    need_user = [i for i, p in enumerate(pieces) if any(isinstance(x, tuple) and x[0] != "item" for x in p)]
-    if need_user and histories is None:
-        kinds = sorted({x[0] for i in need_user for x in pieces[i] if isinstance(x, tuple) and x[0] != "item"})
-        raise ValueError(f"a prompt holds {', '.join(f'⟨{k}⟩' for k in kinds)} but no history was given")
-    user_ids = {}
-    if any(isinstance(x, tuple) and x[0] == "user" for i in need_user for x in pieces[i]):
-        has = [i for i in need_user if any(isinstance(x, tuple) and x[0] == "user" for x in pieces[i])]
-        user_ids = dict(zip(has, slots.add_users([histories[i] for i in has])))
-    pair_ids: dict[tuple, int] = {}
-    for kind in ("taste", "match"):
-        want = [(i, x[1]) for i in need_user for x in pieces[i] if isinstance(x, tuple) and x[0] == kind]
-        if want:
-            got = slots.add_pairs(kind, [it for _, it in want], [histories[i] for i, _ in want],
-                                  None if liked is None else [liked[i] for i, _ in want])
-            pair_ids.update({(i, kind, it): s for (i, it), s in zip(want, got)})
+    # user-side markers, by kind: (text index, item id or None), in order
+    want: dict[str, list] = {}
+    for i, ps in enumerate(pieces):
+        for x in ps:
+            if isinstance(x, tuple) and x[0] != "item":
+                want.setdefault(x[0], []).append((i, x[1]))
+    if want and histories is None:
+        raise ValueError(f"a prompt holds {', '.join(f'⟨{k}⟩' for k in sorted(want))} but no history was given")
+    slot_of: dict[tuple, int] = {}  # (text index, kind, item id) -> slot id
+    for kind, reqs in want.items():
+        if kind == "user":
+            got = slots.add_users([histories[i] for i, _ in reqs])
+        else:
+            got = slots.add_pairs(kind, [it for _, it in reqs], [histories[i] for i, _ in reqs],
+                                  None if liked is None else [liked[i] for i, _ in reqs])
+        slot_of.update({(i, kind, it): s for (i, it), s in zip(reqs, got)})
     head = _special_prefix(tokenizer, add_special_tokens)
     out = []
     for i, (text, ps) in enumerate(zip(texts, pieces)):
@@ -308,9 +308,7 @@ def encode_with_tokens(tokenizer: Any, texts: Sequence[str], histories: Sequence
                 ids += tokenizer(x, add_special_tokens=False).input_ids
             elif x[0] == "item":
                 ids.append(slots.item_slot(x[1]))
-            elif x[0] == "user":
-                ids.append(user_ids[i])
             else:
-                ids.append(pair_ids[(i, x[0], x[1])])
+                ids.append(slot_of[(i, x[0], x[1])])
         out.append(ids)
     return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 
 __all__ = ["item_token", "user_token", "taste_token", "match_token", "PAIR_KINDS", "MARKER_RE", "split_markers",
-           "has_markers", "source_places_tokens",
+           "has_markers", "source_places_tokens", "source_places_pairs",
            "TEMPLATE_GLOBALS"]
 
 _OPEN, _CLOSE = "\u27e8", "\u27e9"
@@ -97,6 +97,15 @@ def has_markers(text: str) -> bool:
 
 
 _CALL_RE = re.compile(r"\b(?:item_token|user_token|taste_token|match_token)\s*\(")
+
+
+_PAIR_CALL_RE = re.compile(r"\b(?:taste_token|match_token)\s*\(")
+
+
+def source_places_pairs(source: str) -> bool:
+    """True when template source calls ``taste_token(...)`` or ``match_token(...)`` (interaction markers, whose rows
+    come in a form: :data:`llmrec.collab.match.PAIR_FORMS`), judged from the source alone."""
+    return _PAIR_CALL_RE.search(source) is not None
 
 
 def source_places_tokens(source: str) -> bool:
