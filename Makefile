@@ -27,8 +27,11 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
-# Zero-shot vs 64-shot AUC on the TALLRec movie test set. Precision is `auto` (llmrec.precision): bf16 autocast
-# where the CPU/GPU runs it natively, fp32 elsewhere (bf16 is emulated, ~50x slower, on AVX2-only CPUs).
+# Zero-shot vs 64-shot AUC and UAUC on the TALLRec movie test set with the default recipe (llmrec.recipe.DEFAULT_TEMPLATE:
+# collaborative tokens + one taste token). Its collaborative model (SASRec, no rating and no valid/test user seen) is
+# fitted on the first run into the llmrec cache ($LLMREC_CACHE/collab, ~2 min) and reused after; the zero-shot row
+# uses the text template (no trained projector yet). Precision is `auto` (llmrec.precision): bf16 autocast where the
+# CPU/GPU runs it natively, fp32 elsewhere (bf16 is emulated, ~50x slower, on AVX2-only CPUs).
 demo: install
 	$(PY) eval/tallrec_auc.py --shots 64 --seeds 0 --out results/demo.json
 

@@ -208,11 +208,11 @@ def probe_fusion(p_yes: np.ndarray, samples, cos: np.ndarray) -> tuple[np.ndarra
 
 
 def _probe_base(samples, cos) -> tuple[np.ndarray, float]:
-    """``(logit(r) + z(cos) * sd(logit r), sd(logit r))`` (see :func:`probe_fusion`)."""
-    from llmrec.recipe import like_rate_product
+    """``(logit(r) + z(cos) * sd(logit r), sd(logit r))`` (see :func:`probe_fusion`;
+    :func:`llmrec.recipe.probe_x_like_rate`)."""
+    from llmrec.recipe import like_rate_product, probe_x_like_rate
 
-    lr = like_rate_product(np.full(len(samples), 0.5), samples)  # logit(0.5) = 0: logit(r) alone
-    return lr + _z(np.asarray(cos, dtype=np.float64)) * lr.std(), float(lr.std())
+    return probe_x_like_rate(samples, cos), float(like_rate_product(np.full(len(samples), 0.5), samples).std())
 
 
 def probe_table(runs: list[dict], splits, collab_dir: Path) -> str:

@@ -3,7 +3,7 @@
 
     python eval/collab_probe.py --out results/collab_probe.json [--model-dir results/collab/model]
 
-The collaborative model (:func:`llmrec.collab.data.fit_collab_model`: SASRec, default settings) is fitted on
+The collaborative model (:func:`llmrec.collab.data.load_or_fit_collab`: SASRec with the default recipe's settings) is fitted on
 implicit interactions only (no rating value) of every user *without* a window in the TALLRec valid or test
 split; cold items get the cold-start vector. Then each test sample is scored without any language model:
 
@@ -35,8 +35,10 @@ def parse_args(argv=None):
     p.add_argument("--data", default=None)
     p.add_argument("--shots", type=int, default=64)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--max-len", type=int, default=None, help="SASRec history length (default: the retriever's 200)")
-    p.add_argument("--epochs", type=int, default=None, help="SASRec epoch cap (default: the retriever's 200)")
+    p.add_argument("--max-len", type=int, default=None, help="SASRec history length of a fit (default: the default "
+                   "recipe's, llmrec.collab.data.DEFAULT_COLLAB_CONFIG: 50)")
+    p.add_argument("--epochs", type=int, default=None, help="SASRec epoch cap of a fit (default: the default "
+                   "recipe's, 30)")
     return p.parse_args(argv)
 
 
@@ -67,24 +69,19 @@ def main(argv=None) -> int:
     from sklearn.linear_model import LogisticRegression
 
     from llmrec._atomic import write_json_atomic
-    from llmrec.collab.data import CollabModel, excluded_users, fit_collab_model
+    from dataclasses import replace
+
+    from llmrec.collab.data import DEFAULT_COLLAB_CONFIG, excluded_users, load_or_fit_collab
     from llmrec.metrics import auc, uauc
     from llmrec.recipe import like_rate_scores, load_tallrec
     from llmrec.samples.kshot import sample_k_shot
 
     rec, splits = load_tallrec(args.data)
     t0 = time.perf_counter()
-    if (args.model_dir / "collab.json").is_file():
-        cm = CollabModel.load(args.model_dir)
-        fit_s = None
-    else:
-        from llmrec.retrieval.sasrec import SASRecConfig
-
-        over = {k: v for k, v in (("max_len", args.max_len), ("epochs", args.epochs)) if v is not None}
-        cm = fit_collab_model(rec, splits, SASRecConfig(**over),
-                              log=lambda m: print("sasrec", m, file=sys.stderr, flush=True))
-        fit_s = time.perf_counter() - t0
-        cm.save(args.model_dir)
+    over = {k: v for k, v in (("max_len", args.max_len), ("epochs", args.epochs)) if v is not None}
+    cm, fitted = load_or_fit_collab(args.model_dir, rec, splits, replace(DEFAULT_COLLAB_CONFIG, **over),
+                                    log=lambda m: print("sasrec", m, file=sys.stderr, flush=True))
+    fit_s = time.perf_counter() - t0 if fitted else None
     ex = excluded_users(splits)
     assert set(cm.excluded) == ex
     test = splits.test

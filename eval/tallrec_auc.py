@@ -3,6 +3,14 @@
 
     python eval/tallrec_auc.py --shots 16 64 256 --seeds 0 1 2 --out results/tallrec.json
 
+On the TALLRec movie data the k-shot rows run the default recipe (``llmrec.recipe.DEFAULT_TEMPLATE``,
+tallrec-last5-taste: collaborative tokens plus one ⟨taste⟩ token; LoRA and projector tuned together). Its
+collaborative model (``--collab``; default: the one ``llmrec train`` uses, in the llmrec cache) is fitted on first
+use from the interactions of every user without a valid/test window, no rating read (about 2 minutes on 2 cores);
+the zero-shot row, which has no trained projector, uses the text template (``--zero-shot-template``), and a no-LM row
+(the collaborative cosine probe x like-rate) shows what the vectors alone score. ``--template tallrec-last5`` runs
+the text-only recipe.
+
 Any data (issue 19), with the same tables (zero-shot, k-shot per seed, like-rate, AUC and UAUC):
 
     # your own interactions + item files, with a protocol (threshold derived from the scale unless given)
@@ -30,7 +38,7 @@ import numpy as np
 from llmrec._atomic import write_json_atomic
 from llmrec.model import LoraSettings
 from llmrec.train import TrainSettings
-from llmrec.recipe import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
+from llmrec.recipe import DEFAULT_AUGMENT, DEFAULT_TEMPLATE, TEXT_TEMPLATE
 from llmrec.precision import HELP as DTYPE_HELP, NAMES as PRECISIONS
 
 TALLREC_PUBLISHED = {  # AUC on the movie test set, from the paper's Table 2
@@ -46,8 +54,16 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("results/tallrec.json"))
     p.add_argument("--base-model", default="smollm2-135m-instruct")
-    p.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"default {DEFAULT_TEMPLATE} (the best measured row "
-                   "of eval/levers.py); tallrec is TALLRec's own prompt")
+    p.add_argument("--template", default=None, help=f"k-shot template; default {DEFAULT_TEMPLATE} on the TALLRec "
+                   f"movie data (collaborative tokens, README \"Interaction tokens\"), {TEXT_TEMPLATE} (text only, the best "
+                   "text row of eval/levers.py) on other data; tallrec is TALLRec's own prompt")
+    p.add_argument("--zero-shot-template", default=TEXT_TEMPLATE, help="template of the zero-shot row when --template "
+                   f"places collaborative tokens (no trained projector yet); default {TEXT_TEMPLATE}")
+    p.add_argument("--collab", type=Path, default=None, help="collaborative model folder for a template with "
+                   "collaborative tokens: loaded, or fitted there first; default: the llmrec cache's "
+                   "(llmrec.collab.data.default_collab_dir, shared with `llmrec train`)")
+    p.add_argument("--pair-form", default="score", choices=["score", "product"],
+                   help="form of ⟨taste⟩ / ⟨match⟩ token rows (llmrec.collab.match.PAIR_FORMS)")
     p.add_argument("--prompts", action="append", default=None, help="extra template folder")
     p.add_argument("--data", default=None, help="dataset folder (default: embedded ML-100K)")
     p.add_argument("--epochs", type=int, default=None,
@@ -95,12 +111,30 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _sample_files(args) -> bool:
+    return bool(args.train_json or args.test_json or args.val_json)
+
+
+def _custom_protocol(args) -> bool:
+    return any(getattr(args, a) is not None for a in ("interactions", "like_threshold", "history_len", "history_order",
+                                                      "split_by", "n_keep", "item_text", "item_noun"))
+
+
+def resolve_template(args) -> str:
+    """``--template``, else the default recipe's (collaborative tokens) on the TALLRec movie data and the text one on
+    other data (sample files, ``--interactions`` or protocol options)."""
+    if args.template is not None:
+        return args.template
+    return TEXT_TEMPLATE if _sample_files(args) or _custom_protocol(args) else DEFAULT_TEMPLATE
+
+
 def load_data(args, answers):
-    """``(splits, encode, protocol record, published)``: the samples to draw from / validate / test, how to render
-    them, what protocol made them, and whether TALLRec's published movie rows apply."""
+    """``(splits, encode, protocol record, published, rec)``: the samples to draw from / validate / test, how to
+    render them, what protocol made them, whether TALLRec's published movie rows apply, and the dataset (None for
+    sample files)."""
     from llmrec.samples.tallrec import TallrecSplits
 
-    if args.train_json or args.test_json or args.val_json:
+    if _sample_files(args):
         if not (args.train_json and args.test_json):
             raise SystemExit("error: sample files need both --train-json and --test-json (and optionally --val-json)")
         from llmrec.data import Catalog
@@ -129,9 +163,8 @@ def load_data(args, answers):
         splits = TallrecSplits(first.samples, sets["valid"].samples if "valid" in sets else [], sets["test"].samples)
         record = {"name": "records", "files": {k: str(f) for k, f in (("train", args.train_json),
                   ("valid", args.val_json), ("test", args.test_json)) if f}, "item_noun": first.item_noun}
-        return splits, encode, record, False
-    custom = any(getattr(args, a) is not None for a in ("interactions", "like_threshold", "history_len", "history_order",
-                                                        "split_by", "n_keep", "item_text", "item_noun"))
+        return splits, encode, record, False, None
+    custom = _custom_protocol(args)
     from llmrec.recipe import load_protocol
     from llmrec.samples.protocol import TALLREC_MOVIE, ProtocolConfig
 
@@ -153,7 +186,45 @@ def load_data(args, answers):
 
     def encode(sc, samples):
         return sc.encode_samples(list(samples), res.catalog)
-    return res.splits, encode, res.record(), not custom
+    return res.splits, encode, res.record(), not custom, res.rec
+
+
+def load_collab(args, tpl, rec, splits):
+    """The collaborative model a token template needs (None for a text template): ``--collab`` loaded or fitted
+    there, else the default one in the llmrec cache (fitted on first use; TALLRec movie data only). A model that saw
+    interactions of a valid/test user is refused: its test AUC would not be a few-shot number."""
+    from llmrec.prompts.collab_syntax import source_places_tokens
+
+    if not source_places_tokens(tpl.source):
+        if args.collab is not None:
+            raise SystemExit(f"error: --collab {args.collab}: template {tpl.name} places no collaborative token")
+        return None
+    from llmrec.collab.data import CollabModel, default_collab_dir, load_or_fit_collab, seen_evaluation_users
+
+    if rec is None:
+        raise SystemExit(f"error: template {tpl.name} places collaborative tokens, which need item ids and a "
+                         f"collaborative model; sample files give neither (use --template {TEXT_TEMPLATE})")
+    if not args.published and (args.collab is None or not args.collab.is_dir()):
+        raise SystemExit(f"error: template {tpl.name} places collaborative tokens: give --collab DIR (a collaborative "
+                         f"model of your data; fitting one is built in for the TALLRec movie data only)")
+    folder = args.collab or default_collab_dir(rec)
+    try:
+        cm, _ = load_or_fit_collab(folder, rec, splits, log=lambda m: print(m, flush=True))
+    except ValueError as e:
+        raise SystemExit(f"error: --collab: {e}") from None
+    seen = seen_evaluation_users(cm, splits)
+    if seen:
+        raise SystemExit(f"error: collaborative model {folder} was fitted on interactions of {len(seen)} valid/test "
+                         f"user(s) (first: {seen[0]!r}); the few-shot protocol leaves them out (fit one with "
+                         f"llmrec.collab.data.load_or_fit_collab)")
+    missing = sorted({i for part in (splits.train, splits.valid, splits.test) for s in part
+                      for i in [*s.history, s.target]} - set(cm.catalog_items))
+    if missing:
+        raise SystemExit(f"error: collaborative model {folder}: {len(missing)} item(s) of the data are not in its "
+                         f"catalogue (first: {missing[0]!r})")
+    print(f"collaborative model {folder} (sha256 {cm.sha256[:12]}; {len(cm.excluded)} valid/test users left out)",
+          flush=True)
+    return cm
 
 
 def _mean_std(xs):
@@ -179,9 +250,11 @@ def main(argv=None) -> int:
 
     augment = parse_augmentations(args.augment)
     dtype = scoring_dtype(args.dtype)
+    args.template = resolve_template(args)
     tpl = load_template(args.template, args.prompts)
-    splits, encode, protocol, published = load_data(args, tuple(tpl.targets[:2]))
+    splits, encode, protocol, published, rec = load_data(args, tuple(tpl.targets[:2]))
     args.published = published
+    cm = load_collab(args, tpl, rec, splits)
     test = splits.test[: args.limit] if args.limit else splits.test
     labels = np.array([s.label for s in test])
     like_auc = auc(labels, like_rate_scores(test))
@@ -191,17 +264,26 @@ def main(argv=None) -> int:
            "scoring_dtype": dtype, "n_test": len(test), "like_rate_auc": like_auc,
            "like_rate_uauc": like_uauc["uauc"], "uauc_users": like_uauc["n_users"], "zero_shot": None, "runs": [],
            "summary": {}, "protocol": protocol}
+    if cm is not None:  # what the collaborative vectors score without any LM (the ⟨taste⟩ token's own comparison)
+        from llmrec.collab.match import taste_probe
+        from llmrec.recipe import probe_x_like_rate
+
+        probe = probe_x_like_rate(test, taste_probe(cm, test))
+        out["collab"] = {"sha256": cm.sha256, "pair_form": args.pair_form, "probe_like_rate_auc": auc(labels, probe),
+                         "probe_like_rate_uauc": uauc(users, labels, probe)["uauc"]}
     work = args.work_dir or args.out.with_suffix(".work")
 
     def save():
         write_json_atomic(args.out, out)
 
-    if not args.no_zero_shot:
+    if not args.no_zero_shot:  # no trained projector yet: a token template is scored with the text one
         model, tok = load_base_model(args.base_model)
-        sc = PointwiseScorer(model, tok, tpl, dtype=dtype)
+        zs_tpl = load_template(args.zero_shot_template, args.prompts) if cm is not None else tpl
+        sc = PointwiseScorer(model, tok, zs_tpl, dtype=dtype)
         P = encode(sc, test)
         r = sc.evaluate(P, progress=True, desc="zero-shot test", keep_scores=True)
         r["uauc"] = uauc(users, P.labels, r.pop("scores"))["uauc"]
+        r["template"] = zs_tpl.name
         out["zero_shot"] = r
         print(f"zero-shot AUC {r['auc']:.4f}, UAUC {_f(r['uauc'])} ({r['seconds']:.0f} s, {r['tokens_per_s']:.0f} tokens/s)", flush=True)
         save()
@@ -218,9 +300,17 @@ def main(argv=None) -> int:
                                      learning_rate=args.lr, batch_size=args.batch_size, seed=seed,
                                      loss_on=args.loss_on, patience=args.patience, precision=args.precision,
                                      lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio)
+            scorer = None
+            if cm is not None:  # LoRA + projector (peft modules_to_save), seeded; tuned together (README)
+                from llmrec.collab.train import CollabScorer, attach, set_trainable
+
+                model, slots = attach(model, cm, lora, seed=seed)
+                slots.pair_form = args.pair_form
+                set_trainable(model, lora=True, projector=True)
+                scorer = CollabScorer(model, tok, tpl, slots, dtype=dtype)
             run = tune_k_shot(model, tok, tpl, splits, None, shots=k, seed=seed, settings=settings,
                               lora=lora, val_size=args.val_size, dtype=dtype, augment=augment,
-                              augment_copies=args.augment_copies, encode=encode)
+                              augment_copies=args.augment_copies, encode=encode, scorer=scorer)
             if hasattr(run.scorer.model, "merge_and_unload"):
                 run.scorer.model = run.scorer.model.merge_and_unload()
             P = encode(run.scorer, test)
@@ -271,6 +361,16 @@ def _f(x) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+def _zero_shot_cell(out: dict, args, key: str) -> str:
+    """The zero-shot cell: its value, with the template it used where that is not the row's (a token template's
+    zero-shot row is scored with the text template)."""
+    zs = out.get("zero_shot") or {}
+    if zs.get(key) is None:
+        return "-"
+    tname = zs.get("template")
+    return f"{zs[key]:.4f}" + (f" ({tname})" if tname and tname != args.template else "")
+
+
 def format_table(out: dict, args) -> str:
     shots = [k for k in args.shots if k > 0]
     head = "| model | zero-shot | " + " | ".join(f"{k}-shot" for k in shots) + " |"
@@ -281,13 +381,15 @@ def format_table(out: dict, args) -> str:
     for name, vals in (TALLREC_PUBLISHED if getattr(args, "published", True) else {}).items():
         rows.append(f"| {name} (published) | - | " + " | ".join(
             f"{vals[k]:.4f}" if k in vals else "-" for k in shots) + " |")
-    zs = out["zero_shot"]["auc"] if out.get("zero_shot") else None
+    col = out.get("collab")
+    if col:
+        rows.append("| collaborative probe × like-rate (no LM, nothing fitted) | - | " + " | ".join(
+            f"{col['probe_like_rate_auc']:.4f}" for _ in shots) + " |")
     cells = []
     for k in shots:
         s = out["summary"].get(str(k))
         cells.append(f"{s['mean_auc']:.4f} ± {s['std_auc']:.4f} (n={s['n_seeds']})" if s and s["mean_auc"] else "-")
-    rows.append(f"| llmrec {args.base_model} / {args.template} | {zs:.4f} | " if zs is not None
-                else f"| llmrec {args.base_model} / {args.template} | - | ")
+    rows.append(f"| llmrec {args.base_model} / {args.template} | {_zero_shot_cell(out, args, 'auc')} | ")
     rows[-1] += " | ".join(cells) + " |"
     pcells = []
     for k in shots:
@@ -315,7 +417,10 @@ def format_uauc_table(out: dict, args) -> str:
             "|---|---|" + "---|" * len(shots)]
     lr = out.get("like_rate_uauc")
     rows.append(f"| like-rate baseline (no model) | {_f(lr)} | " + " | ".join(_f(lr) for _ in shots) + " |")
-    zs = (out.get("zero_shot") or {}).get("uauc")
+    col = out.get("collab")
+    if col:
+        rows.append("| collaborative probe × like-rate (no LM, nothing fitted) | - | " + " | ".join(
+            _f(col["probe_like_rate_uauc"]) for _ in shots) + " |")
     for label, key, std in ((f"llmrec {args.base_model} / {args.template}", "mean_uauc", "std_uauc"),
                             ("llmrec × like-rate (logit sum, no fit)", "like_product_mean_uauc",
                              "like_product_std_uauc")):
@@ -323,7 +428,7 @@ def format_uauc_table(out: dict, args) -> str:
         for k in shots:
             s = out["summary"].get(str(k)) or {}
             cells.append(f"{s[key]:.4f} ± {s[std]:.4f}" if s.get(key) is not None else "-")
-        first = f"{zs:.4f}" if (zs is not None and key == "mean_uauc") else "-"
+        first = _zero_shot_cell(out, args, "uauc") if key == "mean_uauc" else "-"
         rows.append(f"| {label} | {first} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -89,6 +89,28 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     return d
 
 
+@pytest.fixture(scope="session")
+def tiny_collab_dir(tmp_path_factory) -> Path:
+    """A small collaborative model over the real ML-100K catalogue (8-wide SASRec fitted for one epoch on random
+    sequences of 60 items; the other items get random vectors), leaving out every TALLRec valid/test user as the
+    protocol requires: what ``--collab DIR`` takes, in seconds instead of the real fit's minutes."""
+    import numpy as np
+
+    from llmrec.collab.data import CollabModel, excluded_users
+    from llmrec.recipe import load_tallrec
+    from llmrec.retrieval.sasrec import SASRec, SASRecConfig
+
+    rec, splits = load_tallrec(ml100k_path())
+    items = [str(i) for i in rec.catalog.frame.index]
+    g = np.random.default_rng(0)
+    sas = SASRec(SASRecConfig(hidden=8, max_len=16, epochs=1, threads=1)).fit(
+        [g.integers(0, 60, size=12) for _ in range(30)], 60, log=None)
+    V = np.concatenate([sas.item_vectors(), g.normal(size=(len(items) - 60, 8))]).astype(np.float32)
+    cm = CollabModel(sas, items[:60], items, V, np.array([True] * 60 + [False] * (len(items) - 60)),
+                     sorted(excluded_users(splits)))
+    return cm.save(tmp_path_factory.mktemp("collab") / "cm")
+
+
 def benchmark_dir() -> Path | None:
     """``$LLMREC_BENCHMARKS/tallrec-movie``, ``$LLMREC_BENCHMARKS`` or ``../shared/benchmarks/tallrec-movie``,
     the first holding ``test.json``; None if none does."""

@@ -23,11 +23,14 @@ def _accelerate(args, tmp_path, n=2):
     return r
 
 
-def test_two_process_train_and_sharded_eval(tiny_model_dir, tmp_path):
+def test_two_process_train_and_sharded_eval(tiny_model_dir, tiny_collab_dir, tmp_path):
+    """The default recipe (collaborative tokens; the tiny collaborative model) under `accelerate launch`."""
     out = tmp_path / "adapter"
     _accelerate(["train", "--base-model", str(tiny_model_dir), "--shots", "16", "--epochs", "2", "--val-size", "16",
-                 "--batch-size", "4", "--precision", "fp32", "--out", str(out)], tmp_path)
+                 "--batch-size", "4", "--precision", "fp32", "--collab", str(tiny_collab_dir), "--out", str(out)],
+                tmp_path)
     meta = json.loads((out / "llmrec.json").read_text())
+    assert meta["template"]["name"] == "tallrec-last5-taste" and meta["collab"]["pair_form"] == "score"
     st = meta["train"]["settings"]
     assert st["world_size"] == 2
     # the default recipe mirrors every shot: (16 + 16) samples / (4 per process x 2 processes) x 2 epochs

@@ -14,17 +14,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.integration
-def test_tallrec_auc_script(tiny_model_dir, tmp_path):
+def test_tallrec_auc_script(tiny_model_dir, tiny_collab_dir, tmp_path):
+    """The default recipe (tallrec-last5-taste with a collaborative model; zero-shot with the text template) on 60
+    real test samples: every metric recomputed independently (sklearn, and the probe from
+    eval/collab_probe.py's own cosine formula)."""
     out = tmp_path / "r.json"
     cmd = [sys.executable, str(REPO / "eval" / "tallrec_auc.py"), "--base-model", str(tiny_model_dir),
            "--shots", "8", "--seeds", "0", "1", "--epochs", "1", "--limit", "60", "--val-size", "24",
-           "--precision", "fp32", "--dtype", "float32", "--save-scores", "--out", str(out)]
+           "--precision", "fp32", "--dtype", "float32", "--save-scores", "--collab", str(tiny_collab_dir),
+           "--out", str(out)]
     proc = r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert "| llmrec × like-rate (logit sum, no fit) |" in r.stdout
     assert "| like-rate baseline (no model) |" in r.stdout and "TALLRec (LLaMA-7B) (published)" in r.stdout
     assert res["n_test"] == 60 and len(res["runs"]) == 2
+    assert res["config"]["template"] == "tallrec-last5-taste" and res["zero_shot"]["template"] == "tallrec-last5"
+    assert "(tallrec-last5) |" in r.stdout  # the zero-shot cell names the text template it was scored with
+    from llmrec.collab.data import CollabModel
+
+    cm = CollabModel.load(tiny_collab_dir)
+    assert res["collab"]["sha256"] == cm.sha256 and res["collab"]["pair_form"] == "score"
     # the like-rate baseline recomputed independently from the samples
     from llmrec.recipe import load_tallrec
     from sklearn.metrics import roc_auc_score
@@ -33,6 +43,18 @@ def test_tallrec_auc_script(tiny_model_dir, tmp_path):
     test = splits.test[:60]
     like = [np.mean([x > 3 for x in s.history_ratings]) for s in test]
     assert res["like_rate_auc"] == pytest.approx(roc_auc_score([s.label for s in test], like), abs=1e-12)
+    # the no-LM row: eval/collab_probe.py's cosine probe, z-summed with logit((n_liked + 1) / 12)
+    sys.path.insert(0, str(REPO / "eval"))
+    try:
+        from collab_probe import probe_features
+    finally:
+        sys.path.remove(str(REPO / "eval"))
+    cos = probe_features(cm, test)["cos"]
+    r = np.array([(sum(x > 3 for x in s.history_ratings) + 1) / 12 for s in test])
+    lr = np.log(r / (1 - r))
+    ref = lr + (cos - cos.mean()) / cos.std() * lr.std()
+    assert res["collab"]["probe_like_rate_auc"] == pytest.approx(roc_auc_score([s.label for s in test], ref), abs=1e-12)
+    assert "| collaborative probe × like-rate (no LM, nothing fitted) |" in proc.stdout
     for run in res["runs"]:
         assert run["test_auc"] == pytest.approx(roc_auc_score([s.label for s in test], run["test_scores"]), abs=1e-12)
         assert run["epochs_run"] == 1 and run["train_seconds"] > 0

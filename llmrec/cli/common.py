@@ -13,7 +13,6 @@ import typer
 
 from llmrec.assets import MODELS
 from llmrec.model import DEFAULT_BASE_MODEL
-from llmrec.recipe import DEFAULT_TEMPLATE
 
 __all__ = ["CliError", "FLAGS", "flag_error", "default", "at_least", "check_dtype", "DataOpt", "PromptsOpt", "BaseOpt"]
 
@@ -86,5 +85,3 @@ DataOpt = typer.Option(None, "--data", help="Dataset folder (GroupLens raw, RecB
 PromptsOpt = typer.Option(None, "--prompts", help="Extra template folder(s), searched before the built-ins.")
 BaseOpt = typer.Option(DEFAULT_BASE_MODEL, "--base-model", help=f"Embedded model name ({', '.join(MODELS)}), local "
                                                                "folder or HF id.")
-TemplateOpt = typer.Option(DEFAULT_TEMPLATE, "--template", help="Template name (see prompts/) or path to a .jinja "
-                                                              "file.")

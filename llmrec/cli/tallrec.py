@@ -14,17 +14,21 @@ import numpy as np
 import typer
 
 from llmrec._atomic import write_json_atomic
-from llmrec.cli.common import (BaseOpt, CliError, DataOpt, PromptsOpt, TemplateOpt, at_least, check_dtype, default,
+from llmrec.cli.common import (BaseOpt, CliError, DataOpt, PromptsOpt, at_least, check_dtype, default,
                                flag_error)
 from llmrec.model import LoraSettings
 from llmrec.train import TrainSettings
-from llmrec.recipe import DEFAULT_AUGMENT, DEFAULT_TEMPLATE
+from llmrec.recipe import DEFAULT_AUGMENT, DEFAULT_TEMPLATE, TEXT_TEMPLATE
 from llmrec.precision import HELP as DTYPE_HELP
 
 DataTemplateOpt = typer.Option("tallrec", "--template", help="Template name or .jinja path (the default renders "
                                                              "TALLRec's published JSON exactly).")
 ScoreTemplateOpt = typer.Option(None, "--template", help="Template name or .jinja path; default: the adapter's own "
-                                                         f"template, or {DEFAULT_TEMPLATE} without an adapter.")
+                                                         f"template, or {TEXT_TEMPLATE} without an adapter.")
+TrainTemplateOpt = typer.Option(None, "--template", help=f"Template name (see prompts/) or .jinja path. Default: "
+                                f"{DEFAULT_TEMPLATE} (collaborative tokens; the collaborative model of --collab) on the "
+                                f"TALLRec-movie data, {TEXT_TEMPLATE} (text only) on --interactions data or "
+                                f"--train-json records.")
 AdapterBaseOpt = typer.Option(None, "--base-model", help="Embedded model name, local folder or HF id. Default: the "
                               "adapter's recorded base model, or smollm2-135m-instruct without --adapter. With "
                               "--adapter, its weights must be the ones the adapter was tuned on (fingerprint).")
@@ -231,7 +235,7 @@ def train(
     shots: int = typer.Option(64, help="k: training samples drawn from the TALLRec train split."),
     seed: int = typer.Option(0, help="Seed of the k-shot draw, LoRA init and data order."),
     base_model: str = BaseOpt,
-    template: str = TemplateOpt,
+    template: Optional[str] = TrainTemplateOpt,
     prompts: Optional[List[Path]] = PromptsOpt,
     data: Optional[Path] = DataOpt,
     train_json: Optional[Path] = typer.Option(None, help="Train on these records instead of k-shot samples: alpaca JSON "
@@ -262,9 +266,11 @@ def train(
                                         "refused, never truncated. The model's context is a limit too."),
     collab: Optional[Path] = typer.Option(None, "--collab", help="Collaborative model folder, for a template with "
                                           "collaborative tokens (item_token / user_token / taste_token / match_token, "
-                                          "e.g. tallrec-last5-taste): loaded if it holds one, else fitted there first "
-                                          "(SASRec on the TALLRec-movie interactions without any valid/test user, no "
-                                          "rating read; a few minutes). The adapter carries it."),
+                                          "e.g. the default tallrec-last5-taste): loaded if it holds one, else fitted "
+                                          "there first (SASRec on the TALLRec-movie interactions without any "
+                                          "valid/test user, no rating read; about 2 minutes). Default on TALLRec-movie "
+                                          "data: a folder in the llmrec cache ($LLMREC_CACHE/collab), fitted once and "
+                                          "shared with eval/tallrec_auc.py. The adapter carries it."),
     pair_form: str = typer.Option("score", "--pair-form", help="Form of ⟨taste⟩ / ⟨match⟩ token rows: score or product "
                                   "(llmrec.collab.match)."),
     interactions: Optional[Path] = InteractionsOpt, items: Optional[Path] = ItemsOpt,
@@ -297,13 +303,21 @@ def train(
         raise CliError(f"--augment {augment!r}: {e}") from None
     if val_json is not None and train_json is None:
         raise CliError("--val-json needs --train-json (k-shot runs validate on the protocol's valid split)")
+    custom = _protocol_options_given(interactions, like_threshold, history_len, history_order, split_by, n_keep,
+                                     item_text, item_noun)
+    builtin = train_json is None and not custom  # TALLRec-movie data: the collaborative recipe is built in
+    if template is None:
+        template = DEFAULT_TEMPLATE if builtin else TEXT_TEMPLATE
+        if not builtin and collab is None:
+            typer.echo(f"llmrec: note: template {TEXT_TEMPLATE} (text only): the default {DEFAULT_TEMPLATE} needs a "
+                       f"collaborative model of your data (pass --template and --collab to use one)", err=True)
     tpl = load_template(template, prompts)
     from llmrec.prompts.collab_syntax import source_places_tokens
 
     tokens = source_places_tokens(tpl.source)
-    if tokens and collab is None:
+    if tokens and collab is None and not builtin:
         raise CliError(f"--template {tpl.name}: it places collaborative tokens; give --collab DIR (a collaborative "
-                       f"model folder, fitted there if empty)")
+                       f"model of your data; fitting one is built in for the TALLRec-movie data only)")
     if collab is not None and not tokens:
         raise CliError(f"--collab {collab}: template {tpl.name} places no collaborative token (use e.g. "
                        f"--template tallrec-last5-taste)")
@@ -378,19 +392,21 @@ def train(
             settings = _replace(settings, epochs=epoch_budget(augment_names, augment_copies, shots=len(tr_set),
                                                               batch_size=batch_size))
     cm = None
-    if tokens:
-        cm = _collab_model(collab, data, custom=protocol.get("name") != "tallrec-movie")
-        # every item a prompt can name must have a vector (checked before the base model loads)
+    if tokens:  # a saved collaborative model is loaded and checked before the base model loads; a fit comes after
+        cm = _collab_model(collab, data, custom=protocol.get("name") != "tallrec-movie", splits=splits, fit=False)
+        # every item a prompt can name must have a vector
         if train_json is not None:
             need = {i for ss in (tr_set, va_set) if ss is not None and ss.samples is not None
                     for smp in ss.samples for i in [*smp.history, smp.target]}
         else:
             need = {i for part in (splits.train, splits.valid) for smp in part for i in [*smp.history, smp.target]}
-        missing = sorted(need - set(cm.catalog_items))
+        missing = sorted(need - set(cm.catalog_items)) if cm is not None else []
         if missing:
             raise CliError(f"--collab {collab}: {len(missing)} item(s) of the training data are not in this "
                            f"collaborative model's catalogue (first: {missing[0]!r}); fit one on this data")
     model, tok = load_base_model(base_model)
+    if tokens and cm is None:  # fitted on the TALLRec-movie data: every catalogue item gets a vector
+        cm = _collab_model(collab, data, custom=False, splits=splits, fit=True)
     make_scorer = lambda m: PointwiseScorer(m, tok, tpl)  # noqa: E731
     if cm is not None:
         from llmrec.collab.train import CollabScorer, attach, set_trainable
@@ -453,41 +469,51 @@ def train(
     typer.echo(f"saved adapter to {out}" + (f" (best validation AUC {best:.4f})" if best is not None else ""))
 
 
-def _collab_model(folder: Path, data: Optional[Path], custom: bool):
-    """The collaborative model for ``llmrec train --collab``: loaded from ``folder``, or fitted on the TALLRec-movie
-    interactions (every valid/test user left out, no rating read: :func:`llmrec.collab.data.fit_collab_model`, with
-    ``eval/collab_probe.py``'s settings: 50 history items, at most 80 epochs, early-stopped) and saved there.
+def _collab_model(folder: Optional[Path], data: Optional[Path], custom: bool, splits=None, fit: bool = True):
+    """The collaborative model for ``llmrec train``: loaded from ``folder`` (``--collab``), or fitted on the
+    TALLRec-movie interactions (every valid/test user left out, no rating read) and saved there first
+    (:func:`llmrec.collab.data.load_or_fit_collab`, :data:`llmrec.collab.data.DEFAULT_COLLAB_CONFIG`). Without
+    ``folder``: the default one in the llmrec cache (:func:`llmrec.collab.data.default_collab_dir`). A model fitted on
+    interactions of valid/test users is used with a warning (its valid/test AUC is not a few-shot number). With
+    ``fit=False``, None where it would have to be fitted (the caller fits it later; the folder is checked now). Under
+    ``accelerate launch`` the main process fits it while the others wait, then they load it.
 
     Raises:
         CliError: the folder is not a collaborative model, or it must be fitted for a custom protocol (fit it on your
             data with the Python API first).
     """
-    import time
+    from llmrec.collab.data import CollabModel, default_collab_dir, load_or_fit_collab, seen_evaluation_users
+    from llmrec.recipe import load_tallrec
 
-    from llmrec.collab.data import CollabModel, fit_collab_model
-
-    if folder.exists() and not folder.is_dir():
-        raise CliError(f"--collab {folder}: not a folder (give a collaborative model folder, or a new path to fit one "
-                       f"into)")
-    if folder.exists() and any(folder.iterdir()):
-        try:
-            return CollabModel.load(folder)
-        except (FileNotFoundError, ValueError) as e:
-            raise CliError(f"--collab {folder}: not a collaborative model folder ({e})") from None
+    flag = f"--collab {folder}"
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise CliError(f"{flag}: not a folder (give a collaborative model folder, or a new path to fit one into)")
     if custom:
-        raise CliError(f"--collab {folder}: holds no collaborative model, and fitting one is only built in for the "
+        if folder is not None and folder.exists() and any(folder.iterdir()):
+            try:
+                return CollabModel.load(folder)
+            except (FileNotFoundError, ValueError) as e:
+                raise CliError(f"{flag}: not a collaborative model folder ({e})") from None
+        raise CliError(f"{flag}: holds no collaborative model, and fitting one is only built in for the "
                        f"TALLRec-movie data (no --interactions / --train-json without --data); fit it on your data "
                        f"with llmrec.collab.data.fit_collab_model and save it there")
-    from llmrec.recipe import load_tallrec
-    from llmrec.retrieval.sasrec import SASRecConfig
+    rec, tsplits = load_tallrec(data)
+    if folder is None:
+        folder = default_collab_dir(rec)
+        flag = f"the default collaborative model {folder}"
+    if not fit and not (folder.is_dir() and any(folder.iterdir())):
+        return None
+    from llmrec.scoring.pointwise import process_state
 
-    rec, splits = load_tallrec(data)
-    t0 = time.perf_counter()
-    typer.echo(f"fitting the collaborative model (SASRec) into {folder} ...", err=True)
-    cm = fit_collab_model(rec, splits, SASRecConfig(max_len=50, epochs=80), log=None)
-    cm.save(folder)
-    typer.echo(f"collaborative model fitted in {time.perf_counter() - t0:.0f} s ({len(cm.excluded)} valid/test users "
-               f"left out)", err=True)
+    try:
+        with process_state().main_process_first():  # one process fits; the others then load its folder
+            cm, _ = load_or_fit_collab(folder, rec, tsplits, log=lambda m: typer.echo(m, err=True))
+    except ValueError as e:
+        raise CliError(f"{flag}: {e}") from None
+    seen = seen_evaluation_users(cm, splits if splits is not None else tsplits)
+    if seen:
+        typer.echo(f"llmrec: warning: {flag}: fitted on interactions of {len(seen)} TALLRec valid/test user(s) (first: "
+                   f"{seen[0]!r}); its valid/test AUC is not a few-shot number", err=True)
     return cm
 
 
@@ -502,7 +528,7 @@ def _template(adapter: Optional[Path], template: Optional[str], prompts):
         meta = read_metadata(adapter)
         check_kind(adapter, meta, "tallrec", "llmrec score/eval")
         return load_template(template, prompts) if template is not None else recorded_template(adapter, meta)
-    return load_template(template or DEFAULT_TEMPLATE, prompts)
+    return load_template(template or TEXT_TEMPLATE, prompts)  # zero-shot: no trained projector for tokens
 
 
 def _scorer(adapter: Optional[Path], base_model: Optional[str], tpl, allow_template_mismatch: bool, dtype: str,

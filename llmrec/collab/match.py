@@ -34,7 +34,7 @@ import numpy as np
 
 from .data import CollabModel
 
-__all__ = ["item_rms", "taste_directions", "taste_vectors", "match_vectors", "PAIR_FORMS"]
+__all__ = ["item_rms", "taste_directions", "taste_vectors", "match_vectors", "PAIR_FORMS", "taste_probe"]
 
 _EPS = 1e-12
 
@@ -128,3 +128,19 @@ def match_vectors(collab: CollabModel, item_ids: Sequence[str], users: np.ndarra
     V, users = _item_rows(collab, item_ids, users, "users", form)
     rms = np.sqrt((users ** 2).mean(-1, keepdims=True))
     return _in_form(np.where(rms > _EPS, V * users / np.maximum(rms, _EPS), 0.0), form)
+
+
+def taste_probe(collab: CollabModel, samples: Sequence) -> np.ndarray:
+    """float64 ``(n,)`` no-LM scores: ``cos(t, mean liked) - cos(t, mean disliked)`` of the item vectors of each
+    sample's target ``t`` and history (liked = rating > the sample's like threshold, as the prompt splits it; a side
+    with no item counts 0). The sum of the sample's ``⟨taste⟩`` product row over ``d * item_rms``: what the
+    ``⟨taste⟩`` token hands the LM (``eval/collab_probe.py``'s "liked-disliked cosine").
+
+    Raises:
+        KeyError: an item the collaborative model does not know.
+    """
+    dirs = taste_directions(collab, [s.history for s in samples],
+                            [[r > s.like_threshold for r in s.history_ratings] for s in samples])
+    V = collab.item_matrix([str(s.target) for s in samples]).astype(np.float64)
+    return (_unit(V) * dirs.astype(np.float64)).sum(-1)
+

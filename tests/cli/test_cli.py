@@ -277,7 +277,7 @@ def test_score_user_target_uses_sample_for_user(tiny_model_dir, capsys):
     (history without the target, label from U's own rating), as `prompts render --user --target` shows it; the
     command used to keep the target in its own history and report label 0 (issue 14)."""
     from llmrec.model import load_base_model
-    from llmrec.recipe import DEFAULT_TEMPLATE, load_tallrec
+    from llmrec.recipe import TEXT_TEMPLATE, load_tallrec
     from llmrec.scoring.pointwise import PointwiseScorer
     from llmrec.prompts import load_template
     from llmrec.samples.tallrec import sample_for_user
@@ -291,7 +291,7 @@ def test_score_user_target_uses_sample_for_user(tiny_model_dir, capsys):
     main(["score", "--base-model", str(tiny_model_dir), "--user", "1", "--target", target])
     (row,) = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     model, tok = load_base_model(str(tiny_model_dir))
-    sc = PointwiseScorer(model, tok, load_template(DEFAULT_TEMPLATE))
+    sc = PointwiseScorer(model, tok, load_template(TEXT_TEMPLATE))
     want = sc.score(sc.encode_samples([s], rec.catalog))[0]
     assert row["p_yes"] == pytest.approx(float(want), rel=1e-6)
     assert row["label"] == s.label == int(float(recent["rating"].iloc[-1]) > 3)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmrec.collab.match import item_rms, match_vectors, taste_directions, taste_vectors
+from llmrec.collab.match import item_rms, match_vectors, taste_directions, taste_probe, taste_vectors
 from llmrec.collab.tokens import SlotTable, encode_with_tokens, install, new_projector
 from llmrec.prompts.collab_syntax import (match_token, source_places_tokens, split_markers, taste_token,
                                           user_token)
@@ -66,6 +66,32 @@ def test_taste_rows_sum_to_the_liked_minus_disliked_cosine(collab, form):
     np.testing.assert_allclose(taste_vectors(collab, TARGETS, Dm, form), -T, atol=1e-6)
     with pytest.raises(ValueError, match="interaction row form 'sum'"):
         taste_vectors(collab, TARGETS, D, "sum")
+
+
+def test_taste_probe_is_the_cosine_the_taste_row_holds(collab):
+    """taste_probe (the default recipe's no-LM row) = the reference cosine per sample, liked = rating > the sample's
+    own threshold; probe_x_like_rate = logit((n_liked + 1) / (n + 2)) + z(probe) * sd(that), written out here."""
+    from llmrec.recipe import probe_x_like_rate
+    from llmrec.samples.tallrec import Sample
+
+    ratings = [[5.0 if x else 2.0 for x in f] for f in LIKED]
+    samples = [Sample("u", h, r, t, 4.0, 1) for h, r, t in zip(HIST, ratings, TARGETS)]
+    want = [_ref_cos(collab, h, f, t) for h, f, t in zip(HIST, LIKED, TARGETS)]
+    np.testing.assert_allclose(taste_probe(collab, samples), want, atol=1e-6)
+    # another threshold splits the history elsewhere: 2.0 is "liked" when liked = rating > 1
+    loose = [Sample("u", h, r, t, 4.0, 1, like_threshold=1.0) for h, r, t in zip(HIST, ratings, TARGETS)]
+    np.testing.assert_allclose(taste_probe(collab, loose),
+                               [_ref_cos(collab, h, [True] * len(h), t) for h, t in zip(HIST, TARGETS)], atol=1e-6)
+    probe = np.array([0.3, -0.1, 0.7])
+    n = np.array([len(h) for h in HIST], float)
+    r = (np.array([sum(f) for f in LIKED]) + 1) / (n + 2)
+    lr = np.log(r / (1 - r))
+    np.testing.assert_allclose(probe_x_like_rate(samples, probe), lr + (probe - probe.mean()) / probe.std() * lr.std(),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="probe has shape"):
+        probe_x_like_rate(samples, probe[:2])
+    with pytest.raises(ValueError, match="constant"):
+        probe_x_like_rate(samples, np.ones(3))
 
 
 @pytest.mark.parametrize("form", ["score", "product"])

@@ -72,3 +72,37 @@ def test_fit_sees_no_valid_or_test_user(real, monkeypatch):
     for i in only_excluded:
         assert not cm.warm[cm.catalog_items.index(i)]
     assert np.isfinite(cm.item_vectors).all() and cm.warm.sum() == len(cm.sasrec_items)
+
+
+def test_load_or_fit_collab_fits_once_then_loads_and_flags_seen_users(real, tmp_path, monkeypatch):
+    """The default recipe's load-or-fit: an empty/missing folder is fitted (honestly: no valid/test user) and saved,
+    the next call loads the same model without fitting; a file or a foreign folder is refused naming it; a model
+    that kept valid/test users is reported by seen_evaluation_users."""
+    rec, splits = real
+    cfg = SASRecConfig(hidden=8, max_len=20, epochs=1, eval_every=1, patience=1, threads=1)
+    fits = []
+    orig = cdata.fit_collab_model
+    monkeypatch.setattr(cdata, "fit_collab_model", lambda *a, **k: fits.append(1) or orig(*a, **k))
+    d = tmp_path / "cm"
+    cm, fitted = cdata.load_or_fit_collab(d, rec, splits, cfg, log=None)
+    assert fitted and fits == [1] and (d / "collab.json").is_file()
+    assert cdata.seen_evaluation_users(cm, splits) == []
+    again, fitted = cdata.load_or_fit_collab(d, rec, splits, cfg, log=None)
+    assert not fitted and fits == [1] and again.sha256 == cm.sha256
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        cdata.load_or_fit_collab(tmp_path / "f", rec, splits, cfg, log=None)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a collaborative model folder"):
+        cdata.load_or_fit_collab(tmp_path / "junk", rec, splits, cfg, log=None)
+    leaky = cdata.CollabModel(cm.sasrec, cm.sasrec_items, cm.catalog_items, cm.item_vectors, cm.warm,
+                              cm.excluded[1:])  # claims to have kept one evaluation user
+    assert cdata.seen_evaluation_users(leaky, splits) == [cm.excluded[0]]
+    # the default folder is keyed by the data's hash and the SASRec settings, under $LLMREC_CACHE
+    monkeypatch.setenv("LLMREC_CACHE", str(tmp_path / "cache"))
+    from llmrec.samples.protocol import data_sha256
+
+    dd = cdata.default_collab_dir(rec)
+    assert dd.parent == tmp_path / "cache" / "collab" and dd.name.startswith(data_sha256(rec)[:12])
+    assert dd != cdata.default_collab_dir(rec, SASRecConfig(max_len=50, epochs=80))

@@ -171,33 +171,36 @@ def test_lora_init_follows_the_run_seed_not_the_process_rng(world, tiny_tokenize
 
 
 @pytest.mark.integration
-def test_llmrec_train_with_collab_tokens_end_to_end(tiny_model_dir, tmp_path, capsys):
-    """`llmrec train --template tallrec-last5-taste --collab DIR` on the real TALLRec-movie split (tiny model, a
-    small collaborative model over the real catalogue): LoRA and the projector both move, the adapter carries the
-    collaborative model (same content hash) and the row form, and `llmrec eval --adapter` scores with it. Wrong
-    combinations are refused before any model loads, naming the flag."""
+def test_llmrec_train_with_collab_tokens_end_to_end(tiny_model_dir, tiny_collab_dir, tmp_path, capsys, monkeypatch):
+    """`llmrec train` with no template runs the default recipe (tallrec-last5-taste) with the default collaborative
+    model, and `--template tallrec-last5-taste --collab DIR` with another (tiny model, a small collaborative model
+    over the real catalogue): LoRA and the projector both move, the adapter carries the collaborative model (same
+    content hash) and the row form, and `llmrec eval --adapter` scores with it. Wrong combinations are refused
+    before any model loads, naming the flag."""
     import json
 
+    import llmrec.collab.data
     from llmrec.cli import main
     from llmrec.collab.tokens import new_projector
     from llmrec.model import load_base_model
-    from llmrec.recipe import load_tallrec
 
     from ..conftest import cli_fails
 
-    rec, _ = load_tallrec()
-    items = [str(i) for i in rec.catalog.frame.index]
-    g = np.random.default_rng(0)
-    warm = items[:60]
-    sas = SASRec(SASRecConfig(hidden=8, max_len=16, epochs=1, threads=1)).fit(
-        [g.integers(0, 60, size=12) for _ in range(30)], 60, log=None)
-    V = np.concatenate([sas.item_vectors(), g.normal(size=(len(items) - 60, 8))]).astype(np.float32)
-    cm = CollabModel(sas, warm, items, V, np.array([True] * 60 + [False] * (len(items) - 60)))
-    cdir = cm.save(tmp_path / "cm")
+    cm = CollabModel.load(tiny_collab_dir)
+    sas, warm, items, V = cm.sasrec, cm.sasrec_items, cm.catalog_items, cm.item_vectors
+    cdir = tmp_path / "cm"
+    cm.save(cdir)
     base = ["train", "--base-model", str(tiny_model_dir), "--shots", "8", "--epochs", "1", "--val-size", "8",
             "--batch-size", "4", "--precision", "fp32"]
-    assert "--collab" in cli_fails(base + ["--template", "tallrec-last5-taste", "--out", str(tmp_path / "x")], capsys)
-    assert "--collab" in cli_fails(base + ["--collab", str(cdir), "--out", str(tmp_path / "x")], capsys)  # text default
+    # no --template, no --collab: the default recipe with the default collaborative model (here: the tiny one)
+    asked = []
+    monkeypatch.setattr(llmrec.collab.data, "default_collab_dir", lambda rec, *a: asked.append(rec) or cdir)
+    main(base + ["--out", str(tmp_path / "default")])
+    meta = json.loads((tmp_path / "default" / "llmrec.json").read_text())
+    assert meta["template"]["name"] == "tallrec-last5-taste" and meta["collab"]["sha256"] == cm.sha256
+    assert meta["collab"]["pair_form"] == "score" and len(asked) >= 1
+    assert "--collab" in cli_fails(base + ["--template", "tallrec-last5", "--collab", str(cdir),
+                                           "--out", str(tmp_path / "x")], capsys)  # a text template takes no model
     assert "--pair-form 'sum'" in cli_fails(base + ["--template", "tallrec-last5-taste", "--collab", str(cdir),
                                                     "--pair-form", "sum", "--out", str(tmp_path / "x")], capsys)
     (tmp_path / "afile").write_text("x")
