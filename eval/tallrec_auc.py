@@ -125,7 +125,8 @@ def resolve_template(args) -> str:
     other data (sample files, ``--interactions`` or protocol options)."""
     if args.template is not None:
         return args.template
-    return TEXT_TEMPLATE if _sample_files(args) or _custom_protocol(args) else DEFAULT_TEMPLATE
+    zero_shot_only = not any(k > 0 for k in args.shots)  # nothing to tune: no projector, no collaborative model
+    return TEXT_TEMPLATE if _sample_files(args) or _custom_protocol(args) or zero_shot_only else DEFAULT_TEMPLATE
 
 
 def load_data(args, answers):
@@ -189,6 +190,31 @@ def load_data(args, answers):
     return res.splits, encode, res.record(), not custom, res.rec
 
 
+def check_templates(args):
+    """``(k-shot template, zero-shot template)``, loaded and checked before any data or model: a token template's
+    zero-shot row uses ``--zero-shot-template``, which must be text; ``--pair-form product`` needs a template with
+    ⟨taste⟩ / ⟨match⟩ tokens. Exits with ``error: --flag value: why`` otherwise."""
+    from llmrec.prompts import load_template
+    from llmrec.prompts.collab_syntax import source_places_pairs, source_places_tokens
+
+    def load(flag, name):
+        try:
+            return load_template(name, args.prompts)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: {flag} {name}: {e}") from None
+
+    tpl = load("--template", args.template)
+    if args.pair_form != "score" and not source_places_pairs(tpl.source):
+        raise SystemExit(f"error: --pair-form {args.pair_form}: template {tpl.name} places no ⟨taste⟩ / ⟨match⟩ token")
+    if not source_places_tokens(tpl.source):
+        return tpl, tpl
+    zs = load("--zero-shot-template", args.zero_shot_template)
+    if source_places_tokens(zs.source):
+        raise SystemExit(f"error: --zero-shot-template {zs.name}: it places collaborative tokens, which need a trained "
+                         f"projector; give a text template (default {TEXT_TEMPLATE})")
+    return tpl, zs
+
+
 def load_collab(args, tpl, rec, splits):
     """The collaborative model a token template needs (None for a text template): ``--collab`` loaded or fitted
     there, else the default one in the llmrec cache (fitted on first use; TALLRec movie data only). A model that saw
@@ -199,19 +225,19 @@ def load_collab(args, tpl, rec, splits):
         if args.collab is not None:
             raise SystemExit(f"error: --collab {args.collab}: template {tpl.name} places no collaborative token")
         return None
-    from llmrec.collab.data import CollabModel, default_collab_dir, load_or_fit_collab, seen_evaluation_users
+    from llmrec.collab.data import default_collab_dir, load_or_fit_collab, seen_evaluation_users
 
     if rec is None:
         raise SystemExit(f"error: template {tpl.name} places collaborative tokens, which need item ids and a "
                          f"collaborative model; sample files give neither (use --template {TEXT_TEMPLATE})")
-    if not args.published and (args.collab is None or not args.collab.is_dir()):
-        raise SystemExit(f"error: template {tpl.name} places collaborative tokens: give --collab DIR (a collaborative "
-                         f"model of your data; fitting one is built in for the TALLRec movie data only)")
-    folder = args.collab or default_collab_dir(rec)
+    if not args.published and (args.collab is None or not (args.collab / "collab.json").is_file()):
+        raise SystemExit(f"error: template {tpl.name} places collaborative tokens: give --collab DIR holding a "
+                         f"collaborative model of your data (fitting one is built in for the TALLRec movie data only)")
+    folder, where = (args.collab, "--collab") if args.collab else (default_collab_dir(rec), "the default collaborative model")
     try:
         cm, _ = load_or_fit_collab(folder, rec, splits, log=lambda m: print(m, flush=True))
     except ValueError as e:
-        raise SystemExit(f"error: --collab: {e}") from None
+        raise SystemExit(f"error: {where} {folder}: {str(e).removeprefix(f'{folder}: ')}") from None
     seen = seen_evaluation_users(cm, splits)
     if seen:
         raise SystemExit(f"error: collaborative model {folder} was fitted on interactions of {len(seen)} valid/test "
@@ -244,14 +270,13 @@ def main(argv=None) -> int:
     from llmrec.recipe import LikeRateBlend, epoch_budget, like_rate_product, like_rate_scores, tune_k_shot
     from llmrec.scoring.pointwise import PointwiseScorer
     from llmrec.samples.augment import parse_augmentations
-    from llmrec.prompts import load_template
     from llmrec.precision import scoring_dtype
     from llmrec.train import TrainSettings
 
     augment = parse_augmentations(args.augment)
     dtype = scoring_dtype(args.dtype)
     args.template = resolve_template(args)
-    tpl = load_template(args.template, args.prompts)
+    tpl, zs_tpl = check_templates(args)
     splits, encode, protocol, published, rec = load_data(args, tuple(tpl.targets[:2]))
     args.published = published
     cm = load_collab(args, tpl, rec, splits)
@@ -278,7 +303,6 @@ def main(argv=None) -> int:
 
     if not args.no_zero_shot:  # no trained projector yet: a token template is scored with the text one
         model, tok = load_base_model(args.base_model)
-        zs_tpl = load_template(args.zero_shot_template, args.prompts) if cm is not None else tpl
         sc = PointwiseScorer(model, tok, zs_tpl, dtype=dtype)
         P = encode(sc, test)
         r = sc.evaluate(P, progress=True, desc="zero-shot test", keep_scores=True)

@@ -13,6 +13,24 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.parametrize("flags, msg", [
+    (["--zero-shot-template", "no-such-template"], "error: --zero-shot-template no-such-template: "),
+    (["--zero-shot-template", "tallrec-last5-taste"], "error: --zero-shot-template tallrec-last5-taste: it places "
+                                                      "collaborative tokens"),
+    (["--template", "tallrec-last5", "--pair-form", "product"], "error: --pair-form product: template tallrec-last5 "
+                                                                 "places no"),
+    (["--template", "no-such-template"], "error: --template no-such-template: "),
+    (["--template", "tallrec-last5", "--collab", "x"], "error: --collab x: template tallrec-last5 places no "),
+])
+def test_tallrec_auc_refuses_bad_templates_before_any_fit(flags, msg, tmp_path):
+    """Template flags are checked before the data, the collaborative model (a 2-minute fit) or any LM loads."""
+    r = subprocess.run([sys.executable, str(REPO / "eval" / "tallrec_auc.py"), "--shots", "64", *flags,
+                        "--out", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "LLMREC_CACHE": str(tmp_path / "cache")})
+    assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "cache" / "collab").exists() and not (tmp_path / "r.json").exists()
+
+
 @pytest.mark.integration
 def test_tallrec_auc_script(tiny_model_dir, tiny_collab_dir, tmp_path):
     """The default recipe (tallrec-last5-taste with a collaborative model; zero-shot with the text template) on 60

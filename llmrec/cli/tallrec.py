@@ -151,8 +151,7 @@ def _refuse_text_records(tpl, flag: str) -> None:
 
     if source_places_tokens(tpl.source):
         raise CliError(f"{flag}: alpaca records are text only, but template {tpl.name} places collaborative tokens "
-                       f"(item_token / user_token need item ids); give structured sample JSONL, --user/--target or "
-                       f"a split")
+                       f"(they need item ids); give structured sample JSONL, --user/--target or a split")
 
 
 def _file_sha256(path: Path) -> str:
@@ -281,7 +280,10 @@ def train(
 ):
     """LoRA-tune the base model on k labelled samples (TALLRec's movie protocol, or any protocol over your data), or
     on your own records (--train-json, early stopping on --val-json); save the adapter (resumable checkpoints in
-    --out). The adapter records the protocol used (data hash, like threshold, item noun, template)."""
+    --out). The adapter records the protocol used (data hash, like threshold, item noun, template). On the
+    TALLRec-movie data the default recipe places collaborative tokens and one taste token (tallrec-last5-taste): LoRA and the token projector are tuned together, and the collaborative model (--collab,
+    else the llmrec cache's, fitted there on first use) travels in the adapter. Elsewhere the text recipe
+    (tallrec-last5) is the default."""
     from llmrec.adapter import save_adapter
     from llmrec.model import LoraSettings, load_base_model
     from llmrec.scoring.pointwise import PointwiseScorer
@@ -345,6 +347,12 @@ def train(
     from llmrec.adapter import META
 
     check_replaceable(out, META, "LoRA adapter")  # before tuning, not after
+    if collab is not None:  # the adapter is written atomically over --out and its checkpoints are deleted after
+        c = collab.resolve()
+        for o in (out.resolve(), Path(settings.output_dir).resolve()):
+            if c == o or o in c.parents or c in o.parents:
+                raise CliError(f"--collab {collab}: the same folder as, or nested with, --out {out} (or its "
+                               f"checkpoints {settings.output_dir}); give the collaborative model its own folder")
     answers = tuple(tpl.targets[:2])
     uses_data = train_json is None or data is not None or interactions is not None
     splits = catalog = None
@@ -474,46 +482,51 @@ def _collab_model(folder: Optional[Path], data: Optional[Path], custom: bool, sp
     TALLRec-movie interactions (every valid/test user left out, no rating read) and saved there first
     (:func:`llmrec.collab.data.load_or_fit_collab`, :data:`llmrec.collab.data.DEFAULT_COLLAB_CONFIG`). Without
     ``folder``: the default one in the llmrec cache (:func:`llmrec.collab.data.default_collab_dir`). A model fitted on
-    interactions of valid/test users is used with a warning (its valid/test AUC is not a few-shot number). With
-    ``fit=False``, None where it would have to be fitted (the caller fits it later; the folder is checked now). Under
-    ``accelerate launch`` the main process fits it while the others wait, then they load it.
+    interactions of valid/test users of ``splits`` is used with a warning (its valid/test AUC is not a few-shot
+    number). With ``fit=False``, None where it would have to be fitted (the caller fits it later, after the base
+    model loaded; the path is checked now). Under ``accelerate launch`` the main process fits it while the others
+    wait, then they load it.
 
     Raises:
-        CliError: the folder is not a collaborative model, or it must be fitted for a custom protocol (fit it on your
-            data with the Python API first).
+        CliError: the path cannot be a folder, the folder is not a readable collaborative model, or it must be fitted
+            for a custom protocol (fit it on your data with the Python API first).
     """
-    from llmrec.collab.data import CollabModel, default_collab_dir, load_or_fit_collab, seen_evaluation_users
+    from llmrec.collab.data import check_collab_path, default_collab_dir, load_or_fit_collab, seen_evaluation_users
     from llmrec.recipe import load_tallrec
-
-    flag = f"--collab {folder}"
-    if folder is not None and folder.exists() and not folder.is_dir():
-        raise CliError(f"{flag}: not a folder (give a collaborative model folder, or a new path to fit one into)")
-    if custom:
-        if folder is not None and folder.exists() and any(folder.iterdir()):
-            try:
-                return CollabModel.load(folder)
-            except (FileNotFoundError, ValueError) as e:
-                raise CliError(f"{flag}: not a collaborative model folder ({e})") from None
-        raise CliError(f"{flag}: holds no collaborative model, and fitting one is only built in for the "
-                       f"TALLRec-movie data (no --interactions / --train-json without --data); fit it on your data "
-                       f"with llmrec.collab.data.fit_collab_model and save it there")
-    rec, tsplits = load_tallrec(data)
-    if folder is None:
-        folder = default_collab_dir(rec)
-        flag = f"the default collaborative model {folder}"
-    if not fit and not (folder.is_dir() and any(folder.iterdir())):
-        return None
     from llmrec.scoring.pointwise import process_state
 
+    rec = tsplits = None
+    where = "--collab"
+    if folder is None:  # (a custom protocol without --collab was refused before)
+        rec, tsplits = load_tallrec(data)
+        folder, where = default_collab_dir(rec), "the default collaborative model"
+
+    def fail(e: ValueError) -> CliError:  # the library's "<folder>: why" as "--collab <folder>: why"
+        return CliError(f"{where} {folder}: {str(e).removeprefix(f'{folder}: ')}")
+
+    try:
+        check_collab_path(folder)
+    except ValueError as e:
+        raise fail(e) from None
+    holds = folder.is_dir() and any(folder.iterdir())
+    if custom and not holds:
+        raise CliError(f"--collab {folder}: holds no collaborative model, and fitting one is only built in for the "
+                       f"TALLRec-movie data (no --interactions / --train-json without --data); fit it on your data "
+                       f"with llmrec.collab.data.fit_collab_model and save it there")
+    if not fit and not holds:
+        return None
+    if rec is None and not holds:
+        rec, tsplits = load_tallrec(data)
     try:
         with process_state().main_process_first():  # one process fits; the others then load its folder
             cm, _ = load_or_fit_collab(folder, rec, tsplits, log=lambda m: typer.echo(m, err=True))
     except ValueError as e:
-        raise CliError(f"{flag}: {e}") from None
-    seen = seen_evaluation_users(cm, splits if splits is not None else tsplits)
+        raise fail(e) from None
+    evaluated = splits if splits is not None else tsplits
+    seen = seen_evaluation_users(cm, evaluated) if evaluated is not None else []
     if seen:
-        typer.echo(f"llmrec: warning: {flag}: fitted on interactions of {len(seen)} TALLRec valid/test user(s) (first: "
-                   f"{seen[0]!r}); its valid/test AUC is not a few-shot number", err=True)
+        typer.echo(f"llmrec: warning: {where} {folder}: fitted on interactions of {len(seen)} valid/test user(s) of "
+                   f"this protocol (first: {seen[0]!r}); its valid/test AUC is not a few-shot number", err=True)
     return cm
 
 
@@ -721,6 +734,15 @@ def evaluate(
     sc, loaded = _scorer(adapter, base_model, tpl, allow_template_mismatch, dtype, allow_base_mismatch)
     if loaded is not None:
         result["loaded_base"] = loaded  # what the adapter ran on (a mismatch allowed is recorded here)
+    if input is None and getattr(sc, "slots", None) is not None:  # the honest few-shot protocol, checked on the split
+        from llmrec.collab.data import seen_evaluation_users
+
+        seen = seen_evaluation_users(sc.slots.collab, splits)
+        if seen:
+            result["collab_seen_evaluation_users"] = len(seen)
+            typer.echo(f"llmrec: warning: adapter {adapter}: its collaborative model was fitted on interactions of "
+                       f"{len(seen)} valid/test user(s) of this protocol (first: {seen[0]!r}); this AUC is not a "
+                       f"few-shot number", err=True)
     P = encode_sample_set(sc, sset) if sset is not None else sc.encode_samples(samples, catalog)
     if samples is not None:
         result["like_rate_auc"] = auc(P.labels, like_rate_scores(samples))

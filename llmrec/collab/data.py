@@ -36,7 +36,8 @@ import numpy as np
 from llmrec.retrieval.sasrec import SASRec, SASRecConfig
 
 __all__ = ["excluded_users", "implicit_sequences", "CollabModel", "fit_collab_model", "COLD_NORM_SCALE",
-           "DEFAULT_COLLAB_CONFIG", "default_collab_dir", "load_or_fit_collab", "seen_evaluation_users"]
+           "DEFAULT_COLLAB_CONFIG", "default_collab_dir", "check_collab_path", "load_or_fit_collab",
+           "seen_evaluation_users"]
 
 #: Cold item vectors are rescaled to this multiple of the warm items' median L2 norm (README "Cold-start").
 COLD_NORM_SCALE = 0.5
@@ -281,6 +282,22 @@ def default_collab_dir(rec: Any, config: SASRecConfig = DEFAULT_COLLAB_CONFIG) -
                                      f"-s{config.seed}")
 
 
+def check_collab_path(folder: str | os.PathLike) -> None:
+    """Refuse a collaborative model path that cannot be a folder: the path itself or one of its parents is a file.
+
+    Raises:
+        ValueError: naming the path and the file in the way.
+    """
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"{d}: not a folder (give a collaborative model folder, or a new path to fit one into)")
+    for parent in d.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{d}: cannot be created: {parent} is a file")
+            break
+
+
 def load_or_fit_collab(folder: str | os.PathLike, rec: Any, splits: Any, config: SASRecConfig = DEFAULT_COLLAB_CONFIG,
                        *, log=print) -> tuple[CollabModel, bool]:
     """The collaborative model in ``folder``, or one fitted with :func:`fit_collab_model` and saved there first
@@ -296,18 +313,20 @@ def load_or_fit_collab(folder: str | os.PathLike, rec: Any, splits: Any, config:
         ``(model, fitted)``: ``fitted`` is True when it was fitted now.
 
     Raises:
-        ValueError: ``folder`` is a file, or holds something that is not a collaborative model (names it and why).
+        ValueError: ``folder`` is a file or cannot be created (a parent is a file), or holds something that is not a
+            readable collaborative model (names the folder and why; delete it to fit one there).
     """
     import time
 
     d = Path(folder)
-    if d.exists() and not d.is_dir():
-        raise ValueError(f"{d}: not a folder (give a collaborative model folder, or a new path to fit one into)")
+    check_collab_path(d)
     if d.exists() and any(d.iterdir()):
         try:
             return CollabModel.load(d), False
-        except (FileNotFoundError, ValueError) as e:
-            raise ValueError(f"{d}: not a collaborative model folder ({e})") from None
+        except Exception as e:  # noqa: BLE001  a foreign or damaged folder: json, safetensors or key errors
+            why = str(e).removeprefix(f"{d}: ")
+            raise ValueError(f"{d}: not a readable collaborative model folder ({type(e).__name__}: {why}); give "
+                             f"another folder, or delete this one to fit a new model there") from None
     t0 = time.perf_counter()
     if log:
         log(f"fitting the collaborative model (SASRec, {config.epochs} epochs at most) into {d} ...")

@@ -96,6 +96,18 @@ def test_load_or_fit_collab_fits_once_then_loads_and_flags_seen_users(real, tmp_
     (tmp_path / "junk" / "a.txt").write_text("x")
     with pytest.raises(ValueError, match="not a collaborative model folder"):
         cdata.load_or_fit_collab(tmp_path / "junk", rec, splits, cfg, log=None)
+    # a damaged model folder is refused with the folder's name, not a deserialiser's traceback
+    import shutil
+
+    for name, damage in (("trunc", lambda f: (f / "vectors.safetensors").write_bytes(
+            (f / "vectors.safetensors").read_bytes()[:100])), ("list", lambda f: (f / "collab.json").write_text("[1, 2]"))):
+        bad = shutil.copytree(d, tmp_path / name)
+        damage(bad)
+        with pytest.raises(ValueError, match=f"{name}: not a readable collaborative model folder .*delete this one"):
+            cdata.load_or_fit_collab(bad, rec, splits, cfg, log=None)
+    with pytest.raises(ValueError, match="cannot be created: .*f is a file"):  # found before a fit, not after
+        cdata.load_or_fit_collab(tmp_path / "f" / "sub", rec, splits, cfg, log=None)
+    assert fits == [1]
     leaky = cdata.CollabModel(cm.sasrec, cm.sasrec_items, cm.catalog_items, cm.item_vectors, cm.warm,
                               cm.excluded[1:])  # claims to have kept one evaluation user
     assert cdata.seen_evaluation_users(leaky, splits) == [cm.excluded[0]]

@@ -201,6 +201,12 @@ def test_llmrec_train_with_collab_tokens_end_to_end(tiny_model_dir, tiny_collab_
     assert meta["collab"]["pair_form"] == "score" and len(asked) >= 1
     assert "--collab" in cli_fails(base + ["--template", "tallrec-last5", "--collab", str(cdir),
                                            "--out", str(tmp_path / "x")], capsys)  # a text template takes no model
+    # the adapter replaces --out atomically and its checkpoints (--out + .work) are deleted: a model in either is
+    # refused before anything is fitted or trained
+    for c, o in ((tmp_path / "same", tmp_path / "same"), (tmp_path / "nest" / "cm", tmp_path / "nest"),
+                 (tmp_path / "ad2.work" / "cm", tmp_path / "ad2")):
+        assert "nested with, --out" in cli_fails(base + ["--collab", str(c), "--out", str(o)], capsys)
+        assert not c.exists()
     assert "--pair-form 'sum'" in cli_fails(base + ["--template", "tallrec-last5-taste", "--collab", str(cdir),
                                                     "--pair-form", "sum", "--out", str(tmp_path / "x")], capsys)
     (tmp_path / "afile").write_text("x")
@@ -242,4 +248,12 @@ def test_llmrec_train_with_collab_tokens_end_to_end(tiny_model_dir, tiny_collab_
     assert lora_b and max(float(v.abs().max()) for v in lora_b) > 0  # LoRA trained (B starts at zero)
     main(["eval", "--adapter", str(out), "--limit", "12", "--out", str(tmp_path / "m.json")])
     m = json.loads((tmp_path / "m.json").read_text())
-    assert m["n"] == 12 and 0.0 <= m["auc"] <= 1.0
+    assert m["n"] == 12 and 0.0 <= m["auc"] <= 1.0 and "collab_seen_evaluation_users" not in m
+    # a collaborative model that kept the valid/test users' interactions: train warns, eval warns and records it
+    leaky = CollabModel(sas, warm, items, V, cm.warm, []).save(tmp_path / "leaky")
+    capsys.readouterr()
+    main(base + ["--collab", str(leaky), "--out", str(tmp_path / "ad-leaky")])
+    assert "fitted on interactions of 29 valid/test user(s)" in capsys.readouterr().err
+    main(["eval", "--adapter", str(tmp_path / "ad-leaky"), "--limit", "12", "--out", str(tmp_path / "l.json")])
+    assert "this AUC is not a few-shot number" in capsys.readouterr().err
+    assert json.loads((tmp_path / "l.json").read_text())["collab_seen_evaluation_users"] == 29
