@@ -205,7 +205,8 @@ def check_templates(args):
 
     tpl = load("--template", args.template)
     if args.pair_form != "score" and not source_places_pairs(tpl.source):
-        raise SystemExit(f"error: --pair-form {args.pair_form}: template {tpl.name} places no ⟨taste⟩ / ⟨match⟩ token")
+        raise SystemExit(f"error: --pair-form {args.pair_form}: template {tpl.name} places no ⟨taste⟩ / ⟨match⟩ "
+                         f"token")
     if not source_places_tokens(tpl.source):
         return tpl, tpl
     zs = load("--zero-shot-template", args.zero_shot_template)
@@ -233,7 +234,8 @@ def load_collab(args, tpl, rec, splits):
     if not args.published and (args.collab is None or not (args.collab / "collab.json").is_file()):
         raise SystemExit(f"error: template {tpl.name} places collaborative tokens: give --collab DIR holding a "
                          f"collaborative model of your data (fitting one is built in for the TALLRec movie data only)")
-    folder, where = (args.collab, "--collab") if args.collab else (default_collab_dir(rec), "the default collaborative model")
+    folder, where = ((args.collab, "--collab") if args.collab
+                     else (default_collab_dir(rec), "the default collaborative model"))
     try:
         cm, _ = load_or_fit_collab(folder, rec, splits, log=lambda m: print(m, flush=True))
     except ValueError as e:
