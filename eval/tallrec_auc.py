@@ -6,7 +6,7 @@
 On the TALLRec movie data the k-shot rows run the default recipe (``llmrec.recipe.DEFAULT_TEMPLATE``,
 tallrec-last5-taste: collaborative tokens plus one ⟨taste⟩ token; LoRA and projector tuned together). Its
 collaborative model (``--collab``; default: the one ``llmrec train`` uses, in the llmrec cache) is fitted on first
-use from the interactions of every user without a valid/test window, no rating read (about 2 minutes on 2 cores);
+use from the interactions of every user without a valid/test window, no rating read (about 2 minutes, one thread);
 the zero-shot row, which has no trained projector, uses the text template (``--zero-shot-template``), and a no-LM row
 (the collaborative cosine probe x like-rate) shows what the vectors alone score. ``--template tallrec-last5`` runs
 the text-only recipe.
@@ -121,8 +121,9 @@ def _custom_protocol(args) -> bool:
 
 
 def resolve_template(args) -> str:
-    """``--template``, else the default recipe's (collaborative tokens) on the TALLRec movie data and the text one on
-    other data (sample files, ``--interactions`` or protocol options)."""
+    """``--template``, else the default recipe's (collaborative tokens) on the TALLRec movie data, and the text one on
+    other data (sample files, ``--interactions`` or protocol options) or when every k is 0 (zero-shot only: nothing
+    is tuned, so no projector)."""
     if args.template is not None:
         return args.template
     zero_shot_only = not any(k > 0 for k in args.shots)  # nothing to tune: no projector, no collaborative model

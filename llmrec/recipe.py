@@ -26,8 +26,9 @@ __all__ = ["load_tallrec", "load_protocol", "encode_sample_set", "like_rate_scor
 
 #: The shipped k-shot recipe on TALLRec-movie data (issue 15; README "Interaction tokens"): the 5 most recent
 #: history items as collaborative tokens plus one ⟨taste⟩ token comparing the target with them (score form), LoRA
-#: and the projector tuned together, mirrored samples as augmentation. Over 5 seeds at 64 shots it beat the text
-#: recipe on AUC (+0.024), UAUC (+0.113) and x like-rate AUC (+0.014). It needs a collaborative model
+#: and the projector tuned together, mirrored samples as augmentation. Over 5 seeds at 64 shots, with the default
+#: collaborative model, it beat the text recipe on AUC (+0.021), UAUC (+0.101) and x like-rate AUC (+0.013; README
+#: "The default recipe"). It needs a collaborative model
 #: (:func:`llmrec.collab.data.load_or_fit_collab`; ``llmrec train`` and ``eval/tallrec_auc.py`` fit the default one
 #: on first use) and item ids, so zero-shot scoring, alpaca records and your own ``--interactions`` use
 #: :data:`TEXT_TEMPLATE`.

@@ -26,9 +26,9 @@ DataTemplateOpt = typer.Option("tallrec", "--template", help="Template name or .
 ScoreTemplateOpt = typer.Option(None, "--template", help="Template name or .jinja path; default: the adapter's own "
                                                          f"template, or {TEXT_TEMPLATE} without an adapter.")
 TrainTemplateOpt = typer.Option(None, "--template", help=f"Template name (see prompts/) or .jinja path. Default: "
-                                f"{DEFAULT_TEMPLATE} (collaborative tokens; the collaborative model of --collab) on the "
-                                f"TALLRec-movie data, {TEXT_TEMPLATE} (text only) on --interactions data or "
-                                f"--train-json records.")
+                                f"{DEFAULT_TEMPLATE} (collaborative tokens; the collaborative model of --collab, else the "
+                                f"llmrec cache's) on the TALLRec-movie data, {TEXT_TEMPLATE} (text only) with "
+                                f"--train-json records, --interactions data or any protocol option.")
 AdapterBaseOpt = typer.Option(None, "--base-model", help="Embedded model name, local folder or HF id. Default: the "
                               "adapter's recorded base model, or smollm2-135m-instruct without --adapter. With "
                               "--adapter, its weights must be the ones the adapter was tuned on (fingerprint).")
