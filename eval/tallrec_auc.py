@@ -227,7 +227,8 @@ def load_collab(args, tpl, rec, splits):
         if args.collab is not None:
             raise SystemExit(f"error: --collab {args.collab}: template {tpl.name} places no collaborative token")
         return None
-    from llmrec.collab.data import default_collab_dir, load_or_fit_collab, seen_evaluation_users
+    from llmrec.collab.data import default_collab_dir, load_or_fit_collab, missing_items, seen_evaluation_users
+    from llmrec.samples.protocol import data_sha256
 
     if rec is None:
         raise SystemExit(f"error: template {tpl.name} places collaborative tokens, which need item ids and a "
@@ -236,7 +237,7 @@ def load_collab(args, tpl, rec, splits):
         raise SystemExit(f"error: template {tpl.name} places collaborative tokens: give --collab DIR holding a "
                          f"collaborative model of your data (fitting one is built in for the TALLRec movie data only)")
     folder, where = ((args.collab, "--collab") if args.collab
-                     else (default_collab_dir(rec), "the default collaborative model"))
+                     else (default_collab_dir(data_sha256(rec)), "the default collaborative model"))
     try:
         cm, _ = load_or_fit_collab(folder, rec, splits, log=lambda m: print(m, flush=True))
     except ValueError as e:
@@ -246,8 +247,7 @@ def load_collab(args, tpl, rec, splits):
         raise SystemExit(f"error: collaborative model {folder} was fitted on interactions of {len(seen)} valid/test "
                          f"user(s) (first: {seen[0]!r}); the few-shot protocol leaves them out (fit one with "
                          f"llmrec.collab.data.load_or_fit_collab)")
-    missing = sorted({i for part in (splits.train, splits.valid, splits.test) for s in part
-                      for i in [*s.history, s.target]} - set(cm.catalog_items))
+    missing = missing_items(cm, [*splits.train, *splits.valid, *splits.test])
     if missing:
         raise SystemExit(f"error: collaborative model {folder}: {len(missing)} item(s) of the data are not in its "
                          f"catalogue (first: {missing[0]!r})")
@@ -329,12 +329,10 @@ def main(argv=None) -> int:
                                      lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio)
             scorer = None
             if cm is not None:  # LoRA + projector (peft modules_to_save), seeded; tuned together (README)
-                from llmrec.collab.train import CollabScorer, attach, set_trainable
+                from llmrec.collab.train import joint_scorer
 
-                model, slots = attach(model, cm, lora, seed=seed)
-                slots.pair_form = args.pair_form
-                set_trainable(model, lora=True, projector=True)
-                scorer = CollabScorer(model, tok, tpl, slots, dtype=dtype)
+                scorer = joint_scorer(model, tok, tpl, cm, lora, seed=seed, pair_form=args.pair_form, dtype=dtype)
+                model = scorer.model
             run = tune_k_shot(model, tok, tpl, splits, None, shots=k, seed=seed, settings=settings,
                               lora=lora, val_size=args.val_size, dtype=dtype, augment=augment,
                               augment_copies=args.augment_copies, encode=encode, scorer=scorer)

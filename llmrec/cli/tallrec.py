@@ -399,34 +399,36 @@ def train(
 
             settings = _replace(settings, epochs=epoch_budget(augment_names, augment_copies, shots=len(tr_set),
                                                               batch_size=batch_size))
-    cm = None
+    cm = collab_dir = None
     if tokens:  # a saved collaborative model is loaded and checked before the base model loads; a fit comes after
-        cm = _collab_model(collab, data, custom=protocol.get("name") != "tallrec-movie", splits=splits, fit=False)
-        # every item a prompt can name must have a vector
-        if train_json is not None:
-            need = {i for ss in (tr_set, va_set) if ss is not None and ss.samples is not None
-                    for smp in ss.samples for i in [*smp.history, smp.target]}
-        else:
-            need = {i for part in (splits.train, splits.valid) for smp in part for i in [*smp.history, smp.target]}
-        missing = sorted(need - set(cm.catalog_items)) if cm is not None else []
-        if missing:
-            raise CliError(f"--collab {collab}: {len(missing)} item(s) of the training data are not in this "
-                           f"collaborative model's catalogue (first: {missing[0]!r}); fit one on this data")
+        from llmrec.collab.data import default_collab_dir
+
+        custom_data = protocol.get("name") != "tallrec-movie"  # (the default folder is for TALLRec-movie data only)
+        collab_dir, where = ((collab, "--collab") if collab is not None else
+                             (default_collab_dir(protocol["data_sha256"]), "the default collaborative model"))
+        cm = _collab_model(collab_dir, where, data, custom_data, splits, fit=False)
+        if cm is not None:  # every item a prompt can name must have a vector
+            used = ([smp for ss in (tr_set, va_set) if ss is not None and ss.samples is not None for smp in ss.samples]
+                    if train_json is not None else [*splits.train, *splits.valid])
+            from llmrec.collab.data import missing_items
+
+            missing = missing_items(cm, used)
+            if missing:
+                raise CliError(f"--collab {collab}: {len(missing)} item(s) of the training data are not in this "
+                               f"collaborative model's catalogue (first: {missing[0]!r}); fit one on this data")
     model, tok = load_base_model(base_model)
     if tokens and cm is None:  # fitted on the TALLRec-movie data: every catalogue item gets a vector
-        cm = _collab_model(collab, data, custom=False, splits=splits, fit=True)
-    make_scorer = lambda m: PointwiseScorer(m, tok, tpl)  # noqa: E731
-    if cm is not None:
-        from llmrec.collab.train import CollabScorer, attach, set_trainable
+        cm = _collab_model(collab_dir, where, data, False, splits, fit=True)
+    if cm is not None:  # LoRA + projector (peft modules_to_save), seeded, tuned together
+        from llmrec.collab.train import joint_scorer
 
-        model, slots = attach(model, cm, lora, seed=seed)  # LoRA + projector (peft modules_to_save), seeded
-        slots.pair_form = pair_form
-        set_trainable(model, lora=True, projector=True)
-        make_scorer = lambda m: CollabScorer(m, tok, tpl, slots)  # noqa: E731
+        sc = joint_scorer(model, tok, tpl, cm, lora, seed=seed, pair_form=pair_form)
+        model = sc.model
+    else:
+        sc = PointwiseScorer(model, tok, tpl)
     if train_json is not None:
         from llmrec.recipe import encode_sample_set
 
-        sc = make_scorer(model)
         tr = encode_sample_set(sc, tr_set, train_samples)
         va = encode_sample_set(sc, va_set) if va_set is not None else None
         try:
@@ -452,7 +454,7 @@ def train(
         try:
             run = tune_k_shot(model, tok, tpl, splits, catalog, shots=shots, seed=seed, settings=settings,
                               lora=lora, val_size=val_size, augment=augment_names, augment_copies=augment_copies,
-                              scorer=make_scorer(model) if cm is not None else None)
+                              scorer=sc)
         except ValueError as e:
             raise flag_error(e) from None
         model, verb, record = run.scorer.model, run.scorer.verbalizer, run.record
@@ -477,29 +479,21 @@ def train(
     typer.echo(f"saved adapter to {out}" + (f" (best validation AUC {best:.4f})" if best is not None else ""))
 
 
-def _collab_model(folder: Optional[Path], data: Optional[Path], custom: bool, splits=None, fit: bool = True):
-    """The collaborative model for ``llmrec train``: loaded from ``folder`` (``--collab``), or fitted on the
-    TALLRec-movie interactions (every valid/test user left out, no rating read) and saved there first
-    (:func:`llmrec.collab.data.load_or_fit_collab`, :data:`llmrec.collab.data.DEFAULT_COLLAB_CONFIG`). Without
-    ``folder``: the default one in the llmrec cache (:func:`llmrec.collab.data.default_collab_dir`). A model fitted on
-    interactions of valid/test users of ``splits`` is used with a warning (its valid/test AUC is not a few-shot
-    number). With ``fit=False``, None where it would have to be fitted (the caller fits it later, after the base
-    model loaded; the path is checked now). Under ``accelerate launch`` the main process fits it while the others
-    wait, then they load it.
+def _collab_model(folder: Path, where: str, data: Optional[Path], custom: bool, splits=None, fit: bool = True):
+    """The collaborative model for ``llmrec train``: loaded from ``folder`` (``--collab``, or the llmrec cache's
+    default, named by ``where``), or fitted on the TALLRec-movie interactions (every valid/test user left out, no
+    rating read) and saved there first (:func:`llmrec.collab.data.load_or_fit_collab`,
+    :data:`llmrec.collab.data.DEFAULT_COLLAB_CONFIG`). A model fitted on interactions of valid/test users of
+    ``splits`` is used with a warning (its valid/test AUC is not a few-shot number). With ``fit=False``, None where it
+    would have to be fitted (the caller fits it later, after the base model loaded; the path is checked now). Under
+    ``accelerate launch`` the main process fits it while the others wait, then they load it.
 
     Raises:
         CliError: the path cannot be a folder, the folder is not a readable collaborative model, or it must be fitted
             for a custom protocol (fit it on your data with the Python API first).
     """
-    from llmrec.collab.data import check_collab_path, default_collab_dir, load_or_fit_collab, seen_evaluation_users
-    from llmrec.recipe import load_tallrec
+    from llmrec.collab.data import check_collab_path, load_or_fit_collab, seen_evaluation_users
     from llmrec.scoring.pointwise import process_state
-
-    rec = tsplits = None
-    where = "--collab"
-    if folder is None:  # (a custom protocol without --collab was refused before)
-        rec, tsplits = load_tallrec(data)
-        folder, where = default_collab_dir(rec), "the default collaborative model"
 
     def fail(e: ValueError) -> CliError:  # the library's "<folder>: why" as "--collab <folder>: why"
         return CliError(f"{where} {folder}: {str(e).removeprefix(f'{folder}: ')}")
@@ -515,7 +509,10 @@ def _collab_model(folder: Optional[Path], data: Optional[Path], custom: bool, sp
                        f"with llmrec.collab.data.fit_collab_model and save it there")
     if not fit and not holds:
         return None
-    if rec is None and not holds:
+    rec = tsplits = None
+    if not holds:  # the data is read again only to fit
+        from llmrec.recipe import load_tallrec
+
         rec, tsplits = load_tallrec(data)
     try:
         with process_state().main_process_first():  # one process fits; the others then load its folder

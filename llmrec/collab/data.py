@@ -37,7 +37,7 @@ from llmrec.retrieval.sasrec import SASRec, SASRecConfig
 
 __all__ = ["excluded_users", "implicit_sequences", "CollabModel", "fit_collab_model", "COLD_NORM_SCALE",
            "DEFAULT_COLLAB_CONFIG", "default_collab_dir", "check_collab_path", "load_or_fit_collab",
-           "seen_evaluation_users"]
+           "seen_evaluation_users", "missing_items"]
 
 #: Cold item vectors are rescaled to this multiple of the warm items' median L2 norm (README "Cold-start").
 COLD_NORM_SCALE = 0.5
@@ -272,15 +272,21 @@ def seen_evaluation_users(collab: CollabModel, splits: Any) -> list[str]:
     return sorted(excluded_users(splits) - set(map(str, collab.excluded)))
 
 
-def default_collab_dir(rec: Any, config: SASRecConfig = DEFAULT_COLLAB_CONFIG) -> Path:
+def default_collab_dir(data_sha256: str, config: SASRecConfig = DEFAULT_COLLAB_CONFIG) -> Path:
     """Where the default recipe keeps the collaborative model of a dataset: ``<cache>/collab/<data sha256[:12]>-
     sasrec-l<max_len>-e<epochs>-s<seed>`` under :func:`llmrec.assets.cache_dir` (``$LLMREC_CACHE``), so
-    ``llmrec train``, ``eval/tallrec_auc.py`` and ``make demo`` fit it once and share it."""
+    ``llmrec train``, ``eval/tallrec_auc.py`` and ``make demo`` fit it once and share it. ``data_sha256``: the
+    rating log's hash (:func:`llmrec.samples.protocol.data_sha256`, recorded in every protocol record)."""
     from llmrec.assets import cache_dir
-    from llmrec.samples.protocol import data_sha256
 
-    return cache_dir() / "collab" / (f"{data_sha256(rec)[:12]}-sasrec-l{config.max_len}-e{config.epochs}"
+    return cache_dir() / "collab" / (f"{data_sha256[:12]}-sasrec-l{config.max_len}-e{config.epochs}"
                                      f"-s{config.seed}")
+
+
+def missing_items(collab: CollabModel, samples: Iterable[Any]) -> list[str]:
+    """Sorted item ids (history items and targets of ``samples``) the collaborative model has no vector for:
+    every item a prompt can name needs one."""
+    return sorted({str(i) for s in samples for i in [*s.history, s.target]} - set(collab.catalog_items))
 
 
 def check_collab_path(folder: str | os.PathLike) -> None:

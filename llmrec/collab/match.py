@@ -141,6 +141,6 @@ def taste_probe(collab: CollabModel, samples: Sequence) -> np.ndarray:
     """
     dirs = taste_directions(collab, [s.history for s in samples],
                             [[r > s.like_threshold for r in s.history_ratings] for s in samples])
-    V = collab.item_matrix([str(s.target) for s in samples]).astype(np.float64)
-    return (_unit(V) * dirs.astype(np.float64)).sum(-1)
+    V, dirs = _item_rows(collab, [s.target for s in samples], dirs, "directions", "product")
+    return (_unit(V) * dirs).sum(-1)
 

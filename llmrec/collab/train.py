@@ -104,6 +104,24 @@ def attach(model: Any, collab: CollabModel, lora: LoraSettings | None = None, se
     return peft, SlotTable(collab, find_collab_embedding(peft))
 
 
+def joint_scorer(model: Any, tokenizer: Any, template: Any, collab: CollabModel, lora: LoraSettings | None = None,
+                 seed: int = 0, pair_form: str = "score", **kw) -> "CollabScorer":
+    """The default recipe's k-shot stage set up on a base model: :func:`attach` (LoRA + a fresh projector, seeded),
+    ⟨taste⟩ / ⟨match⟩ rows in ``pair_form``, LoRA and projector both trainable (one joint stage, README "The
+    default recipe"). Returns the :class:`CollabScorer` over the peft model (``.model``; ``kw``: its ``dtype`` ...).
+
+    Raises:
+        ValueError: an unknown ``pair_form``.
+    """
+    from .match import _check_form
+
+    _check_form(pair_form)
+    peft, slots = attach(model, collab, lora, seed=seed)
+    slots.pair_form = pair_form
+    set_trainable(peft, lora=True, projector=True)
+    return CollabScorer(peft, tokenizer, template, slots, **kw)
+
+
 def projector_module(model: Any) -> Projector:
     """The projector that runs (the trained copy when peft wraps it in ``modules_to_save``)."""
     emb = find_collab_embedding(model)

@@ -115,6 +115,6 @@ def test_load_or_fit_collab_fits_once_then_loads_and_flags_seen_users(real, tmp_
     monkeypatch.setenv("LLMREC_CACHE", str(tmp_path / "cache"))
     from llmrec.samples.protocol import data_sha256
 
-    dd = cdata.default_collab_dir(rec)
+    dd = cdata.default_collab_dir(data_sha256(rec))
     assert dd.parent == tmp_path / "cache" / "collab" and dd.name.startswith(data_sha256(rec)[:12])
-    assert dd != cdata.default_collab_dir(rec, SASRecConfig(max_len=50, epochs=80))
+    assert dd != cdata.default_collab_dir(data_sha256(rec), SASRecConfig(max_len=50, epochs=80))

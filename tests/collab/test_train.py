@@ -194,7 +194,7 @@ def test_llmrec_train_with_collab_tokens_end_to_end(tiny_model_dir, tiny_collab_
             "--batch-size", "4", "--precision", "fp32"]
     # no --template, no --collab: the default recipe with the default collaborative model (here: the tiny one)
     asked = []
-    monkeypatch.setattr(llmrec.collab.data, "default_collab_dir", lambda rec, *a: asked.append(rec) or cdir)
+    monkeypatch.setattr(llmrec.collab.data, "default_collab_dir", lambda sha, *a: asked.append(sha) or cdir)
     main(base + ["--out", str(tmp_path / "default")])
     meta = json.loads((tmp_path / "default" / "llmrec.json").read_text())
     assert meta["template"]["name"] == "tallrec-last5-taste" and meta["collab"]["sha256"] == cm.sha256
