@@ -40,8 +40,12 @@ tokens carry before any language model. ``--train-lists retrieved`` keeps only t
 retriever found. ``--train-candidates held-out`` takes the training lists' candidates from the held-out SASRec
 instead of the retriever: the retriever was fitted on the training targets, so the ones it retrieves are partly
 memorised, and on such lists the held-out SASRec ranks the target below the negatives (AUC 0.45 on ML-100K's
-training pairs) while it ranks the retrieved test targets above them; a reranker learns that inversion. A cost
-table gives tokens per prompt, training and scoring seconds.
+training pairs) while it ranks the retrieved test targets above them; a reranker learns that inversion.
+``--train-candidates sampled`` draws them at random instead, each item in proportion to its training popularity
+(:func:`llmrec.rerank.popularity_sampler`, history excluded; easy negatives that popularity cannot tell from the
+target, which the collaborative model separates clearly); each collab row prints the share of its training pairs the
+collaborative model alone orders right (``collab_pair_auc`` in ``metrics.json``). A cost table gives tokens per
+prompt, training and scoring seconds.
 
 Writes ``metrics.json``, ``metrics.md``, ``metric_vs_k.png`` (if matplotlib imports) and the tuned
 adapters (with the tuned blend weight in their metadata) into ``--out``; prints the markdown table.
@@ -65,7 +69,7 @@ from llmrec.model import DEFAULT_BASE_MODEL, LoraSettings
 from llmrec.train import TrainSettings
 from llmrec.data.loo import load_loo_data
 from llmrec.rerank.lm import score_shuffled
-from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, pointwise_pairs,
+from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, pointwise_pairs, popularity_sampler,
                            rank_by, training_lists, tune_alpha, blend_scores)
 from llmrec.collab.data import collab_from_retriever
 from llmrec.retrieval import Fusion, Popularity, SASRec, VectorIndex, load_retriever
@@ -136,11 +140,13 @@ def main(argv=None) -> int:
                         "their last --positions items (default: it never saw the reranker's training targets, so the "
                         "tokens carry no memorised answer), or the retriever's own SASRec")
     p.add_argument("--collab-epochs", type=int, default=80, help="epoch cap of the held-out SASRec (early-stopped)")
-    p.add_argument("--train-candidates", choices=("retriever", "held-out"), default="retriever",
+    p.add_argument("--train-candidates", choices=("retriever", "held-out", "sampled"), default="retriever",
                    help="who proposes the training lists' candidates: the retriever (default; it was fitted on the "
-                        "training targets, so a retrieved training target is often a memorised one) or the held-out "
+                        "training targets, so a retrieved training target is often a memorised one), the held-out "
                         "SASRec of --collab-fit held-out (never saw them: a training target is in its list only when "
-                        "the history predicts it, as for the test targets). Collab rows only")
+                        "the history predicts it, as for the test targets; collab rows only), or sampled: items drawn "
+                        "at random in proportion to their popularity, history excluded (easy negatives that popularity "
+                        "cannot tell from the target; llmrec.rerank.popularity_sampler)")
     p.add_argument("--pair-form", choices=("score", "product"), default="score",
                    help="collab-match: form of the ⟨match⟩ token rows (llmrec.collab.match.PAIR_FORMS)")
     p.add_argument("--epochs", type=int, default=1)
@@ -172,6 +178,9 @@ def main(argv=None) -> int:
                     f"{', '.join(TEXT_METHODS + tuple(COLLAB_METHODS))})")
     if a.train_candidates == "held-out" and (a.collab_fit != "held-out" or any(m not in COLLAB_METHODS for m in methods)):
         p.error("--train-candidates held-out needs --collab-fit held-out and only collab-* methods")
+    if a.train_candidates == "sampled" and a.train_lists == "retrieved":
+        p.error("--train-candidates sampled draws candidates at random, so almost no list holds its target: use "
+                "--train-lists all (the target then joins the drawn candidates)")
     for flag in ("positions", "collab_epochs", "epochs"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
@@ -257,6 +266,9 @@ def main(argv=None) -> int:
         held = collab.sasrec
         held_index = VectorIndex("flat").build(held.item_vectors())
         train_retrieve = lambda h, k: held.query_index(h, k, held_index)  # noqa: E731
+    elif a.train_candidates == "sampled":
+        sample = popularity_sampler(split.train, split.n_items, seed=a.seed + 5)
+        train_retrieve = lambda h, k: (sample(h, k), None)  # noqa: E731
     train_ex = training_lists(split, lambda h, k: train_retrieve(h, k)[0], C,
                               users=np.random.default_rng(a.seed + 3).permutation(split.n_users)[: a.train_users or None],
                               seed=a.seed, positions=a.positions, retrieved_only=a.train_lists == "retrieved")
@@ -413,6 +425,23 @@ def collab_scores(collab, hists, ids, item) -> np.ndarray:
     return np.stack([collab.item_matrix([item(j) for j in row]) @ u for u, row in zip(users, ids)]).astype(np.float32)
 
 
+def train_pair_auc(collab, pairs, item) -> float:
+    """The share of (target, negative) training pairs of the same list whose target the collaborative model alone
+    scores higher (ties count half): how clearly the vectors behind the tokens separate what the reranker is asked
+    to separate (0.5 = not at all). ``pairs`` as from :func:`llmrec.rerank.pointwise_pairs` (each positive followed
+    by its negatives); ``item`` maps an item index to the collaborative model's item id."""
+    users = collab.user_vectors([[item(j) for j in h] for h, _, _ in pairs])
+    scores = (collab.item_matrix([item(c) for _, c, _ in pairs]) * users).sum(1)
+    wins, n, pos = 0.0, 0, None
+    for (_, _, y), sc in zip(pairs, scores):
+        if y:
+            pos = sc
+        elif pos is not None:
+            wins += 1.0 if pos > sc else 0.5 if pos == sc else 0.0
+            n += 1
+    return wins / n if n else float("nan")
+
+
 def _collab_method(a, method, model, tok, collab, sas, train_ex, test, valid, rec, data_path, C, results, timing,
                    info, blends, cost) -> None:
     """Train and evaluate one collaborative-token reranker row (see the module docstring)."""
@@ -438,7 +467,9 @@ def _collab_method(a, method, model, tok, collab, sas, train_ex, test, valid, re
     res = train_pointwise(scorer, [([item(j) for j in h], item(c), y) for h, c, y in pairs], st, lora)
     info[f"train {method}"] = {"examples": len(pairs), "tokens": res.train_tokens, "epochs": res.epochs_run,
                                "loss_history": res.settings.get("loss_history"), "collab_sha256": collab.sha256,
-                               "pair_form": a.pair_form}
+                               "pair_form": a.pair_form, "collab_pair_auc": train_pair_auc(collab, pairs, item)}
+    print(f"{method}: the collaborative model alone ranks the target above its negatives in "
+          f"{info[f'train {method}']['collab_pair_auc']:.3f} of the training pairs", flush=True)
     timing[f"train {method}"] = round(res.train_seconds, 1)
     name = f"tuned {method}"
     peft = scorer.model

@@ -452,6 +452,34 @@ def test_rerank_eval_train_candidates_from_the_held_out_sasrec(tiny_model_dir, t
 
 
 @pytest.mark.integration
+def test_rerank_eval_train_candidates_sampled_by_popularity(tiny_model_dir, tmp_path):
+    """--train-candidates sampled: every training list keeps its target (so their number is the count of training
+    items with >= 3 items before them among each user's last --positions), and the reported share of training pairs
+    the collaborative model orders right is a share. Combining it with --train-lists retrieved is refused."""
+    d = _toy_movielens(tmp_path / "toy")
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(REPO / "eval" / "rerank_eval.py"), "--data", str(d), "--kcore", "2",
+           "--candidates", "10", "--val-users", "10", "--positions", "2", "--negatives", "1",
+           "--sasrec-epochs", "2", "--epochs", "1", "--collab-epochs", "2", "--batch-size", "4",
+           "--base-model", str(tiny_model_dir), "--dtype", "float32", "--out", str(out),
+           "--train-candidates", "sampled", "--methods", "collab-match"]
+    bad = subprocess.run(cmd + ["--train-lists", "retrieved"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--train-candidates sampled" in bad.stderr and "--train-lists all" in bad.stderr
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["info"]["train_candidates"] == "sampled"
+    from llmrec.data.loo import load_loo_data
+
+    split = load_loo_data(d, 2)[1].split
+    expected = sum(1 for tr in split.train for back in (1, 2) if len(tr) - back >= 3)
+    assert res["info"]["train_lists"] == expected
+    tr = res["info"]["train collab-match"]
+    assert tr["examples"] == 2 * expected and 0.0 <= tr["collab_pair_auc"] <= 1.0
+    assert f"{tr['collab_pair_auc']:.3f} of the training pairs" in r.stdout
+
+
+@pytest.mark.integration
 def test_bench_collab_rerank_runs(tiny_model_dir, tmp_path):
     """eval/bench_collab_rerank.py stays alive on the tiny model: three prompt forms, token counts consistent
     (a token-only candidate suffix is shorter than a titled one), JSON written."""
@@ -466,6 +494,29 @@ def test_bench_collab_rerank_runs(tiny_model_dir, tmp_path):
     for v in rows.values():
         assert v["prefix_tokens"] + v["suffix_tokens"] == pytest.approx(v["tokens_per_prompt"])
     assert "| tokens | rerank-pointwise-tokens |" in r.stdout
+
+
+def test_train_pair_auc_counts_each_negative_against_its_own_positive():
+    """Hand-worked reference: 1-d vectors, user vector = history length, item vector = its id; each negative is
+    compared with the positive just before it (ties half)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rerank_eval", REPO / "eval" / "rerank_eval.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    class Fake:
+        def user_vectors(self, hists):
+            return np.array([[float(len(h))] for h in hists])
+
+        def item_matrix(self, ids):
+            return np.array([[float(i)] for i in ids])
+
+    h1, h2 = np.array([0]), np.array([0, 1])
+    # list 1 (user 1.0): positive 5 vs negatives 3 (win), 5 (tie); list 2 (user 2.0): positive 1 vs 4 (loss)
+    pairs = [(h1, 5, 1), (h1, 3, 0), (h1, 5, 0), (h2, 1, 1), (h2, 4, 0)]
+    assert mod.train_pair_auc(Fake(), pairs, lambda j: j) == pytest.approx((1 + 0.5 + 0) / 3, abs=1e-12)
+    assert np.isnan(mod.train_pair_auc(Fake(), [(h1, 5, 1)], lambda j: j))
 
 
 def test_rerank_eval_held_out_collab_never_sees_the_training_targets(monkeypatch):

@@ -162,7 +162,8 @@ class SlotTable:
     def __init__(self, collab: CollabModel, embedding: CollabEmbedding):
         self.collab, self.embedding = collab, embedding
         embedding.slots = self
-        self._rows: list[np.ndarray] = [collab.item_vectors.astype(np.float32)]
+        items = collab.item_vectors.astype(np.float32)
+        self._buf = torch.from_numpy(items.copy()).to(embedding.base.weight.device)  # rows 0.._n-1 in use
         self._n = len(collab.catalog_items)
         self._user_row: dict[tuple, int] = {}
         self._pair_row: dict[tuple, int] = {}
@@ -174,8 +175,10 @@ class SlotTable:
         return self.embedding.vocab
 
     def _sync(self) -> None:
-        t = torch.from_numpy(np.concatenate(self._rows)).to(self.embedding.base.weight.device)
-        self.embedding.table = t
+        dev = self.embedding.base.weight.device
+        if self._buf.device != dev:  # the model moved since the last append
+            self._buf = self._buf.to(dev)
+        self.embedding.table = self._buf[: self._n]  # a view: the rows in use
 
     def item_slot(self, item_id: str) -> int:
         """Slot id of a catalogue item. Raises KeyError naming an unknown id."""
@@ -195,10 +198,17 @@ class SlotTable:
 
     def _append(self, index: dict, new_keys: list, rows: np.ndarray) -> None:
         """Give each new key the next row and append ``rows`` (one per key, in order) to the table."""
+        rows = torch.from_numpy(np.asarray(rows, np.float32).reshape(len(new_keys), -1))
+        self._sync()
+        start, end = self._n, self._n + len(new_keys)
+        if end > len(self._buf):  # grow by doubling: appending n rows in many calls costs O(n) copies, not O(n^2)
+            grown = self._buf.new_zeros((max(end, 2 * len(self._buf)), self._buf.shape[1]))
+            grown[:start] = self._buf[:start]
+            self._buf = grown
+        self._buf[start:end] = rows.to(self._buf.device)
         for k in new_keys:
             index[k] = self._n
             self._n += 1
-        self._rows.append(np.asarray(rows, np.float32))
         self._sync()
 
     def add_pairs(self, kind: str, item_ids: Sequence[str], histories: Sequence[Sequence[str]],

@@ -11,7 +11,7 @@ import numpy as np
 
 from llmrec.model import model_max_positions
 from llmrec.prompt_lab.render import _referenced, token_lengths
-from llmrec.prompts.render import prompt_variables
+from llmrec.prompts.render import RERANK_POINTWISE_VARIABLES, is_rerank_template, prompt_variables, rerank_variables
 from llmrec.prompts.template import Template, TemplateRenderError
 
 __all__ = ["DOMAIN_WORDS", "domain_mismatch_words", "PROMPT_VARIABLES", "LEAK_VARIABLES", "LISTWISE_VARIABLES", "Finding", "LintReport", "lint_template"]
@@ -135,7 +135,10 @@ def lint_template(tpl: Template, samples: Sequence | None = None, catalog=None, 
         tokenizer: the base model's tokenizer; None skips the token checks (an info finding says so).
         max_positions: the model's position limit (:func:`model_max_positions`).
         max_length: training sequence limit; default :class:`llmrec.train.TrainSettings` ``max_length``.
-        provided: variable names available to the template; default :data:`PROMPT_VARIABLES`.
+        provided: variable names available to the template; default :data:`PROMPT_VARIABLES`, or for a
+            reranking template (:func:`llmrec.prompts.render.is_rerank_template`) what the rerankers give it
+            (:data:`LISTWISE_VARIABLES`, :data:`llmrec.prompts.render.RERANK_POINTWISE_VARIABLES`; the samples are
+            then rendered through :func:`llmrec.prompts.render.rerank_variables`).
         item_noun: the data's domain word (``"book"``); default the catalog's (``catalog.item_noun``). A template
             whose literal wording names another item kind (says "movie" for books) gets a ``domain-wording``
             warning (use ``{{ item_noun }}``).
@@ -149,8 +152,9 @@ def lint_template(tpl: Template, samples: Sequence | None = None, catalog=None, 
         max_length = TrainSettings.max_length
     rep = LintReport(tpl.name)
     listwise = tpl.task == "listwise"
+    rerank = is_rerank_template(tpl)  # rendered with what the rerankers give it (llmrec.prompts.render)
     if provided is None:
-        provided = LISTWISE_VARIABLES if listwise else PROMPT_VARIABLES
+        provided = LISTWISE_VARIABLES if listwise else RERANK_POINTWISE_VARIABLES if rerank else PROMPT_VARIABLES
     provided = set(provided)
     referenced, declared = _referenced(tpl), set(tpl.variables)
     rep.stats.update({"referenced": sorted(referenced), "declared": sorted(declared),
@@ -205,7 +209,7 @@ def lint_template(tpl: Template, samples: Sequence | None = None, catalog=None, 
     texts, labels, fails, first_fail, changed = [], [], 0, None, 0
     for i, s in enumerate(samples):
         try:
-            v = prompt_variables(s, catalog)
+            v = rerank_variables(s, catalog) if rerank else prompt_variables(s, catalog)
         except KeyError as e:
             fails += 1
             first_fail = first_fail or f"sample {i}: {e}"

@@ -2,6 +2,9 @@
 
 The render context of a sample is :func:`prompt_variables` (``template_variables`` without ``label``: the
 answer never reaches the prompt); the one implementation used by the scorer, training and ``llmrec prompts``.
+A pointwise *reranking* template (:func:`is_rerank_template`) sees what the rerankers give it instead
+(:func:`rerank_variables`: the history's titles and ids, the target's title and id), so ``llmrec prompts
+render/lint/diff`` show and check it on the same samples.
 """
 
 from __future__ import annotations
@@ -11,7 +14,33 @@ from typing import Any, Sequence
 from llmrec.prompts.template import Template
 from llmrec.samples.tallrec import Sample, template_variables
 
-__all__ = ["prompt_variables", "render_samples", "render_alpaca", "render_one"]
+__all__ = ["prompt_variables", "render_samples", "render_alpaca", "render_one", "RERANK_POINTWISE_VARIABLES",
+           "is_rerank_template", "rerank_variables"]
+
+#: What a pointwise reranker gives its template (:meth:`llmrec.rerank.PointwiseRerankScorer.render` reads ``history``
+#: and ``target``; :meth:`llmrec.collab.rerank.CollabRerankScorer.render` all four).
+RERANK_POINTWISE_VARIABLES = frozenset({"history", "history_ids", "target", "target_id"})
+
+#: History items a reranker shows by default (``max_history`` of the rerank scorers).
+RERANK_MAX_HISTORY = 10
+
+
+def is_rerank_template(template: Template) -> bool:
+    """Whether a template is written for reranking (:mod:`llmrec.rerank`) rather than for TALLRec samples: a
+    listwise one, one named ``rerank-*`` (the built-in convention), or one declaring ``history_ids`` in its header's
+    ``variables`` (the collaborative-token rerankers' variable)."""
+    return template.task == "listwise" or template.name.startswith("rerank-") or "history_ids" in template.variables
+
+
+def rerank_variables(sample: Sample, catalog, max_history: int = RERANK_MAX_HISTORY) -> dict:
+    """The render context a pointwise reranker builds for a sample's history and target (as
+    :meth:`llmrec.collab.rerank.CollabRerankScorer.render` does): ``history`` = the last ``max_history`` history
+    titles (oldest first, plain strings, no rating), ``history_ids`` = their item ids, ``target`` = the target's title,
+    ``target_id``. The label and the ratings never reach it."""
+    v = template_variables(sample, catalog)
+    hist = v["history"][-max_history:] if max_history > 0 else []
+    return {"history": [h["title"] for h in hist], "history_ids": [str(h["item_id"]) for h in hist],
+            "target": v["target"], "target_id": str(v["target_id"])}
 
 
 def prompt_variables(sample: Sample, catalog) -> dict:
@@ -42,4 +71,6 @@ def render_one(template: Template, sample: Sample, catalog, tokenizer: Any = Non
     if template.task != "pointwise":
         raise ValueError(f"template {template.name}: task {template.task!r} renders candidate lists "
                          f"(llmrec.rerank), not TALLRec samples")
+    if is_rerank_template(template):
+        return template.render(rerank_variables(sample, catalog), tokenizer)
     return template.render(prompt_variables(sample, catalog), tokenizer)

@@ -20,7 +20,7 @@ The public entry points are :class:`llmrec.Reranker` (:mod:`.reranker`) and :cla
 from .blend import blend_scores, one_se_choice, rank_by, tune_alpha, zscore
 from llmrec.data.loo import LOOData, loo_from_recdata
 
-from .data import ListExample, pointwise_pairs, training_lists
+from .data import ListExample, pointwise_pairs, popularity_sampler, training_lists
 from .listwise import ListwiseScorer, listwise_training_example
 from .lm import answer_logits, single_token_verbalizer
 from .pointwise import PointwiseRerankScorer, prefix_scoring_available
@@ -29,6 +29,6 @@ from .reranker import ItemLookup, RankedItem, Ranking, Reranker
 __all__ = [
     "ListwiseScorer", "PointwiseRerankScorer", "listwise_training_example", "answer_logits",
     "single_token_verbalizer", "prefix_scoring_available", "LOOData", "loo_from_recdata", "ListExample",
-    "training_lists", "pointwise_pairs", "blend_scores", "rank_by", "tune_alpha", "one_se_choice", "zscore",
+    "training_lists", "pointwise_pairs", "popularity_sampler", "blend_scores", "rank_by", "tune_alpha", "one_se_choice", "zscore",
     "Reranker", "ItemLookup", "RankedItem", "Ranking",
 ]

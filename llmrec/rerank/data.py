@@ -22,7 +22,7 @@ import numpy as np
 
 from llmrec.data.loo import LOOSplit
 
-__all__ = ["ListExample", "training_lists", "pointwise_pairs"]
+__all__ = ["ListExample", "training_lists", "pointwise_pairs", "popularity_sampler"]
 
 
 @dataclass
@@ -105,6 +105,55 @@ def training_lists(split: LOOSplit, retrieve: Callable[[list[np.ndarray], int], 
         c = np.asarray(c, np.int64)[rng.permutation(len(c))]
         out.append(ListExample(u, np.asarray(h, np.int64), c, int(np.nonzero(c == t)[0][0])))
     return out
+
+
+def popularity_sampler(train: Sequence[np.ndarray], n_items: int, seed: int = 0
+                       ) -> Callable[[list[np.ndarray], int], np.ndarray]:
+    """A ``retrieve`` stand-in for :func:`training_lists` that draws each history's candidates at random instead of
+    taking a model's top ``k``: ``k`` distinct items, each with probability proportional to its number of
+    interactions in ``train`` (popularity-weighted negative sampling, as in word2vec and many sequential
+    recommenders), the history's own items excluded.
+
+    Why: the training targets are next items, drawn roughly by popularity; negatives drawn by the same law leave
+    popularity no cue, so a pointwise reranker can only separate them by what the history says about the item. They
+    are easy negatives (a collaborative model separates them far better than it separates the retriever's top 20),
+    which gives the reranker a clear signal to learn to read before it meets the hard test lists.
+
+    Args:
+        train: per-user int arrays of item indices (``LOOSplit.train``); items never seen there are never drawn.
+        n_items: catalogue size (item indices ``0..n_items-1``).
+        seed: seeds the draws (one generator, drawn in call order).
+
+    Returns:
+        ``sample(histories, k) -> int64 (n, k)``: row ``i`` holds ``k`` distinct items outside ``histories[i]``,
+        padded with -1 when fewer than ``k`` items are left to draw.
+
+    Raises:
+        ValueError: ``n_items`` < 1, an item index outside ``0..n_items-1`` in ``train``, or no interaction.
+    """
+    if isinstance(n_items, bool) or int(n_items) != n_items or n_items < 1:
+        raise ValueError(f"n_items must be an integer >= 1, got {n_items!r}")
+    seqs = [np.asarray(t, np.int64) for t in train]
+    flat = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
+    if flat.size == 0:
+        raise ValueError("train has no interaction to weigh items by")
+    if flat.min() < 0 or flat.max() >= n_items:
+        bad = int(flat[(flat < 0) | (flat >= n_items)][0])
+        raise ValueError(f"train contains item index {bad} outside 0..{n_items - 1}")
+    weight = np.bincount(flat, minlength=int(n_items)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+
+    def sample(histories: list[np.ndarray], k: int) -> np.ndarray:
+        out = np.full((len(histories), int(k)), -1, np.int64)
+        for i, h in enumerate(histories):
+            w = weight.copy()
+            w[np.asarray(h, np.int64)] = 0.0
+            n = min(int(k), int(np.count_nonzero(w)))
+            if n:
+                out[i, :n] = rng.choice(len(w), size=n, replace=False, p=w / w.sum())
+        return out
+
+    return sample
 
 
 def pointwise_pairs(examples: Sequence[ListExample], negatives: int = 3, seed: int = 0

@@ -223,3 +223,21 @@ def test_collab_from_retriever_wraps_sasrec_and_checks_ids(collab):
         assert m.item_vectors.dtype == np.float32 and m.warm.all() and m.excluded == []
     with pytest.raises(ValueError, match="item_ids: 5 ids for a SASRec item table of 6 rows"):
         collab_from_retriever(sas, ids[:5])
+
+
+def test_slot_table_appends_in_many_calls_keep_every_row(setup, collab):
+    """Rows appended one call at a time (the table grows by doubling) equal the reference: the item vectors, then
+    each new history's SASRec user vector (:meth:`CollabModel.user_vectors` on all histories at once), tolerance
+    1e-6; repeated histories reuse their row; the embedding's table holds exactly the rows in use."""
+    _, slots, _ = setup
+    g = np.random.default_rng(5)
+    hists = [[ITEMS[int(j)] for j in g.integers(0, 6, size=int(g.integers(1, 6)))] for _ in range(40)]
+    unique = list(dict.fromkeys(tuple(h) for h in hists))
+    ids = [slots.add_users([h])[0] for h in hists]
+    assert slots.add_users(hists) == ids                                 # the same rows on a second pass
+    ref = np.concatenate([collab.item_vectors, collab.user_vectors([list(h) for h in unique])])
+    table = slots.embedding.table.numpy()
+    assert table.shape == ref.shape
+    np.testing.assert_allclose(table, ref, atol=1e-6)
+    for h, i in zip(hists, ids):
+        np.testing.assert_allclose(slots.vector(i), ref[len(ITEMS) + unique.index(tuple(h))], atol=1e-6)

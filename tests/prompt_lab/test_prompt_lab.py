@@ -83,6 +83,31 @@ def test_builtin_templates_lint_clean(name, ml100k, tiny_tokenizer):
     assert t["n"] == 200 and t["p50"] <= t["p95"] <= t["max"] < 1024
 
 
+@pytest.mark.parametrize("name", ["rerank-pointwise", "rerank-pointwise-tokens", "rerank-pointwise-hybrid",
+                                  "rerank-pointwise-match"])
+def test_rerank_templates_lint_clean_rendered_as_the_rerankers_render_them(name, ml100k, tiny_model, tiny_tokenizer):
+    """Pointwise reranking templates are linted and rendered with what the rerankers give them (titles and ids of
+    the history, no rating), not with TALLRec's variables (they read ``history_ids``, which TALLRec samples lack).
+    Reference: the text reranker's own render of the same titles for ``rerank-pointwise``; for the token templates,
+    one ``⟨item:ID⟩`` marker per history item, in order."""
+    from llmrec.rerank import PointwiseRerankScorer
+
+    rec, splits = ml100k
+    tpl = load_template(name)
+    rep = lint_template(tpl, splits.valid[:100], rec.catalog, tiny_tokenizer, max_positions=1024)
+    assert rep.exit_code == 0 and not rep.warnings, rep.format()
+    assert rep.stats["rendered"] == 100
+    s = splits.valid[0]
+    text = render_one(tpl, s, rec.catalog)
+    if name == "rerank-pointwise":
+        ref = PointwiseRerankScorer(tiny_model, tiny_tokenizer, template=tpl).render(
+            [rec.catalog.title(i) for i in s.history], rec.catalog.title(s.target))
+        assert text == ref
+    else:
+        assert [m.split("⟩")[0] for m in text.split("⟨item:")[1:]] == [str(i) for i in s.history[-10:]] + [str(s.target)]
+        assert "⟨user⟩" in text and ("⟨match:" in text) == (name == "rerank-pointwise-match")
+
+
 def test_lint_finds_leaks_and_variable_problems(ml100k, tiny_tokenizer):
     rec, splits = ml100k
     rep = lint_template(Template.from_string(LEAKY), splits.valid[:100], rec.catalog, tiny_tokenizer)

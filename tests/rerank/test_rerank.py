@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llmrec.data import Catalog, Interactions, RecData
-from llmrec.rerank import (ListwiseScorer, PointwiseRerankScorer, answer_logits, blend_scores, listwise_training_example,
+from llmrec.rerank import (popularity_sampler, ListwiseScorer, PointwiseRerankScorer, answer_logits, blend_scores, listwise_training_example,
                            loo_from_recdata, pointwise_pairs, prefix_scoring_available, rank_by, training_lists,
                            one_se_choice, tune_alpha, zscore)
 from llmrec.retrieval import LOOSplit
@@ -150,6 +150,43 @@ def test_training_lists_retrieved_only_keeps_exactly_the_found_targets():
     assert [(e.user, len(e.history)) for e in kept] == found
     for e in kept:                                                      # candidates = the retriever's own top 10
         assert sorted(e.candidates.tolist()) == sorted(retrieve([e.history], 10)[0].tolist())
+
+
+def test_popularity_sampler_draws_by_popularity_outside_the_history():
+    """Reference: the draw frequency of each item over many draws of one item from an empty history equals its
+    share of the interactions (tolerance 4 binomial SEs); history items are never drawn; rows hold distinct items;
+    too few items left pads with -1; bad input is refused naming the field."""
+    train = [np.array([0, 0, 0, 1]), np.array([0, 2, 1, 0]), np.array([3])]   # counts 0:5, 1:2, 2:1, 3:1, 4:0
+    share = np.array([5, 2, 1, 1, 0]) / 9
+    n = 20000
+    draws = popularity_sampler(train, 5, seed=0)([np.zeros(0, np.int64)] * n, 1)[:, 0]
+    freq = np.bincount(draws, minlength=5) / n
+    se = np.sqrt(share * (1 - share) / n)
+    assert np.all(np.abs(freq - share) <= 4 * se + 1e-12), (freq, share)
+    rows = popularity_sampler(train, 5, seed=1)([np.array([0, 3])] * 300, 2)
+    assert not np.isin(rows, [0, 3]).any()                      # the history's items are excluded
+    assert np.all(np.sort(rows, 1) == np.array([1, 2]))         # 2 distinct of the 2 drawable items {1, 2}
+    padded = popularity_sampler(train, 5, seed=2)([np.array([0, 1])], 4)
+    assert sorted(padded[0].tolist()) == [-1, -1, 2, 3]         # item 4 has no interaction: never drawn
+    a = popularity_sampler(train, 5, seed=3)([np.zeros(0, np.int64)] * 5, 3)
+    assert np.array_equal(a, popularity_sampler(train, 5, seed=3)([np.zeros(0, np.int64)] * 5, 3))  # seeded
+    with pytest.raises(ValueError, match="item index 3 outside 0..2"):
+        popularity_sampler(train, 3)
+    with pytest.raises(ValueError, match="n_items"):
+        popularity_sampler(train, 0)
+    with pytest.raises(ValueError, match="no interaction"):
+        popularity_sampler([np.zeros(0, np.int64)], 5)
+
+
+def test_training_lists_from_sampled_candidates_hold_their_target():
+    """With the sampler as ``retrieve`` every list keeps its target (it replaces the last drawn candidate when not
+    drawn) and the other candidates lie outside the history."""
+    s = _toy_split(40)
+    ex = training_lists(s, popularity_sampler(s.train, s.n_items, seed=0), 10, seed=0, positions=2)
+    assert ex and all(e.target_pos >= 0 and len(set(e.candidates.tolist())) == 10 for e in ex)
+    for e in ex:
+        neg = np.delete(e.candidates, e.target_pos)
+        assert not np.isin(neg, e.history).any()
 
 
 def test_pointwise_pairs_from_lists():
