@@ -181,6 +181,9 @@ def main(argv=None) -> int:
     if a.train_candidates == "sampled" and a.train_lists == "retrieved":
         p.error("--train-candidates sampled draws candidates at random, so almost no list holds its target: use "
                 "--train-lists all (the target then joins the drawn candidates)")
+    if a.negatives < 1 and any(m != "listwise" for m in methods):
+        p.error(f"--negatives must be >= 1 for pointwise and collab-* methods (a Yes/No reranker needs No examples), "
+                f"got {a.negatives}")
     for flag in ("positions", "collab_epochs", "epochs"):
         if getattr(a, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
@@ -425,12 +428,13 @@ def collab_scores(collab, hists, ids, item) -> np.ndarray:
     return np.stack([collab.item_matrix([item(j) for j in row]) @ u for u, row in zip(users, ids)]).astype(np.float32)
 
 
-def train_pair_auc(collab, pairs, item) -> float:
+def train_pair_auc(collab, pairs, item, max_history: int) -> float:
     """The share of (target, negative) training pairs of the same list whose target the collaborative model alone
     scores higher (ties count half): how clearly the vectors behind the tokens separate what the reranker is asked
     to separate (0.5 = not at all). ``pairs`` as from :func:`llmrec.rerank.pointwise_pairs` (each positive followed
-    by its negatives); ``item`` maps an item index to the collaborative model's item id."""
-    users = collab.user_vectors([[item(j) for j in h] for h, _, _ in pairs])
+    by its negatives); ``item`` maps an item index to the collaborative model's item id; the user vector is taken
+    over the last ``max_history`` items, as the prompt's ⟨user⟩ and ⟨match⟩ tokens are (``--history``)."""
+    users = collab.user_vectors([[item(j) for j in h[-max_history:]] for h, _, _ in pairs])
     scores = (collab.item_matrix([item(c) for _, c, _ in pairs]) * users).sum(1)
     wins, n, pos = 0.0, 0, None
     for (_, _, y), sc in zip(pairs, scores):
@@ -467,7 +471,8 @@ def _collab_method(a, method, model, tok, collab, sas, train_ex, test, valid, re
     res = train_pointwise(scorer, [([item(j) for j in h], item(c), y) for h, c, y in pairs], st, lora)
     info[f"train {method}"] = {"examples": len(pairs), "tokens": res.train_tokens, "epochs": res.epochs_run,
                                "loss_history": res.settings.get("loss_history"), "collab_sha256": collab.sha256,
-                               "pair_form": a.pair_form, "collab_pair_auc": train_pair_auc(collab, pairs, item)}
+                               "pair_form": a.pair_form, "train_candidates": a.train_candidates,
+                               "collab_pair_auc": train_pair_auc(collab, pairs, item, a.history)}
     print(f"{method}: the collaborative model alone ranks the target above its negatives in "
           f"{info[f'train {method}']['collab_pair_auc']:.3f} of the training pairs", flush=True)
     timing[f"train {method}"] = round(res.train_seconds, 1)
@@ -505,7 +510,7 @@ def _collab_method(a, method, model, tok, collab, sas, train_ex, test, valid, re
                         protocol={"task": "rerank-pointwise", "data": str(data_path), "kcore": a.kcore,
                                   "n_candidates": C, "max_history": a.history, "blend_alpha": alpha,
                                   "train_users": a.train_users, "positions": a.positions, "negatives": a.negatives,
-                                  "seed": a.seed},
+                                  "train_candidates": a.train_candidates, "seed": a.seed},
                         metrics={"test_ndcg10": results[name]["all"]["NDCG@10"]}, train=info[f"train {method}"])
 
 

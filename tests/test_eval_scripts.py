@@ -465,6 +465,8 @@ def test_rerank_eval_train_candidates_sampled_by_popularity(tiny_model_dir, tmp_
            "--train-candidates", "sampled", "--methods", "collab-match"]
     bad = subprocess.run(cmd + ["--train-lists", "retrieved"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--train-candidates sampled" in bad.stderr and "--train-lists all" in bad.stderr
+    bad = subprocess.run(cmd + ["--negatives", "0"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--negatives must be >= 1" in bad.stderr and "got 0" in bad.stderr
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "metrics.json").read_text())
@@ -476,6 +478,8 @@ def test_rerank_eval_train_candidates_sampled_by_popularity(tiny_model_dir, tmp_
     assert res["info"]["train_lists"] == expected
     tr = res["info"]["train collab-match"]
     assert tr["examples"] == 2 * expected and 0.0 <= tr["collab_pair_auc"] <= 1.0
+    meta = json.loads((out / "adapter-collab-match" / "llmrec.json").read_text())
+    assert meta["protocol"]["train_candidates"] == "sampled"
     assert f"{tr['collab_pair_auc']:.3f} of the training pairs" in r.stdout
 
 
@@ -515,8 +519,11 @@ def test_train_pair_auc_counts_each_negative_against_its_own_positive():
     h1, h2 = np.array([0]), np.array([0, 1])
     # list 1 (user 1.0): positive 5 vs negatives 3 (win), 5 (tie); list 2 (user 2.0): positive 1 vs 4 (loss)
     pairs = [(h1, 5, 1), (h1, 3, 0), (h1, 5, 0), (h2, 1, 1), (h2, 4, 0)]
-    assert mod.train_pair_auc(Fake(), pairs, lambda j: j) == pytest.approx((1 + 0.5 + 0) / 3, abs=1e-12)
-    assert np.isnan(mod.train_pair_auc(Fake(), [(h1, 5, 1)], lambda j: j))
+    assert mod.train_pair_auc(Fake(), pairs, lambda j: j, 10) == pytest.approx((1 + 0.5 + 0) / 3, abs=1e-12)
+    assert np.isnan(mod.train_pair_auc(Fake(), [(h1, 5, 1)], lambda j: j, 10))
+    # the user vector reads the last max_history items only (the prompt's): with 1, list 2's user is 1.0 too
+    pairs2 = [(h2, 1, 1), (h2, 4, 0), (np.array([0, 1, 2]), 3, 1), (np.array([0, 1, 2]), -2, 0)]
+    assert mod.train_pair_auc(Fake(), pairs2, lambda j: j, 1) == pytest.approx(0.5, abs=1e-12)
 
 
 def test_rerank_eval_held_out_collab_never_sees_the_training_targets(monkeypatch):

@@ -198,7 +198,13 @@ class SlotTable:
 
     def _append(self, index: dict, new_keys: list, rows: np.ndarray) -> None:
         """Give each new key the next row and append ``rows`` (one per key, in order) to the table."""
-        rows = torch.from_numpy(np.asarray(rows, np.float32).reshape(len(new_keys), -1))
+        rows = np.asarray(rows, np.float32)
+        if rows.shape != (len(new_keys), self._buf.shape[1]):
+            raise ValueError(f"slot table: {len(new_keys)} new keys need rows of shape "
+                             f"({len(new_keys)}, {self._buf.shape[1]}), got {rows.shape}")
+        if not new_keys:
+            return
+        rows = torch.from_numpy(rows)
         self._sync()
         start, end = self._n, self._n + len(new_keys)
         if end > len(self._buf):  # grow by doubling: appending n rows in many calls costs O(n) copies, not O(n^2)

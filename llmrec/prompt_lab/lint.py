@@ -11,7 +11,7 @@ import numpy as np
 
 from llmrec.model import model_max_positions
 from llmrec.prompt_lab.render import _referenced, token_lengths
-from llmrec.prompts.render import RERANK_POINTWISE_VARIABLES, is_rerank_template, prompt_variables, rerank_variables
+from llmrec.prompts.render import RERANK_POINTWISE_VARIABLES, is_rerank_template, sample_variables
 from llmrec.prompts.template import Template, TemplateRenderError
 
 __all__ = ["DOMAIN_WORDS", "domain_mismatch_words", "PROMPT_VARIABLES", "LEAK_VARIABLES", "LISTWISE_VARIABLES", "Finding", "LintReport", "lint_template"]
@@ -43,6 +43,7 @@ def domain_mismatch_words(tpl: Template, item_noun: str) -> list[str]:
 
 
 _REPR = re.compile(r"[\[{]\{?'[a-z_]+': ")
+_METHOD_REPR = re.compile(r"<(?:built-in|bound) method [^>]*>")
 
 
 def _first_use_line(tpl: Template, var: str) -> int | None:
@@ -164,10 +165,17 @@ def lint_template(tpl: Template, samples: Sequence | None = None, catalog=None, 
     for v in sorted(referenced & LEAK_VARIABLES):
         rep.add("error", "answer-leak", f"template reads {v!r} (line {_first_use_line(tpl, v)}), which carries the "
                                         f"answer; the prompt must not depend on the label")
+    source = ("the rerankers do not give (a reranking template: named rerank-* or declaring history_ids)"
+              if rerank and not listwise else "template_variables does not provide")
     for v in sorted(referenced - provided - LEAK_VARIABLES):
+        hint = ("; a reranking template reads history_ids: declare it in the header's 'variables' (or name the "
+                "template rerank-*)" if v == "history_ids" and not rerank else "")
         rep.add("error", "undefined-variable",
-                f"template reads {v!r} (line {_first_use_line(tpl, v)}), which template_variables does not provide "
-                f"(available: {', '.join(sorted(provided))})")
+                f"template reads {v!r} (line {_first_use_line(tpl, v)}), which {source} "
+                f"(available: {', '.join(sorted(provided))}){hint}")
+    if rerank and "taste_token(" in tpl.body:
+        rep.add("error", "taste-in-rerank", "a reranking template calls taste_token, which needs the history's ratings; "
+                                            "reranking histories have none: use match_token (llmrec.collab.match)")
     for v in sorted(referenced - declared):
         rep.add("warning", "undeclared-variable",
                 f"template reads {v!r} (line {_first_use_line(tpl, v)}) but the header's 'variables' does not list it")
@@ -209,7 +217,7 @@ def lint_template(tpl: Template, samples: Sequence | None = None, catalog=None, 
     texts, labels, fails, first_fail, changed = [], [], 0, None, 0
     for i, s in enumerate(samples):
         try:
-            v = rerank_variables(s, catalog) if rerank else prompt_variables(s, catalog)
+            v = sample_variables(tpl, s, catalog)
         except KeyError as e:
             fails += 1
             first_fail = first_fail or f"sample {i}: {e}"
@@ -286,6 +294,12 @@ def _lint_rendered_leaks(tpl: Template, texts: list[str], labels: list[int], rep
         ex = _REPR.search(next(t for t in texts if _REPR.search(t))).group(0)
         rep.add("warning", "python-repr", f"{n} rendered prompts print a Python dict/list repr (e.g. {ex!r}...); "
                                           f"history items are dicts: use h.title, h.genres...")
+    n = sum(bool(_METHOD_REPR.search(t)) for t in texts)
+    if n:
+        ex = _METHOD_REPR.search(next(t for t in texts if _METHOD_REPR.search(t))).group(0)
+        rep.add("warning", "python-repr", f"{n} rendered prompts print a Python object (e.g. {ex!r}...): an attribute "
+                                          f"of a plain string, such as h.title where a reranking template's history "
+                                          f"items are already titles (write {{{{ h }}}})")
     if tpl.format == "alpaca":
         marker = "### Response:"
         n = sum(t.count(marker) > 1 for t in texts)

@@ -9,10 +9,11 @@ The tooling around templates (``llmrec prompts``: render/diff, lint, A/B compare
 """
 
 from .render import (RERANK_POINTWISE_VARIABLES, is_rerank_template, prompt_variables, render_alpaca, render_one,
-                     render_samples, rerank_variables)
+                     render_samples, rerank_variables, sample_variables)
 from .template import (ALPACA_WRAPPER, EncodedPrompt, Template, TemplateError, TemplateRenderError,
                        builtin_template_dir, list_templates, load_template)
 
 __all__ = ["Template", "TemplateError", "TemplateRenderError", "EncodedPrompt", "ALPACA_WRAPPER",
            "builtin_template_dir", "list_templates", "load_template", "prompt_variables", "render_samples",
-           "render_alpaca", "render_one", "RERANK_POINTWISE_VARIABLES", "is_rerank_template", "rerank_variables"]
+           "render_alpaca", "render_one", "RERANK_POINTWISE_VARIABLES", "is_rerank_template", "rerank_variables",
+           "sample_variables"]

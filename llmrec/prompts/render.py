@@ -3,19 +3,20 @@
 The render context of a sample is :func:`prompt_variables` (``template_variables`` without ``label``: the
 answer never reaches the prompt); the one implementation used by the scorer, training and ``llmrec prompts``.
 A pointwise *reranking* template (:func:`is_rerank_template`) sees what the rerankers give it instead
-(:func:`rerank_variables`: the history's titles and ids, the target's title and id), so ``llmrec prompts
-render/lint/diff`` show and check it on the same samples.
+(:func:`rerank_variables`: the history's titles and ids, the target's title and id) everywhere samples are
+rendered (:func:`sample_variables`), so ``llmrec prompts render/lint/diff/eval`` show, check and score it on the same
+samples.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from llmrec.prompts.template import Template
+from llmrec.prompts.template import Template, TemplateRenderError
 from llmrec.samples.tallrec import Sample, template_variables
 
-__all__ = ["prompt_variables", "render_samples", "render_alpaca", "render_one", "RERANK_POINTWISE_VARIABLES",
-           "is_rerank_template", "rerank_variables"]
+__all__ = ["prompt_variables", "sample_variables", "render_samples", "render_alpaca", "render_one",
+           "RERANK_POINTWISE_VARIABLES", "is_rerank_template", "rerank_variables"]
 
 #: What a pointwise reranker gives its template (:meth:`llmrec.rerank.PointwiseRerankScorer.render` reads ``history``
 #: and ``target``; :meth:`llmrec.collab.rerank.CollabRerankScorer.render` all four).
@@ -51,9 +52,30 @@ def prompt_variables(sample: Sample, catalog) -> dict:
     return v
 
 
+def sample_variables(template: Template, sample: Sample, catalog) -> dict:
+    """The render context ``template`` gets for ``sample``: :func:`rerank_variables` for a reranking template
+    (:func:`is_rerank_template`), else :func:`prompt_variables`. The one choice used by every renderer."""
+    return rerank_variables(sample, catalog) if is_rerank_template(template) else prompt_variables(sample, catalog)
+
+
+def _render(template: Template, sample: Sample, catalog, tokenizer: Any) -> str:
+    try:
+        return template.render(sample_variables(template, sample, catalog), tokenizer)
+    except TemplateRenderError as e:
+        if not is_rerank_template(template) or "is undefined" not in str(e):
+            raise
+        raise TemplateRenderError(
+            f"{e} (template {template.name} is a reranking template, named rerank-* or declaring history_ids: it "
+            f"gets only {', '.join(sorted(RERANK_POINTWISE_VARIABLES))}, as the rerankers give them)") from e
+
+
 def render_samples(template: Template, samples: Sequence[Sample], catalog, tokenizer: Any = None) -> list[str]:
-    """Prompt texts (ending at the answer) for samples. Raises TemplateRenderError naming the template."""
-    return [template.render(prompt_variables(s, catalog), tokenizer) for s in samples]
+    """Prompt texts (ending at the answer) for samples, each rendered with :func:`sample_variables`.
+
+    Raises:
+        TemplateRenderError: naming the template (and, for a reranking template reading a variable it does not
+            get, the variables it does get)."""
+    return [_render(template, s, catalog, tokenizer) for s in samples]
 
 
 def render_alpaca(template: Template, records: Sequence[dict], tokenizer: Any = None) -> list[str]:
@@ -71,6 +93,4 @@ def render_one(template: Template, sample: Sample, catalog, tokenizer: Any = Non
     if template.task != "pointwise":
         raise ValueError(f"template {template.name}: task {template.task!r} renders candidate lists "
                          f"(llmrec.rerank), not TALLRec samples")
-    if is_rerank_template(template):
-        return template.render(rerank_variables(sample, catalog), tokenizer)
-    return template.render(prompt_variables(sample, catalog), tokenizer)
+    return _render(template, sample, catalog, tokenizer)

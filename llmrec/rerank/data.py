@@ -129,31 +129,54 @@ def popularity_sampler(train: Sequence[np.ndarray], n_items: int, seed: int = 0
         padded with -1 when fewer than ``k`` items are left to draw.
 
     Raises:
-        ValueError: ``n_items`` < 1, an item index outside ``0..n_items-1`` in ``train``, or no interaction.
+        ValueError: ``n_items`` not an integer >= 1, an item index that is not an integer in ``0..n_items-1`` in
+            ``train`` (or, when sampling, in a history; -1 included), no interaction, or (when sampling) ``k`` not an
+            integer >= 0. Each names the field, row and value.
     """
-    if isinstance(n_items, bool) or int(n_items) != n_items or n_items < 1:
-        raise ValueError(f"n_items must be an integer >= 1, got {n_items!r}")
-    seqs = [np.asarray(t, np.int64) for t in train]
+    n_items = _count("n_items", n_items, 1)
+    seqs = [_item_row("train", i, t, n_items) for i, t in enumerate(train)]
     flat = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
     if flat.size == 0:
         raise ValueError("train has no interaction to weigh items by")
-    if flat.min() < 0 or flat.max() >= n_items:
-        bad = int(flat[(flat < 0) | (flat >= n_items)][0])
-        raise ValueError(f"train contains item index {bad} outside 0..{n_items - 1}")
-    weight = np.bincount(flat, minlength=int(n_items)).astype(np.float64)
+    weight = np.bincount(flat, minlength=n_items).astype(np.float64)
     rng = np.random.default_rng(seed)
 
     def sample(histories: list[np.ndarray], k: int) -> np.ndarray:
-        out = np.full((len(histories), int(k)), -1, np.int64)
-        for i, h in enumerate(histories):
+        k = _count("k", k, 0)
+        rows = [_item_row("histories", i, h, n_items) for i, h in enumerate(histories)]
+        out = np.full((len(rows), k), -1, np.int64)
+        for i, h in enumerate(rows):
             w = weight.copy()
-            w[np.asarray(h, np.int64)] = 0.0
-            n = min(int(k), int(np.count_nonzero(w)))
+            w[h] = 0.0
+            n = min(k, int(np.count_nonzero(w)))
             if n:
                 out[i, :n] = rng.choice(len(w), size=n, replace=False, p=w / w.sum())
         return out
 
     return sample
+
+
+def _count(name: str, value, low: int) -> int:
+    """``value`` as an int >= ``low``; ValueError naming ``name`` otherwise (bools, floats with a fraction, NaN)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)) \
+            or not np.isfinite(value) or int(value) != value or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _item_row(name: str, row: int, items, n_items: int) -> np.ndarray:
+    """One row of item indices as int64; ValueError naming ``name[row]`` and the value when it is not a 1-d run of
+    integers in ``0..n_items-1``."""
+    a = np.asarray(items)
+    if a.ndim != 1:
+        raise ValueError(f"{name}[{row}] must be a 1-d sequence of item indices, got shape {a.shape}")
+    if a.size and (a.dtype == bool or not np.issubdtype(a.dtype, np.number) or np.any(a != np.round(a))):
+        raise ValueError(f"{name}[{row}] must hold integer item indices, got {a[:5].tolist()!r}")
+    a = a.astype(np.int64)
+    bad = a[(a < 0) | (a >= n_items)]
+    if bad.size:
+        raise ValueError(f"{name}[{row}] contains item index {int(bad[0])} outside 0..{n_items - 1}")
+    return a
 
 
 def pointwise_pairs(examples: Sequence[ListExample], negatives: int = 3, seed: int = 0

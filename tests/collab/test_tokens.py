@@ -241,3 +241,9 @@ def test_slot_table_appends_in_many_calls_keep_every_row(setup, collab):
     np.testing.assert_allclose(table, ref, atol=1e-6)
     for h, i in zip(hists, ids):
         np.testing.assert_allclose(slots.vector(i), ref[len(ITEMS) + unique.index(tuple(h))], atol=1e-6)
+    n = slots.embedding.table.shape[0]
+    for rows, keys in ((np.zeros((2, 4)), [("x",)]), (np.zeros((1, 16)), [("x",), ("y",)]), (np.zeros((1, 3)), [("x",)])):
+        with pytest.raises(ValueError, match=r"1?2? ?new keys need rows of shape"):
+            slots._append({}, keys, rows)
+    slots._append({}, [], np.zeros((0, collab.dim)))                    # nothing new: nothing changes
+    assert slots.embedding.table.shape[0] == n

@@ -108,6 +108,37 @@ def test_rerank_templates_lint_clean_rendered_as_the_rerankers_render_them(name,
         assert "⟨user⟩" in text and ("⟨match:" in text) == (name == "rerank-pointwise-match")
 
 
+def test_rerank_template_mistakes_are_named(ml100k, tiny_tokenizer):
+    """A reranking template reading TALLRec-only variables, treating its title strings as dicts, or calling
+    taste_token (reranking histories have no ratings) is flagged; a TALLRec template reading history_ids gets the
+    hint to declare it; render errors say what a reranking template gets; render_samples (prompts eval, scoring)
+    renders a reranking template exactly as render_one does."""
+    from llmrec.prompts.render import render_samples
+    from llmrec.prompts.template import TemplateRenderError
+
+    rec, splits = ml100k
+    head = "---\nname: {}\nformat: plain\nvariables: [{}]\n---\n{{% block prompt %}}{}\n{{% endblock %}}"
+    liked = Template.from_string(head.format("rerank-liked", "liked", "{{ liked }} next?"))
+    rep = lint_template(liked, splits.valid[:5], rec.catalog)
+    msg = rep.format()
+    assert "undefined-variable" in codes(rep, "error") and "the rerankers do not give" in msg and "history_ids" in msg
+    with pytest.raises(TemplateRenderError, match="is a reranking template.*history, history_ids, target, target_id"):
+        render_one(liked, splits.valid[0], rec.catalog)
+    dicts = Template.from_string(head.format("rerank-titles", "history, target",
+                                             "{% for h in history %}{{ h.title }} {% endfor %}{{ target }}?"))
+    rep = lint_template(dicts, splits.valid[:5], rec.catalog)
+    assert "python-repr" in codes(rep, "warning") and "write {{ h }}" in rep.format()
+    taste = Template.from_string(head.format("rerank-taste", "history_ids, target_id",
+                                             "{% for i in history_ids %}{{ item_token(i) }}{% endfor %} "
+                                             "{{ taste_token(target_id) }}?"))
+    assert "taste-in-rerank" in codes(lint_template(taste, splits.valid[:5], rec.catalog), "error")
+    ids = Template.from_string(head.format("mine", "target", "{{ history_ids }} {{ target }}?"))
+    assert "declare it in the header" in lint_template(ids).format()
+    tpl = load_template("rerank-pointwise-match")
+    assert render_samples(tpl, splits.valid[:3], rec.catalog) == [render_one(tpl, s, rec.catalog)
+                                                                    for s in splits.valid[:3]]
+
+
 def test_lint_finds_leaks_and_variable_problems(ml100k, tiny_tokenizer):
     rec, splits = ml100k
     rep = lint_template(Template.from_string(LEAKY), splits.valid[:100], rec.catalog, tiny_tokenizer)

@@ -176,6 +176,22 @@ def test_popularity_sampler_draws_by_popularity_outside_the_history():
         popularity_sampler(train, 0)
     with pytest.raises(ValueError, match="no interaction"):
         popularity_sampler([np.zeros(0, np.int64)], 5)
+    sample = popularity_sampler(train, 5)
+    for hist, k, msg in (([np.array([-1])], 1, r"histories\[0\] contains item index -1 outside 0..4"),
+                         ([np.array([0]), np.array([7])], 1, r"histories\[1\] contains item index 7"),
+                         ([np.array([1.7])], 1, r"histories\[0\] must hold integer item indices"),
+                         ([np.array([True])], 1, "must hold integer item indices"),
+                         ([np.array([0])], -1, "k must be an integer >= 0, got -1"),
+                         ([np.array([0])], 2.5, "k must be an integer >= 0, got 2.5")):
+        with pytest.raises(ValueError, match=msg):
+            sample(hist, k)
+    for n_items in (np.bool_(True), None, float("nan"), float("inf"), "5"):
+        with pytest.raises(ValueError, match="n_items must be an integer >= 1"):
+            popularity_sampler(train, n_items)
+    with pytest.raises(ValueError, match=r"train\[0\] must hold integer item indices"):
+        popularity_sampler([np.array([0.5, 1.2])], 5)
+    with pytest.raises(ValueError, match=r"train\[0\] must be a 1-d sequence"):
+        popularity_sampler([0, 1, 2], 5)
 
 
 def test_training_lists_from_sampled_candidates_hold_their_target():
